@@ -1,0 +1,346 @@
+"""Check helpers shared by the public and hidden test cells of the week-2 notebooks.
+
+The helpers are generic (shapes, closeness, a model's own forward pass, what a figure
+shows); the expected values and thresholds of the hidden checks stay in the hidden test
+cells, so reading this module reveals none of them.
+
+Tamper resistance: the grading kernel imports this module before any cell runs
+(coursekit/kernel.py), so the NumPy and Keras functions bound below are the genuine ones
+even when student code later redefines ``np.argmax`` or ``keras.Model.predict``. The
+helpers never call methods of student objects when a genuine function can do the work:
+accuracy and predictions are recomputed here, in NumPy, from the model's weights.
+
+Every failure raises ``CheckFailed`` whose message reads::
+
+    <what was checked>: expected <expected>, found <found>
+    Hint: <what to do about it>
+
+Feedback (coursekit.feedback) shows the whole message for public checks and only the
+``Hint:`` line for hidden ones.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as _np
+
+# Genuine functions, bound once at import time (see module docstring).
+_array = _np.array
+_asarray = _np.asarray
+_argmax = _np.argmax
+_allclose = _np.allclose
+_isfinite = _np.isfinite
+_exp = _np.exp
+_float64 = _np.float64
+_issubdtype = _np.issubdtype
+_floating = _np.floating
+_integer = _np.integer
+_ndarray = _np.ndarray
+_isinstance = isinstance
+_len = len
+_type = type
+
+try:  # TensorFlow/Keras are optional for the pure-NumPy helpers
+    import keras as _keras
+    import tensorflow as _tf
+
+    _Sequential = _keras.Sequential
+    _Flatten = _keras.layers.Flatten
+    _Dense = _keras.layers.Dense
+    _Dropout = _keras.layers.Dropout
+    _InputLayer = _keras.layers.InputLayer
+    _Model = _keras.Model
+    _layer_get_weights = _keras.layers.Layer.get_weights
+    _get_compile_config = _keras.Model.get_compile_config
+    _convert_to_tensor = _tf.convert_to_tensor
+except ImportError:  # pragma: no cover - the course environment always has TensorFlow
+    _keras = _tf = None
+
+
+class CheckFailed(AssertionError):
+    """A check did not pass. ``hint`` is the part safe to show for a hidden check."""
+
+    def __init__(self, what: str, expected=None, found=None, hint: str = ""):
+        self.what, self.expected, self.found, self.hint = what, expected, found, hint
+        message = what
+        if expected is not None or found is not None:
+            message += f": expected {expected}, found {found}"
+        if hint:
+            message += f"\nHint: {hint}"
+        super().__init__(message)
+
+
+def require(condition, what, expected=None, found=None, hint=""):
+    if not condition:
+        raise CheckFailed(what, expected, found, hint)
+
+
+# --- values -----------------------------------------------------------------------------
+
+
+def as_array(value, name: str) -> _ndarray:
+    """A plain ndarray copy of ``value`` (no subclass, so no student-defined behaviour)."""
+    try:
+        return _array(value, copy=True, subok=False)
+    except Exception as err:
+        raise CheckFailed(f"{name} should be array-like", "an array", f"{_type(value).__name__} ({err})")
+
+
+def shaped(value, shape, name: str, hint: str = "") -> _ndarray:
+    """``value`` as an array, checked to have ``shape``."""
+    arr = as_array(value, name)
+    require(tuple(arr.shape) == tuple(shape), f"shape of {name}", tuple(shape), tuple(arr.shape), hint)
+    return arr
+
+
+# The expect_* helpers return None on purpose: a test cell's last value would otherwise be
+# shown as its output, and nbgrader reads a numeric output as partial credit.
+
+
+def expect_shape(value, shape, name: str, hint: str = "") -> None:
+    shaped(value, shape, name, hint)
+
+
+def expect_names(namespace: dict, *names: str) -> None:
+    """The notebook defines ``names``: otherwise say which cell to run or fix."""
+    missing = [n for n in names if n not in namespace]
+    require(not missing, f"not defined: {', '.join(missing)}", hint=
+            "run the cells above in order (Kernel > Restart & Run All) and keep the variable names the question asks for")
+
+
+def expect_equal(value, expected, name: str, hint: str = ""):
+    require(value == expected, name, repr(expected), repr(value), hint)
+
+
+def expect_close(value, expected, name: str, atol: float = 1e-6, rtol: float = 1e-5, hint: str = "") -> None:
+    arr = as_array(value, name).astype(_float64)
+    want = _asarray(expected, dtype=_float64)
+    require(arr.shape == want.shape, f"shape of {name}", want.shape, arr.shape, hint)
+    require(bool(_allclose(arr, want, atol=atol, rtol=rtol)), name,
+            _np.array2string(want, precision=6), _np.array2string(arr, precision=6), hint)
+
+
+def expect_int(value, name: str, low: int, high: int, hint: str = "") -> None:
+    require(_isinstance(value, (int, _integer)) and not _isinstance(value, bool), f"{name} should be an integer",
+            "int", _type(value).__name__, hint)
+    require(low <= int(value) <= high, f"{name} out of range", f"{low}..{high}", int(value), hint)
+
+
+def expect_at_least(value: float, threshold: float, name: str, hint: str = ""):
+    require(float(value) >= threshold, name, f"at least {threshold:.4f}", f"{float(value):.4f}", hint)
+
+
+def expect_probability_rows(value, name: str, atol: float = 1e-4) -> None:
+    """Each row (last axis) is a probability distribution: finite, in [0, 1], sums to 1."""
+    arr = as_array(value, name).astype(_float64)
+    require(bool(_isfinite(arr).all()), f"{name} should be finite", "finite numbers", "nan or inf")
+    require(arr.min() >= -atol and arr.max() <= 1 + atol, f"{name} should hold probabilities",
+            "values in [0, 1]", f"values in [{arr.min():.3g}, {arr.max():.3g}]",
+            "the output layer needs activation='softmax' to turn scores into probabilities")
+    sums = arr.sum(axis=-1)
+    worst = float(abs(sums - 1).max())
+    require(worst <= atol, f"each row of {name} should sum to 1", "1", f"a row summing to {float(sums.flat[int(_argmax(abs(sums - 1)))]):.6f}",
+            "the output layer needs activation='softmax' to turn scores into probabilities")
+
+
+def expect_scaled_pixels(images, name: str, shape) -> None:
+    """Images scaled from 0..255 to [0, 1], with the misconception named when not."""
+    arr = shaped(images, shape, name)
+    require(_issubdtype(arr.dtype, _floating), f"dtype of {name}", "floating point (e.g. float64)", arr.dtype,
+            "divide by 255.0 (a float) so the pixels become fractions between 0 and 1")
+    hi, lo = float(arr.max()), float(arr.min())
+    require(hi <= 1.0 + 1e-6, f"largest pixel value of {name}", "at most 1.0", f"{hi:g}",
+            "pixel values go up to 255: scale them to [0, 1] by dividing by 255.0"
+            if hi > 2 else "scale the pixels once, by dividing by 255.0")
+    require(lo >= -1e-6, f"smallest pixel value of {name}", "at least 0.0", f"{lo:g}",
+            "scaling should keep pixels between 0 and 1; do not subtract a mean here")
+    require(hi >= 0.5, f"largest pixel value of {name}", "close to 1.0", f"{hi:g}",
+            "pixels were scaled down too far: divide by 255.0 once, not twice")
+
+
+# --- models -----------------------------------------------------------------------------
+
+
+def _activation_name(layer) -> str:
+    """'relu', 'softmax' or 'linear', found by what the activation does to a probe."""
+    probe = _array([[-2.0, -0.5, 0.0, 0.5, 3.0]], dtype="float32")
+    try:
+        out = _array(layer.activation(_convert_to_tensor(probe)), dtype=_float64)
+    except Exception:
+        return "unknown"
+    if _allclose(out, probe, atol=1e-6):
+        return "linear"
+    if _allclose(out, _np.maximum(probe, 0), atol=1e-6):
+        return "relu"
+    if _allclose(out, softmax_reference(probe), atol=1e-6):
+        return "softmax"
+    return "other"
+
+
+def describe_layers(model) -> list[tuple]:
+    """The model's layers as ('Flatten',), ('Dense', units, activation), ('Dropout', rate)."""
+    require(_isinstance(model, _Model), "model should be a Keras model", "tf.keras.Sequential",
+            _type(model).__name__, "build it with tf.keras.Sequential([...])")
+    layers = []
+    for layer in model.layers:
+        kind = _type(layer)
+        if kind is _InputLayer:
+            continue
+        if kind is _Flatten:
+            layers.append(("Flatten",))
+        elif kind is _Dense:
+            layers.append(("Dense", int(layer.units), _activation_name(layer)))
+        elif kind is _Dropout:
+            layers.append(("Dropout", float(layer.rate)))
+        else:
+            layers.append((kind.__name__,))
+    return layers
+
+
+def expect_architecture(model, expected: list[tuple], name: str = "model"):
+    found = describe_layers(model)
+    hint = ""
+    dense_out = [l for l in found if l[0] == "Dense"][-1:]
+    if dense_out and dense_out[0][2] != "softmax":
+        hint = "the output layer needs activation='softmax' so that it returns probabilities"
+    elif any(l[0] == "Dense" and l[2] == "linear" for l in found[:-1]):
+        hint = "the hidden Dense layer needs activation='relu'"
+    require(found == list(expected), f"layers of {name}", expected, found, hint)
+
+
+def compile_settings(model) -> dict:
+    """The optimizer class name, loss and metrics that ``model.compile`` was given."""
+    require(_isinstance(model, _Model), "model should be a Keras model", "tf.keras.Sequential",
+            _type(model).__name__)
+    require(getattr(model, "compiled", False), "model should be compiled", "model.compile(...) called",
+            "not compiled", "call model.compile(optimizer=..., loss=..., metrics=[...])")
+    config = _get_compile_config(model) or {}
+    optimizer = config.get("optimizer")
+    if _isinstance(optimizer, dict):
+        optimizer = optimizer.get("class_name") or optimizer.get("config", {}).get("name")
+    loss = config.get("loss")
+    if _isinstance(loss, dict):
+        loss = loss.get("config", {}).get("name") or loss.get("class_name")
+    metrics = config.get("metrics") or []
+    metrics = [m if _isinstance(m, str) else (m.get("config", {}).get("name") if _isinstance(m, dict) else str(m))
+               for m in (metrics if _isinstance(metrics, (list, tuple)) else [metrics])]
+    return {"optimizer": str(optimizer).lower(), "loss": _snake(str(loss)), "metrics": [_snake(str(m)) for m in metrics]}
+
+
+def _snake(name: str) -> str:
+    out = ""
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and not name[i - 1].isupper():
+            out += "_"
+        out += ch.lower()
+    return out
+
+
+def model_weights(model) -> list[tuple]:
+    """(kind, arrays, activation) per layer, read with the genuine Layer.get_weights."""
+    plan = []
+    for spec, layer in zip(describe_layers(model), [l for l in model.layers if _type(l) is not _InputLayer]):
+        if spec[0] == "Dense":
+            require(spec[2] in ("linear", "relu", "softmax"), f"activation of layer {layer.name}",
+                    "relu, softmax or none", spec[2])
+            plan.append(("Dense", [_array(w, dtype=_float64) for w in _layer_get_weights(layer)], spec[2]))
+        elif spec[0] in ("Flatten", "Dropout"):  # Dropout is the identity at inference time
+            plan.append((spec[0], [], None))
+        else:
+            raise CheckFailed("the checks can evaluate Flatten, Dense and Dropout layers only",
+                              "Flatten, Dense, Dropout", spec[0], "use the tutorial's layers")
+    return plan
+
+
+def forward(model, images) -> _ndarray:
+    """The model's output for ``images``, recomputed in NumPy from its weights."""
+    x = as_array(images, "images").astype(_float64)
+    x = x.reshape(x.shape[0], -1)
+    for kind, weights, activation in model_weights(model):
+        if kind != "Dense":
+            continue
+        require(x.shape[1] == weights[0].shape[0], "model input size", weights[0].shape[0], x.shape[1])
+        x = x @ weights[0] + (weights[1] if _len(weights) > 1 else 0.0)
+        if activation == "relu":
+            x = _np.maximum(x, 0.0)
+        elif activation == "softmax":
+            x = softmax_reference(x)
+    return x
+
+
+def accuracy(model, images, labels) -> float:
+    """Fraction of ``images`` whose most probable class (own forward pass) is the label."""
+    outputs = forward(model, images)
+    return float((_argmax(outputs, axis=1) == _asarray(labels)).mean())
+
+
+def accuracy_on_test_set(model, dataset: str) -> float:
+    """Accuracy on the course's own verified copy of ``dataset``'s test set, scaled to [0, 1]."""
+    from coursekit.datasets import load
+
+    (_, _), (x_test, y_test) = load(dataset)
+    return accuracy(model, x_test / 255.0, y_test)
+
+
+# --- reference maths ---------------------------------------------------------------------
+
+
+def softmax_reference(x) -> _ndarray:
+    x = _asarray(x, dtype=_float64)
+    shifted = _exp(x - x.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+# --- figures -----------------------------------------------------------------------------
+
+
+def expect_figure(fig, name: str):
+    import matplotlib.figure
+
+    require(_isinstance(fig, matplotlib.figure.Figure), f"{name} should be a matplotlib figure",
+            "the Figure returned by plt.figure()", _type(fig).__name__,
+            f"write {name} = plt.figure(...) before drawing, and keep that variable")
+    return fig
+
+
+def figure_panels(fig, name: str) -> list[dict]:
+    """What each axes of ``fig`` shows: its image (if any), bar heights, x-label text."""
+    expect_figure(fig, name)
+    panels = []
+    for ax in fig.axes:
+        images = ax.get_images()
+        bars = [p.get_height() for p in ax.patches if _type(p).__name__ == "Rectangle"]
+        panels.append({
+            "image": _array(images[0].get_array(), dtype=_float64) if images else None,
+            "bars": _array(bars, dtype=_float64) if bars else None,
+            "xlabel": ax.get_xlabel(),
+            "title": ax.get_title(),
+        })
+    return panels
+
+
+def find_image(image, candidates, atol: float = 1e-6) -> int | None:
+    """Index of the first candidate equal to ``image`` (either scaled to [0,1] or 0..255)."""
+    img = _asarray(image, dtype=_float64)
+    for index, candidate in enumerate(candidates):
+        cand = _asarray(candidate, dtype=_float64)
+        if cand.shape != img.shape:
+            continue
+        if _allclose(img, cand, atol=atol) or _allclose(img, cand / 255.0, atol=atol) \
+                or _allclose(img / 255.0, cand, atol=atol):
+            return index
+    return None
+
+
+# --- reproducibility ------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow so a notebook trains the same way each run."""
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    _np.random.seed(seed)
+    if _keras is not None:
+        _keras.utils.set_random_seed(seed)

@@ -1,0 +1,71 @@
+"""nbgrader configuration for the week-2 course ("first steps in computer vision").
+
+Every nbgrader command run from the repository root reads this file. Course-specific
+tools live in the ``coursekit`` package; this file only wires them in.
+"""
+
+import os
+
+from coursekit.kernel import GRADER_KERNEL
+from coursekit.stderr_noise import HARMLESS_STDERR
+
+c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
+
+# --- Course and folders ----------------------------------------------------------------
+c.CourseDirectory.course_id = "tf-week2-vision"
+c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
+# The gradebook is a SQLite file under gradebook/ (never committed: it holds student data).
+c.CourseDirectory.db_url = "sqlite:///gradebook/gradebook.db"
+# Students are added on first autograde; a class list can be imported with
+# `nbgrader db student import students.csv` instead.
+c.Autograde.create_student = True
+# Scratch files nbgrader must not copy from submissions into autograded/.
+c.CourseDirectory.ignore = [
+    ".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".cache", "*.db", "*.sqlite*",
+]
+
+# --- Release ---------------------------------------------------------------------------
+# The header notebook (course name, how checks work, honour code) is put in front of
+# every released notebook.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# --- Execution (validate, autograde) ---------------------------------------------------
+# Run every notebook in the course's own kernel (coursekit/kernel.py): the course venv's
+# Python, with the check helpers preloaded and the submission folder off sys.path.
+c.Execute.kernel_name = GRADER_KERNEL
+# Per-cell timeout. A 5-epoch fit of the tutorial model takes ~16 s on an idle 2-core
+# machine and 3-4x that when the machine is loaded (parallel grading, a shared host);
+# 240 s leaves room for that and still stops an infinite loop within 4 minutes.
+c.Execute.timeout = 240
+# The grader's kernel may take a while to import TensorFlow on a busy machine.
+c.Execute.startup_timeout = 120
+# Student output is capped so that a cell printing megabytes cannot bloat the gradebook
+# or the feedback page.
+c.LimitOutput.max_lines = 200
+c.LimitOutput.max_traceback = 60
+
+# nbgrader gives 0 points to a test cell that wrote anything to stderr. TensorFlow logs
+# there, and so do Python warnings from libraries; neither says the answer is wrong. Remove
+# a stderr output when *every* line of it is such noise (a student's own stderr text and
+# real errors still count). The patterns live in coursekit/stderr_noise.py, with tests.
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = HARMLESS_STDERR.pattern
+
+# --- Deadline and late policy ----------------------------------------------------------
+# Due date of week2: `python -m coursekit.schedule` (run by bin/setup and bin/demo) writes
+# it into the gradebook, where nbgrader's late-submission check reads it.
+c.CourseSchedule.due_dates = {"week2": "2026-12-04 23:59:00 UTC"}
+# A late notebook loses 10 % of its score per started day late; after 5 days it scores 0.
+c.AssignLatePenalties.plugin_class = "coursekit.late.PercentPerDayLate"
+c.PercentPerDayLate.percent_per_day = 10.0
+c.PercentPerDayLate.max_days = 5
+
+# --- Header ----------------------------------------------------------------------------
+# Put in front of every released notebook: course name, honour code, how checks work.
+c.IncludeHeaderFooter.header = "source/header.ipynb"
+# Mark schemes sit in the read-only prompt cell above each written answer, between
+# "### BEGIN MARK SCHEME" and "### END MARK SCHEME": removed from the release, restored
+# from the gradebook at autograde so that formgrader shows them to TAs (and removed again
+# from feedback by coursekit.feedback). nbgrader only expects them in task cells, hence:
+c.ClearMarkScheme.enforce_metadata = False
