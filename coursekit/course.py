@@ -1,0 +1,96 @@
+"""A course directory on disk, and nbgrader commands run in it.
+
+Tests, the demo and the class runner all need "a copy of this course somewhere, with
+these submissions, graded": this module is that one mechanism.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ASSIGNMENT = "week2"
+NOTEBOOKS = ("fashion_mnist", "mnist")
+# What a course copy needs from the repository (everything else is generated or student data).
+COURSE_FILES = ("nbgrader_config.py", "source")
+
+
+class NbgraderFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Course:
+    root: Path
+
+    @classmethod
+    def copy_of(cls, target: Path, repo: Path = REPO_ROOT) -> "Course":
+        """A fresh course at ``target`` with this repository's config and source notebooks."""
+        target.mkdir(parents=True, exist_ok=True)
+        for name in COURSE_FILES:
+            src = repo / name
+            if src.is_dir():
+                shutil.copytree(src, target / name, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+            else:
+                shutil.copy2(src, target / name)
+        (target / "gradebook").mkdir(exist_ok=True)
+        return cls(target)
+
+    # --- running nbgrader ------------------------------------------------------------
+
+    def nbgrader(self, *args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+        """Run ``nbgrader <args>`` with this course as working directory."""
+        cmd = [str(Path(sys.executable).with_name("nbgrader")), *args]
+        proc = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, timeout=timeout,
+                              env=grading_env())
+        if check and proc.returncode != 0:
+            raise NbgraderFailed(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        return proc
+
+    def sync_schedule(self) -> None:
+        """Write the due dates of this course's nbgrader_config.py into its gradebook."""
+        subprocess.run([sys.executable, "-m", "coursekit.schedule"], cwd=self.root, check=True,
+                       capture_output=True, env=grading_env())
+
+    def generate(self) -> None:
+        self.sync_schedule()
+        self.nbgrader("generate_assignment", ASSIGNMENT, "--force")
+
+    # --- submissions -----------------------------------------------------------------
+
+    def submitted_dir(self, student: str) -> Path:
+        return self.root / "submitted" / student / ASSIGNMENT
+
+    def submit(self, student: str, folder: Path) -> Path:
+        """Copy a submission folder (notebooks, timestamp.txt, any other files) in place."""
+        dest = self.submitted_dir(student)
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(folder, dest)
+        return dest
+
+    def students(self) -> list[str]:
+        base = self.root / "submitted"
+        return sorted(p.name for p in base.iterdir() if (p / ASSIGNMENT).is_dir()) if base.is_dir() else []
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.root / 'gradebook' / 'gradebook.db'}"
+
+
+def grading_env() -> dict:
+    """The environment nbgrader and its kernels run with: the course venv first on PATH,
+    the offline data mirror when one sits beside the repository, quiet TensorFlow."""
+    env = dict(os.environ)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+    shared = REPO_ROOT.parent / "shared" / "data"
+    if not env.get("COURSEKIT_DATA_DIR") and shared.is_dir():
+        env["COURSEKIT_DATA_DIR"] = str(shared)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return env

@@ -1,0 +1,67 @@
+"""Per-student grade summary of an assignment, read from the gradebook.
+
+``python -m coursekit.summary [week2]`` from the course root (bin/demo ends with it).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from nbgrader.api import Gradebook, MissingEntry
+
+
+@dataclass
+class StudentRow:
+    student: str
+    auto_score: float
+    auto_max: float
+    manual_pending: int
+    late_penalty: float
+    score: float
+    max_score: float
+    seconds_late: float
+
+
+def student_rows(db_url: str, assignment: str = "week2") -> list[StudentRow]:
+    rows = []
+    with Gradebook(db_url) as gb:
+        for student in gb.students:
+            try:
+                sub = gb.find_submission(assignment, student.id)
+            except MissingEntry:
+                continue
+            pending = sum(grade.needs_manual_grade for nb in sub.notebooks for grade in nb.grades)
+            rows.append(StudentRow(student.id, sub.code_score, sub.max_code_score, pending,
+                                   sub.late_submission_penalty or 0.0,
+                                   sub.score, sub.max_score, sub.total_seconds_late or 0.0))
+    return sorted(rows, key=lambda r: r.student)
+
+
+def format_table(rows: list[StudentRow]) -> str:
+    head = f"{'student':<28} {'autograded':>12} {'late penalty':>13} {'total so far':>13} {'written to grade':>17}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        late = f"-{r.late_penalty:g}" if r.late_penalty else ("late" if r.seconds_late > 0 else "")
+        lines.append(f"{r.student:<28} {r.auto_score:>6g} / {r.auto_max:<4g} {late:>13} "
+                     f"{r.score - r.late_penalty:>6g} / {r.max_score:<4g} {r.manual_pending:>17}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from coursekit.schedule import load_course_config
+
+    argv = sys.argv[1:] if argv is None else argv
+    assignment = argv[0] if argv else "week2"
+    config = load_course_config()
+    rows = student_rows(config.CourseDirectory.db_url, assignment)
+    if not rows:
+        print(f"no graded submissions of {assignment} in the gradebook")
+        return 1
+    print(f"{assignment}: {len(rows)} submission(s)")
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
