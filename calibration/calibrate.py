@@ -1,0 +1,177 @@
+"""Calibrate the accuracy thresholds of the hidden checks against TensorFlow's randomness.
+
+Trains the reference solution (exactly as the notebooks do: the tutorial's model, adam,
+sparse categorical cross-entropy, EPOCHS epochs) under many seeds, and the same recipe with
+each named misconception, and measures every model with the function the hidden checks use,
+``coursekit.checks.accuracy_on_test_set`` (the model's own weights, the course's copy of the
+test set scaled to [0, 1]). Writes
+
+- ``calibration/runs.csv``: one row per training run (resumable: runs already there are skipped);
+- ``calibration/RESULTS.md``: the table per variant, and whether each threshold passes every
+  reference seed with margin and fails every misconception run.
+
+    .venv/bin/python calibration/calibrate.py                 # 20 reference seeds, 5 per misconception
+    .venv/bin/python calibration/calibrate.py --seeds 30 --misconception-seeds 10
+
+The thresholds below must equal the ones in the hidden test cells of source/week2/*.ipynb;
+tests/test_calibration.py checks that they do, and that RESULTS.md supports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # as in the grading kernel
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "runs.csv"
+RESULTS = HERE / "RESULTS.md"
+EPOCHS = 5
+
+# Thresholds used by the hidden checks (F7 and M5 for Fashion-MNIST, M3 for MNIST).
+THRESHOLDS = {"fashion-mnist": 0.84, "mnist": 0.96}
+# The reference run with the lowest accuracy must clear its threshold by at least this much.
+REQUIRED_MARGIN = 0.01
+
+# variant -> (description, how the notebooks' recipe is changed)
+VARIANTS = {
+    "reference": "the solution: pixels / 255, softmax output, sparse categorical cross-entropy",
+    "pixels-not-scaled": "trained on raw 0..255 pixels (misconception: no scaling)",
+    "no-softmax-output": "last layer Dense(10) with no activation, loss unchanged (misconception)",
+    "wrong-loss-mse": "loss='mean_squared_error' on integer labels (misconception: wrong loss)",
+}
+# Fashion-MNIST: F7 trains with validation_split=0.2; M5 trains on all 60000 images.
+FIELDS = ["dataset", "variant", "validation_split", "seed", "test_accuracy", "seconds"]
+
+
+def train_and_measure(dataset: str, variant: str, seed: int, validation_split: float) -> float:
+    import tensorflow as tf
+
+    from coursekit import checks
+    from coursekit.datasets import load
+
+    checks.seed_everything(seed)
+    (x_train, y_train), _ = load(dataset)
+    images = x_train if variant == "pixels-not-scaled" else x_train / 255.0
+    output_activation = None if variant == "no-softmax-output" else "softmax"
+    loss = "mean_squared_error" if variant == "wrong-loss-mse" else "sparse_categorical_crossentropy"
+    model = tf.keras.Sequential([
+        tf.keras.Input(shape=(28, 28)),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(128, activation="relu"),
+        tf.keras.layers.Dense(10, activation=output_activation),
+    ])
+    model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
+    model.fit(images, y_train, epochs=EPOCHS, validation_split=validation_split, verbose=0)
+    return checks.accuracy_on_test_set(model, dataset)
+
+
+def planned_runs(seeds: int, misconception_seeds: int) -> list[tuple[str, str, float, int]]:
+    runs = []
+    for dataset, splits in (("fashion-mnist", (0.2, 0.0)), ("mnist", (0.0,))):
+        for split in splits:
+            count = seeds if split == splits[0] else max(5, misconception_seeds)
+            runs += [(dataset, "reference", split, s) for s in range(count)]
+        for variant in VARIANTS:
+            if variant != "reference":
+                runs += [(dataset, variant, splits[0], s) for s in range(misconception_seeds)]
+    return runs
+
+
+def read_runs() -> list[dict]:
+    if not RUNS.exists():
+        return []
+    with open(RUNS, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def key(row) -> tuple:
+    return (row["dataset"], row["variant"], float(row["validation_split"]), int(row["seed"]))
+
+
+def run(seeds: int, misconception_seeds: int) -> None:
+    done = {key(r) for r in read_runs()}
+    todo = [r for r in planned_runs(seeds, misconception_seeds) if r not in done]
+    new_file = not RUNS.exists()
+    with open(RUNS, "a", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS)
+        if new_file:
+            writer.writeheader()
+        for n, (dataset, variant, split, seed) in enumerate(todo, 1):
+            start = time.perf_counter()
+            acc = train_and_measure(dataset, variant, seed, split)
+            seconds = time.perf_counter() - start
+            writer.writerow({"dataset": dataset, "variant": variant, "validation_split": split,
+                             "seed": seed, "test_accuracy": f"{acc:.4f}", "seconds": f"{seconds:.1f}"})
+            f.flush()
+            print(f"[{n}/{len(todo)}] {dataset} {variant} split={split} seed={seed}: {acc:.4f} ({seconds:.0f} s)",
+                  flush=True)
+
+
+def summarise() -> tuple[str, bool]:
+    rows = read_runs()
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["variant"], float(r["validation_split"])), []).append(float(r["test_accuracy"]))
+    lines = [
+        "# Calibration of the accuracy thresholds",
+        "",
+        f"Generated by `calibration/calibrate.py` from `calibration/runs.csv` ({len(rows)} training runs,",
+        f"{EPOCHS} epochs each, TensorFlow {_tf_version()}, CPU). Accuracy is measured the way the hidden",
+        "checks measure it: `checks.accuracy_on_test_set` (own forward pass from the model's weights on",
+        "the course's copy of the test set, pixels / 255).",
+        "",
+        "| data set | variant | validation split | runs | min | mean | max | threshold | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    ok = True
+    for (dataset, variant, split), accs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "reference", kv[0][1], kv[0][2])):
+        threshold = THRESHOLDS[dataset]
+        if variant == "reference":
+            verdict_ok = min(accs) >= threshold + REQUIRED_MARGIN
+            verdict = f"passes all, margin {min(accs) - threshold:+.4f}" if verdict_ok else "FAILS: threshold too high"
+        else:
+            verdict_ok = max(accs) < threshold
+            verdict = f"fails all, gap {threshold - max(accs):+.4f}" if verdict_ok else "NOT CAUGHT by the threshold"
+        ok &= verdict_ok
+        lines.append(f"| {dataset} | {variant} | {split:g} | {len(accs)} | {min(accs):.4f} | "
+                     f"{statistics.mean(accs):.4f} | {max(accs):.4f} | {threshold:.2f} | {verdict} |")
+    lines += ["", "Variants:", ""] + [f"- `{v}`: {d}" for v, d in VARIANTS.items()]
+    lines += ["", f"Required margin for the reference runs: {REQUIRED_MARGIN}.",
+              f"Overall: {'every threshold passes every reference run and fails every misconception run' if ok else 'RECALIBRATE'}."]
+    return "\n".join(lines) + "\n", ok
+
+
+def _tf_version() -> str:
+    try:
+        import tensorflow as tf
+
+        return tf.__version__
+    except ImportError:  # pragma: no cover
+        return "?"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=20, help="reference seeds per data set")
+    parser.add_argument("--misconception-seeds", type=int, default=5, help="seeds per misconception")
+    parser.add_argument("--summary-only", action="store_true", help="rewrite RESULTS.md from runs.csv")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(HERE.parent))
+    if not args.summary_only:
+        run(args.seeds, args.misconception_seeds)
+    text, ok = summarise()
+    RESULTS.write_text(text)
+    print(text)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
