@@ -66,9 +66,12 @@ SPLITS = (
 HOW_TO_GET = (
     "To fix it: set {env} to a folder holding '{name}/<file>' (on course machines: "
     "export {env}=$(realpath ../shared/data)), or copy the four IDX files of '{name}' "
-    "(gzipped or not, as published at https://github.com/zalandoresearch/fashion-mnist "
-    "and http://yann.lecun.com/exdb/mnist/) into {course_dir}/{name}/."
+    "(gzipped or not, from {source}) into {course_dir}/{name}/."
 )
+SOURCES = {
+    "fashion-mnist": "https://github.com/zalandoresearch/fashion-mnist or Debian's dataset-fashion-mnist package",
+    "mnist": "http://yann.lecun.com/exdb/mnist/",
+}
 
 
 class DatasetError(RuntimeError):
@@ -91,7 +94,7 @@ def data_dirs() -> list[Path]:
 
 
 def _how_to_get(name: str) -> str:
-    return HOW_TO_GET.format(env=DATA_DIR_ENV, name=name, course_dir=COURSE_DATA_DIR)
+    return HOW_TO_GET.format(env=DATA_DIR_ENV, name=name, course_dir=COURSE_DATA_DIR, source=SOURCES[name])
 
 
 def locate(name: str, stem: str) -> Located | None:
