@@ -1,0 +1,146 @@
+"""coursekit.checks: the helpers the public and hidden checks are built from."""
+
+import numpy as np
+import pytest
+
+from coursekit import checks
+from coursekit.checks import CheckFailed
+
+tf = pytest.importorskip("tensorflow")
+
+
+def tutorial_model(output_activation="softmax", hidden=128, dropout=False):
+    layers = [tf.keras.Input(shape=(28, 28)), tf.keras.layers.Flatten(),
+              tf.keras.layers.Dense(hidden, activation="relu")]
+    if dropout:
+        layers.append(tf.keras.layers.Dropout(0.2))
+    layers.append(tf.keras.layers.Dense(10, activation=output_activation))
+    return tf.keras.Sequential(layers)
+
+
+def test_failure_message_has_expected_found_and_hint():
+    with pytest.raises(CheckFailed) as err:
+        checks.expect_shape(np.zeros((3, 4)), (4, 3), "x", hint="transpose it")
+    assert str(err.value) == "shape of x: expected (4, 3), found (3, 4)\nHint: transpose it"
+    assert err.value.hint == "transpose it"
+
+
+def test_expect_helpers_return_none_so_a_test_cell_has_no_output_value():
+    # nbgrader reads a numeric last value of a test cell as partial credit
+    assert checks.expect_shape(np.zeros(3), (3,), "x") is None
+    assert checks.expect_close([1.0], [1.0], "x") is None
+    assert checks.expect_probability_rows([[0.5, 0.5]], "p") is None
+    assert checks.expect_scaled_pixels(np.full((2, 2), 0.9), "img", (2, 2)) is None
+
+
+@pytest.mark.parametrize("images, hint", [
+    (np.full((2, 28, 28), 255.0), "pixel values go up to 255"),
+    (np.full((2, 28, 28), 255, dtype=np.uint8), "divide by 255.0"),
+    (np.full((2, 28, 28), 1 / 255.0), "scaled down too far"),
+])
+def test_unscaled_pixels_are_named_as_the_misconception(images, hint):
+    with pytest.raises(CheckFailed) as err:
+        checks.expect_scaled_pixels(images, "train_images", (2, 28, 28))
+    assert hint in err.value.hint
+
+
+def test_probability_rows_name_the_missing_softmax():
+    with pytest.raises(CheckFailed, match="softmax"):
+        checks.expect_probability_rows([[2.0, -1.0, 3.0]], "predictions")
+
+
+def test_describe_layers_reads_the_activation_by_what_it_does():
+    assert checks.describe_layers(tutorial_model()) == [("Flatten",), ("Dense", 128, "relu"), ("Dense", 10, "softmax")]
+    assert checks.describe_layers(tutorial_model(None))[-1] == ("Dense", 10, "linear")
+    model = tf.keras.Sequential([tf.keras.Input((28, 28)), tf.keras.layers.Flatten(),
+                                 tf.keras.layers.Dense(128, activation=tf.nn.relu),
+                                 tf.keras.layers.Dense(10, activation=tf.nn.softmax)])
+    assert checks.describe_layers(model)[1:] == [("Dense", 128, "relu"), ("Dense", 10, "softmax")]
+
+
+def test_architecture_check_hints_at_a_missing_softmax():
+    with pytest.raises(CheckFailed) as err:
+        checks.expect_architecture(tutorial_model(None), [("Flatten",), ("Dense", 128, "relu"), ("Dense", 10, "softmax")])
+    assert "softmax" in err.value.hint
+
+
+def test_forward_pass_matches_keras_predict_including_dropout_models():
+    rng = np.random.default_rng(0)
+    images = rng.random((16, 28, 28))
+    for model in (tutorial_model(), tutorial_model(hidden=256, dropout=True), tutorial_model(None)):
+        ours = checks.forward(model, images)
+        keras = model.predict(images, verbose=0)
+        assert np.allclose(ours, keras, atol=1e-5)
+
+
+def test_accuracy_is_computed_from_the_weights_not_from_student_methods():
+    model = tutorial_model()
+    images = np.random.default_rng(1).random((50, 28, 28))
+    labels = np.argmax(checks.forward(model, images), axis=1)
+    model.predict = lambda *a, **k: np.eye(10)[np.zeros(50, dtype=int)]  # a student's "fix"
+    assert checks.accuracy(model, images, labels) == 1.0
+
+
+def test_checks_keep_genuine_numpy_when_a_student_redefines_it(monkeypatch):
+    monkeypatch.setattr(np, "argmax", lambda *a, **k: 0)
+    monkeypatch.setattr(np, "allclose", lambda *a, **k: True)
+    with pytest.raises(CheckFailed):
+        checks.expect_close([1.0, 2.0], [1.0, 3.0], "x")
+    model = tutorial_model()
+    images = np.random.default_rng(2).random((20, 28, 28))
+    wrong_labels = (np.asarray(checks._argmax(checks.forward(model, images), axis=1)) + 1) % 10
+    assert checks.accuracy(model, images, wrong_labels) == 0.0
+
+
+def test_subclassed_layers_are_not_trusted():
+    class FakeDense(tf.keras.layers.Dense):
+        def get_weights(self):  # pragma: no cover - must not be called
+            raise AssertionError("student code called")
+
+    model = tf.keras.Sequential([tf.keras.Input((28, 28)), tf.keras.layers.Flatten(), FakeDense(10, activation="softmax")])
+    with pytest.raises(CheckFailed, match="Flatten, Dense and Dropout"):
+        checks.forward(model, np.zeros((1, 28, 28)))
+
+
+def test_compile_settings_normalise_strings_and_objects():
+    model = tutorial_model()
+    model.compile(optimizer=tf.keras.optimizers.Adam(), loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=["accuracy"])
+    settings = checks.compile_settings(model)
+    assert settings["optimizer"] == "adam"
+    assert settings["loss"] == "sparse_categorical_crossentropy"
+    assert "accuracy" in settings["metrics"]
+    model.compile(optimizer="sgd", loss="mean_squared_error")
+    assert checks.compile_settings(model)["loss"] == "mean_squared_error"
+
+
+def test_figure_panels_read_images_bars_and_labels():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    image = np.arange(784).reshape(28, 28) / 784
+    fig = plt.figure()
+    plt.subplot(1, 2, 1)
+    plt.imshow(image)
+    plt.xlabel("Sneaker 90% (Sneaker)")
+    plt.subplot(1, 2, 2)
+    plt.bar(range(10), np.linspace(0, 1, 10))
+    panels = checks.figure_panels(fig, "fig")
+    plt.close(fig)
+    assert checks.find_image(panels[0]["image"], [np.zeros((28, 28)), image * 255]) == 1
+    assert panels[0]["xlabel"].startswith("Sneaker")
+    assert np.allclose(panels[1]["bars"], np.linspace(0, 1, 10))
+    with pytest.raises(CheckFailed, match="plt.figure"):
+        checks.figure_panels(None, "fig_grid")
+
+
+def test_expect_names_says_which_variables_are_missing():
+    with pytest.raises(CheckFailed, match="not defined: model, history"):
+        checks.expect_names({"x": 1}, "x", "model", "history")
+
+
+def test_softmax_reference_matches_the_course_notes_and_is_stable():
+    assert np.allclose(checks.softmax_reference([1, 3, 4, 2]), [0.0320586, 0.23688282, 0.64391426, 0.08714432], atol=1e-7)
+    assert np.isfinite(checks.softmax_reference([1000.0, 1001.0])).all()
