@@ -1,0 +1,57 @@
+"""The accuracy thresholds in the hidden checks are the calibrated ones, and the recorded
+calibration runs support them (every reference seed passes with margin, every misconception
+run fails)."""
+
+import re
+import sys
+
+import nbformat
+import pytest
+
+from coursekit.course import NOTEBOOKS, REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "calibration"))
+import calibrate  # noqa: E402
+
+
+def thresholds_in_notebooks() -> list[tuple[str, float, str]]:
+    """(data set, threshold, grade_id) for every accuracy threshold in a hidden check."""
+    found = []
+    for name in NOTEBOOKS:
+        for cell in nbformat.read(REPO_ROOT / "source" / "week2" / f"{name}.ipynb", as_version=4).cells:
+            source = cell.source
+            assigned = dict(re.findall(r"(\w+) = checks\.accuracy_on_test_set\(\w+, \"([\w-]+)\"\)", source))
+            for target, value in re.findall(r"expect_at_least\((.+?), (0\.\d+),", source):
+                direct = re.search(r"accuracy_on_test_set\(\w+, \"([\w-]+)\"\)", target)
+                dataset = direct.group(1) if direct else assigned.get(target.strip())
+                found.append((dataset, float(value), cell.metadata.nbgrader.grade_id))
+    return found
+
+
+def test_every_accuracy_threshold_is_the_calibrated_one():
+    found = thresholds_in_notebooks()
+    assert {gid for _, _, gid in found} == {"f7_train_hidden", "m3_train_hidden", "m5_compare_hidden"}
+    for dataset, value, gid in found:
+        assert dataset in calibrate.THRESHOLDS, f"{gid}: threshold not tied to a calibrated data set"
+        assert value == calibrate.THRESHOLDS[dataset], f"{gid}: {value} but calibrated {calibrate.THRESHOLDS[dataset]}"
+
+
+def test_recorded_runs_cover_twenty_seeds_and_every_misconception():
+    runs = calibrate.read_runs()
+    for dataset in calibrate.THRESHOLDS:
+        reference_seeds = {r["seed"] for r in runs if r["dataset"] == dataset and r["variant"] == "reference"}
+        assert len(reference_seeds) >= 20, f"{dataset}: {len(reference_seeds)} reference seeds"
+        for variant in calibrate.VARIANTS:
+            assert any(r["dataset"] == dataset and r["variant"] == variant for r in runs), (dataset, variant)
+
+
+def test_recorded_runs_support_the_thresholds_and_results_md_is_current():
+    text, ok = calibrate.summarise()
+    assert ok, text
+    assert (REPO_ROOT / "calibration" / "RESULTS.md").read_text() == text, "run calibration/calibrate.py --summary-only"
+
+
+def test_summary_flags_a_threshold_that_a_misconception_clears(monkeypatch):
+    monkeypatch.setitem(calibrate.THRESHOLDS, "mnist", 0.05)  # everything clears it
+    text, ok = calibrate.summarise()
+    assert not ok and "NOT CAUGHT" in text
