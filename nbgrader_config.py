@@ -69,3 +69,15 @@ c.IncludeHeaderFooter.header = "source/header.ipynb"
 # from the gradebook at autograde so that formgrader shows them to TAs (and removed again
 # from feedback by coursekit.feedback). nbgrader only expects them in task cells, hence:
 c.ClearMarkScheme.enforce_metadata = False
+
+# --- Feedback --------------------------------------------------------------------------
+# `nbgrader generate_feedback week2` writes feedback/<student>/week2/<notebook>.html. After
+# nbgrader's GetGrades, coursekit/feedback.py puts problems found while grading and the
+# score per question at the top, shows public check messages (expected vs found), and for
+# hidden checks only passed/failed with a hint; it removes hidden test code and mark
+# schemes, which stock nbgrader would show (jupyter/nbgrader#917, #1363).
+from coursekit.feedback import CourseFeedback  # noqa: E402
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import GetGrades  # noqa: E402
+
+c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, CourseFeedback]
