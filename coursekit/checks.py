@@ -85,7 +85,8 @@ def as_array(value, name: str) -> _ndarray:
     try:
         return _array(value, copy=True, subok=False)
     except Exception as err:
-        raise CheckFailed(f"{name} should be array-like", "an array", f"{_type(value).__name__} ({err})")
+        raise CheckFailed(f"{name} should be array-like", "an array", f"{_type(value).__name__} ({err})",
+                          "store a NumPy array (or a list of numbers) in this variable")
 
 
 def shaped(value, shape, name: str, hint: str = "") -> _ndarray:
@@ -124,7 +125,7 @@ def expect_close(value, expected, name: str, atol: float = 1e-6, rtol: float = 1
 
 def expect_int(value, name: str, low: int, high: int, hint: str = "") -> None:
     require(_isinstance(value, (int, _integer)) and not _isinstance(value, bool), f"{name} should be an integer",
-            "int", _type(value).__name__, hint)
+            "int", _type(value).__name__, hint or "convert it with int(...)")
     require(low <= int(value) <= high, f"{name} out of range", f"{low}..{high}", int(value), hint)
 
 
@@ -135,7 +136,9 @@ def expect_at_least(value: float, threshold: float, name: str, hint: str = ""):
 def expect_probability_rows(value, name: str, atol: float = 1e-4) -> None:
     """Each row (last axis) is a probability distribution: finite, in [0, 1], sums to 1."""
     arr = as_array(value, name).astype(_float64)
-    require(bool(_isfinite(arr).all()), f"{name} should be finite", "finite numbers", "nan or inf")
+    require(bool(_isfinite(arr).all()), f"{name} should be finite", "finite numbers", "nan or inf",
+            "nan or inf comes from np.exp of a large number (subtract the row's maximum first) "
+            "or from training that diverged")
     require(arr.min() >= -atol and arr.max() <= 1 + atol, f"{name} should hold probabilities",
             "values in [0, 1]", f"values in [{arr.min():.3g}, {arr.max():.3g}]",
             "the output layer needs activation='softmax' to turn scores into probabilities")
@@ -203,17 +206,24 @@ def expect_architecture(model, expected: list[tuple], name: str = "model"):
     found = describe_layers(model)
     hint = ""
     dense_out = [l for l in found if l[0] == "Dense"][-1:]
+    want_out = [l for l in expected if l[0] == "Dense"][-1:]
     if dense_out and dense_out[0][2] != "softmax":
         hint = "the output layer needs activation='softmax' so that it returns probabilities"
     elif any(l[0] == "Dense" and l[2] == "linear" for l in found[:-1]):
         hint = "the hidden Dense layer needs activation='relu'"
+    elif found[:1] != [("Flatten",)] and list(expected)[:1] == [("Flatten",)]:
+        hint = "start with tf.keras.layers.Flatten(): Dense layers need each 28x28 image as one row of 784 numbers"
+    elif dense_out and want_out and dense_out[0][1] != want_out[0][1]:
+        hint = f"the output layer needs one neuron per class: Dense({want_out[0][1]}, activation='softmax')"
+    else:
+        hint = "use exactly the layers the question lists, in that order, with no extra layers"
     require(found == list(expected), f"layers of {name}", expected, found, hint)
 
 
 def compile_settings(model) -> dict:
     """The optimizer class name, loss and metrics that ``model.compile`` was given."""
     require(_isinstance(model, _Model), "model should be a Keras model", "tf.keras.Sequential",
-            _type(model).__name__)
+            _type(model).__name__, "build it with tf.keras.Sequential([...])")
     require(getattr(model, "compiled", False), "model should be compiled", "model.compile(...) called",
             "not compiled", "call model.compile(optimizer=..., loss=..., metrics=[...])")
     config = _get_compile_config(model) or {}
@@ -244,7 +254,8 @@ def model_weights(model) -> list[tuple]:
     for spec, layer in zip(describe_layers(model), [l for l in model.layers if _type(l) is not _InputLayer]):
         if spec[0] == "Dense":
             require(spec[2] in ("linear", "relu", "softmax"), f"activation of layer {layer.name}",
-                    "relu, softmax or none", spec[2])
+                    "relu, softmax or none", spec[2],
+                    "use activation='relu' in the hidden layer and activation='softmax' in the output layer")
             plan.append(("Dense", [_array(w, dtype=_float64) for w in _layer_get_weights(layer)], spec[2]))
         elif spec[0] in ("Flatten", "Dropout"):  # Dropout is the identity at inference time
             plan.append((spec[0], [], None))
@@ -261,7 +272,8 @@ def forward(model, images) -> _ndarray:
     for kind, weights, activation in model_weights(model):
         if kind != "Dense":
             continue
-        require(x.shape[1] == weights[0].shape[0], "model input size", weights[0].shape[0], x.shape[1])
+        require(x.shape[1] == weights[0].shape[0], "model input size", weights[0].shape[0], x.shape[1],
+                "the model should take 28x28 images: tf.keras.Input(shape=(28, 28)), then Flatten()")
         x = x @ weights[0] + (weights[1] if _len(weights) > 1 else 0.0)
         if activation == "relu":
             x = _np.maximum(x, 0.0)
