@@ -21,8 +21,6 @@ from dateutil.parser import parse as parse_date
 from coursekit import problems
 from coursekit.course import NOTEBOOKS, REPO_ROOT, Course
 
-pytestmark = pytest.mark.slow
-
 SOURCE = REPO_ROOT / "source" / "week2"
 RELEASE = REPO_ROOT / "release" / "week2"
 REGIONS = {
@@ -234,6 +232,7 @@ def mistakes_page(course: Course, notebook: str) -> Path:
 # --- tests: nothing secret -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_autograded_notebook_gets_feedback(class_feedback, graded_class):
     assert class_feedback, "no autograded notebooks"
     assert {s for s, _ in class_feedback} >= {s for s in graded_class.students
@@ -246,6 +245,7 @@ def test_secret_lines_are_many():
     assert len(SECRETS["hidden test"]) > 100 and len(SECRETS["mark scheme"]) > 30
 
 
+@pytest.mark.slow
 def test_class_feedback_shows_no_hidden_test_code_or_mark_scheme(class_feedback):
     found = {}
     for key, path in class_feedback.items():
@@ -255,6 +255,7 @@ def test_class_feedback_shows_no_hidden_test_code_or_mark_scheme(class_feedback)
     assert not found, "\n".join(f"{key}: {lines[:5]}" for key, lines in found.items())
 
 
+@pytest.mark.slow
 def test_leak_search_finds_the_leaks_of_stock_nbgrader_feedback(class_feedback, graded_class):
     """The search above can fail: run on stock nbgrader's feedback of the same notebooks, it
     finds hidden test code and mark schemes in every page."""
@@ -270,11 +271,13 @@ def test_leak_search_finds_the_leaks_of_stock_nbgrader_feedback(class_feedback, 
         assert len(found["mark scheme"]) >= 5, path
 
 
+@pytest.mark.slow
 def test_mistakes_feedback_shows_no_hidden_test_code_or_mark_scheme(mistakes):
     for name in NOTEBOOKS:
         assert leaks(mistakes_page(mistakes, name)) == {kind: [] for kind in SECRETS}
 
 
+@pytest.mark.slow
 def test_output_quoting_hidden_code_is_redacted(mistakes):
     """m4_accuracy prints IPython's input history: in the autograded notebook that output holds
     the hidden checks of M1-M3; in the feedback those lines are replaced."""
@@ -288,6 +291,7 @@ def test_output_quoting_hidden_code_is_redacted(mistakes):
 # --- tests: what the student learns ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_check_shows_its_verdict(class_feedback, graded_class):
     """Under each check cell: passed/failed as in the gradebook, hidden or public as in the source."""
     from nbgrader.api import Gradebook
@@ -311,6 +315,7 @@ def test_every_check_shows_its_verdict(class_feedback, graded_class):
                     assert "Hint: " in text, (student, gid, text)
 
 
+@pytest.mark.slow
 def test_scores_per_question_match_the_gradebook(class_feedback, graded_class):
     from nbgrader.api import Gradebook
 
@@ -333,6 +338,7 @@ def test_scores_per_question_match_the_gradebook(class_feedback, graded_class):
             assert f"Score so far: {total:g} / {sum(v[1] for v in want.values()):g}" in visible_text(path)
 
 
+@pytest.mark.slow
 def test_hidden_failures_show_the_hint_and_not_the_values(mistakes):
     shown = {name: boxes(mistakes_page(mistakes, name)) for name in NOTEBOOKS}
     expectations = {
@@ -354,6 +360,7 @@ def test_hidden_failures_show_the_hint_and_not_the_values(mistakes):
         assert detail not in text, detail
 
 
+@pytest.mark.slow
 def test_public_failures_show_expected_and_found(mistakes):
     attrs, text = boxes(mistakes_page(mistakes, "mnist"))["m1_shapes_public"]
     assert attrs["data-status"] == "failed" and attrs["data-kind"] == "public"
@@ -365,6 +372,7 @@ def test_public_failures_show_expected_and_found(mistakes):
     assert "not defined: history, train_acc, val_acc, test_acc" in text, text
 
 
+@pytest.mark.slow
 def test_errors_without_a_hint_get_a_generic_one(mistakes):
     shown = boxes(mistakes_page(mistakes, "fashion_mnist"))
     attrs, text = shown["f7_train_public"]  # untouched answer: NameError in a public check
@@ -375,6 +383,7 @@ def test_errors_without_a_hint_get_a_generic_one(mistakes):
     assert "Hint: your code raised TypeError when the check used it" in text
 
 
+@pytest.mark.slow
 def test_problems_and_late_penalty_shown_at_the_top(mistakes):
     from nbgrader.api import Gradebook
 
@@ -398,6 +407,7 @@ def test_problems_and_late_penalty_shown_at_the_top(mistakes):
 # --- mark schemes: for TAs only ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_mark_schemes_reach_tas_but_not_students(class_feedback, graded_class):
     """formgrader shows the autograded notebook to TAs: it holds every mark scheme; the
     release and the feedback hold none of them."""
@@ -417,3 +427,43 @@ def test_mark_schemes_reach_tas_but_not_students(class_feedback, graded_class):
                 assert scheme in ta_view, (student, name, scheme[:60])
                 assert scheme[:60] not in student_view and scheme[-60:] not in student_view, (student, name)
                 assert scheme[:60] not in release
+
+
+# --- hints that name the misconception (coursekit.checks) --------------------------------
+
+
+def _failure(fn, *args, **kwargs):
+    from coursekit.checks import CheckFailed
+
+    with pytest.raises(CheckFailed) as err:
+        fn(*args, **kwargs)
+    return err.value
+
+
+@pytest.mark.parametrize("layers, hint", [
+    ([("Dense", 128, "relu"), ("Dense", 10, "softmax")], "start with tf.keras.layers.Flatten()"),
+    ([("Flatten",), ("Dense", 128, "relu"), ("Dense", 1, "softmax")], "one neuron per class: Dense(10"),
+    ([("Flatten",), ("Dense", 128, "relu"), ("Dense", 64, "relu"), ("Dense", 10, "softmax")], "no extra layers"),
+    ([("Flatten",), ("Dense", 128, "relu"), ("Dense", 10, "linear")], "activation='softmax'"),
+])
+def test_architecture_failures_name_the_misconception(layers, hint):
+    tf = pytest.importorskip("tensorflow")
+    from coursekit import checks
+
+    keras_layers = [tf.keras.Input(shape=(28, 28) if layers[0] == ("Flatten",) else (784,))]
+    for spec in layers:
+        keras_layers.append(tf.keras.layers.Flatten() if spec[0] == "Flatten" else
+                            tf.keras.layers.Dense(spec[1], activation=None if spec[2] == "linear" else spec[2]))
+    failure = _failure(checks.expect_architecture, tf.keras.Sequential(keras_layers),
+                       [("Flatten",), ("Dense", 128, "relu"), ("Dense", 10, "softmax")])
+    assert hint in failure.hint
+
+
+def test_other_helper_failures_carry_a_hint():
+    import numpy as np
+
+    from coursekit import checks
+
+    assert "int(" in _failure(checks.expect_int, 3.0, "pred_50", 0, 9).hint
+    assert "maximum" in _failure(checks.expect_probability_rows, np.array([np.nan, 1.0]), "softmax(x)").hint
+    assert _failure(checks.as_array, [[1, 2], [3]], "x").hint
