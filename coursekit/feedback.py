@@ -248,23 +248,30 @@ def begin_or_end(text: str, *pairs) -> bool:
     return any(marker in text for pair in pairs for marker in pair)
 
 
+def _readings(text: str) -> tuple[str, str]:
+    """How a reader may see ``text``: as it is, and as HTML (tags dropped, entities decoded),
+    both without ANSI colours and with whitespace collapsed."""
+    plain = strip_ansi(text)
+    return _norm(plain), _norm(html.unescape(re.sub(r"<[^>]*>", "", plain)))
+
+
+def _quotes(text: str, secrets: set[str]) -> bool:
+    return any(s in reading for reading in _readings(text) for s in secrets)
+
+
 def redact(text: str, secrets: set[str]) -> tuple[str, int]:
     """``text`` with every line that quotes a secret replaced; and how many were."""
-    if not secrets or not text:
-        return text, 0
-    plain = _norm(strip_ansi(text))
-    if not any(s in plain for s in secrets):
+    if not secrets or not text or not _quotes(text, secrets):
         return text, 0
     out, count = [], 0
     for line in text.split("\n"):
-        norm = _norm(strip_ansi(line))
-        if any(s in norm for s in secrets):
+        if _quotes(line, secrets):
             out.append(REDACTED)
             count += 1
         else:
             out.append(line)
     result = "\n".join(out)
-    if any(s in _norm(strip_ansi(result)) for s in secrets):  # a secret spread over lines
+    if _quotes(result, secrets):  # a secret spread over lines
         return REDACTED, count + 1
     return result, count
 

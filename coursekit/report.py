@@ -156,8 +156,13 @@ def collect(db_url: str, root: Path, assignment: str, autograded_dir: str = "aut
                             result.failure_key = result.failure_text = "no error shown (cell not run, or output removed)"
                         else:
                             result.failure_key = failure.key
-                            result.failure_text = failure.what if failure.ename == "CheckFailed" else \
-                                f"{failure.ename}: {failure.message.splitlines()[0] if failure.message else ''}"
+                            if failure.stderr:
+                                result.failure_text = f"wrote to stderr: {failure.message}"
+                            elif failure.ename == "CheckFailed":
+                                result.failure_text = failure.what
+                            else:
+                                first = failure.message.splitlines()[0] if failure.message else ""
+                                result.failure_text = f"{failure.ename}: {first}"
                             result.hint = failure.hint
                     record.cells.append(result)
             record.max_score = sum(c.max_score for c in record.cells)
