@@ -149,7 +149,8 @@ def feedback_pages(course: Course) -> dict[tuple[str, str], Path]:
 
 @pytest.fixture(scope="module")
 def class_feedback(graded_class) -> dict[tuple[str, str], Path]:
-    graded_class.course.nbgrader("generate_feedback", "week2", "--force")
+    """Feedback of the fixture class: the plain command (it skips pages already generated)."""
+    graded_class.course.nbgrader("generate_feedback", "week2")
     return feedback_pages(graded_class.course)
 
 
