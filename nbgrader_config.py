@@ -81,3 +81,22 @@ from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import GetGrades  # noqa: E402
 
 c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, CourseFeedback]
+
+# --- Submission repairs (coursekit/sanitize.py; owner: issue 4) -------------------------
+# Stock nbgrader mishandles broken submissions: one notebook with copied graded cells
+# aborts the whole batch, invalid JSON fails the student with exit code 1, a renamed notebook
+# is skipped (0 points), a deleted check cell is left "to be graded". coursekit.sanitize fixes
+# these inside `nbgrader autograde` (the table in its docstring says what happens in each
+# case) and notes each problem in the graded notebook and in grading-problems.json.
+from coursekit import sanitize  # noqa: E402
+from nbgrader.preprocessors import (  # noqa: E402
+    CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells, OverwriteKernelspec)
+
+c.Autograde.exporter_class = "coursekit.sanitize.SubmissionExporter"
+c.Autograde.pre_convert_hook = sanitize.add_expected_notebooks
+c.Autograde.sanitize_preprocessors = [
+    sanitize.RepairCells,  # first: before nbgrader's own checks see the cells
+    ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata,
+]
+# A single output line is not cut by LimitOutput.max_lines: cap each output's characters.
+c.SubmissionExporter.max_output_chars = 20_000

@@ -1,0 +1,530 @@
+"""Submission repairs: what stock nbgrader (0.9.6) does wrong with broken submissions, fixed
+inside ``nbgrader autograde`` itself, so that every way of running it gets the fix.
+
+Wired in ``nbgrader_config.py`` (section "Submission repairs")::
+
+    c.Autograde.exporter_class = "coursekit.sanitize.SubmissionExporter"
+    c.Autograde.pre_convert_hook = coursekit.sanitize.add_expected_notebooks
+    c.Autograde.sanitize_preprocessors = [coursekit.sanitize.RepairCells, *nbgrader's own five]
+
+What stock nbgrader does, and what happens here instead (each case has a reference
+submission in tests/fixtures/submissions and a test):
+
+=====================  ==========================================  =========================================
+submission             stock nbgrader 0.9.6                        here
+=====================  ==========================================  =========================================
+invalid JSON           the student's autograde fails: the folder   graded as not submitted (0), from a
+                       is removed, ``nbgrader`` exits 1            placeholder; the note says why
+nbformat 3             upgraded silently                           upgraded; the note says so
+renamed notebook       "Skipping unknown notebook": 0 points       the copy whose cells are the notebook's
+                                                                   is graded under the expected name
+missing notebook       0 points, no autograded notebook, so no     0 points from a placeholder, so the
+                       feedback page says why                      feedback page says why
+copied graded cells    metadata of the copies set to ``{}``, then  the last copy is graded, the others run
+(grade ids repeat)     SchemaTooOldError aborts the whole batch    as plain cells; no abort
+deleted check cell     left "needing manual grade", no score       put back from the release in its place,
+                                                                   run and scored
+edited read-only cell  restored, with a log line only              restored; the note tells the student
+changed cell metadata  points/locked reset, other flags kept       the release's metadata restored
+late                   penalty applied, nothing tells the student  penalty applied; the note says why
+cell timeout           CellTimeoutError in the cell                same, and the note explains it
+one huge output line   kept whole (LimitOutput counts lines), so   cut to ``max_output_chars`` characters
+                       a 50 MB line reaches notebook and feedback
+stray ``coursekit/``   copied, ignored by the kernel (``-P``)      same, and recorded
+=====================  ==========================================  =========================================
+
+Everything found is recorded with :func:`coursekit.problems.record` (for the TA report) and
+listed in a "Grading notes" cell at the top of the autograded notebook (so the feedback page
+shows it). Nothing here writes to ``submitted/`` or changes the gradebook's assignment.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import re
+import uuid
+import warnings
+from collections import defaultdict
+from importlib.util import find_spec
+from pathlib import Path
+
+import nbformat
+from nbconvert.exporters import NotebookExporter
+from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import Integer
+
+from coursekit import problems
+
+
+
+def _log():
+    """nbgrader's own log when running inside it (messages then look like nbgrader's)."""
+    from traitlets.config import Application
+
+    return Application.instance().log if Application.initialized() else logging.getLogger("coursekit.sanitize")
+
+NOTES_MARK = "<!-- coursekit:grading-notes -->"
+NOTES_TITLE = "**Grading notes** (written by the course's grader, not by you)"
+RESOURCE_KEY = "coursekit_notes"  # list of note lines, passed from exporter to RepairCells
+
+# The submitted notebook each expected notebook is graded from, decided by the pre-convert
+# hook: {expected path: (path to read, reason)}. One nbgrader process grades one course.
+_PLAN: dict[str, tuple[str | None, str]] = {}
+
+
+# --- small helpers ------------------------------------------------------------------------
+
+
+def grade_id(cell) -> str | None:
+    meta = cell.get("metadata", {}).get("nbgrader")
+    return meta.get("grade_id") if isinstance(meta, dict) else None
+
+
+def _flags(cell) -> dict:
+    meta = cell.get("metadata", {}).get("nbgrader")
+    return meta if isinstance(meta, dict) else {}
+
+
+def is_readonly(cell) -> bool:
+    """A cell the student may not change: a check (graded, not an answer) or a locked cell."""
+    f = _flags(cell)
+    return bool(f.get("locked")) or (bool(f.get("grade")) and not f.get("solution"))
+
+
+def _coursedir(obj=None):
+    """The CourseDirectory of the running nbgrader converter."""
+    while obj is not None:
+        if getattr(obj, "coursedir", None) is not None:
+            return obj.coursedir
+        obj = getattr(obj, "parent", None)
+    from traitlets.config import Application
+
+    if Application.initialized():
+        app = Application.instance()
+        if getattr(app, "coursedir", None) is not None:
+            return app.coursedir
+    raise RuntimeError("coursekit.sanitize runs inside nbgrader autograde only")
+
+
+def _autograded(coursedir, student: str, assignment: str) -> Path:
+    return Path(coursedir.format_path(coursedir.autograded_directory, student, assignment))
+
+
+def _release_notebook(coursedir, assignment: str, notebook: str):
+    path = Path(coursedir.format_path(coursedir.release_directory, ".", assignment)) / f"{notebook}.ipynb"
+    try:
+        return nbformat.read(path, as_version=4)
+    except OSError:
+        _log().warning("coursekit.sanitize: no release notebook %s; cell checks skipped", path)
+        return None
+
+
+def report(owner, resources, kind: str, cell: str | None, message: str, per_notebook: bool = True) -> None:
+    """Record a problem for the TA report and queue its note for the student's notebook.
+    ``owner`` is the exporter or preprocessor that found it (for the course and the log)."""
+    info = resources["nbgrader"]
+    problems.record(_autograded(_coursedir(owner), info["student"], info["assignment"]), kind,
+                    info["notebook"] if per_notebook else None, cell, message)
+    notes = resources.setdefault(RESOURCE_KEY, [])
+    if message not in notes:
+        notes.append(message)
+    owner.log.warning("%s/%s: %s: %s", info["student"], info["notebook"], kind, message)
+
+
+def put_notes(nb, notes: list[str]) -> None:
+    """Add ``notes`` to the "Grading notes" cell at the top of ``nb`` (made if absent)."""
+    if not notes:
+        return
+    for c in nb.cells:
+        if c.cell_type == "markdown" and c.source.startswith(NOTES_MARK):
+            known = c.source
+            break
+    else:
+        c = nbformat.v4.new_markdown_cell(NOTES_MARK + "\n" + NOTES_TITLE + "\n")
+        if nb.get("nbformat_minor", 5) >= 5:
+            c.id = "grading-notes"
+        else:
+            c.pop("id", None)  # cell ids came with nbformat 4.5
+        c.metadata["editable"] = False
+        nb.cells.insert(0, c)
+        known = c.source
+    for note in notes:
+        if f"- {note}" not in known:
+            c.source = c.source.rstrip("\n") + f"\n- {note}"
+
+
+def _unique_ids(nb) -> None:
+    seen = set()
+    for c in nb.cells:
+        if "id" in c and c.id in seen:
+            c.id = uuid.uuid4().hex[:8]
+        if "id" in c:
+            seen.add(c.id)
+
+
+# --- reading what the student handed in -----------------------------------------------------
+
+
+class Unreadable(Exception):
+    """The file is not a notebook we can grade; the message says why, for the student."""
+
+
+def read_submitted(path: Path):
+    """(notebook, original nbformat, repeated cell ids) or Unreadable."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise Unreadable("it is not a text file (not UTF-8)") from None
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        where = f", line {err.lineno} column {err.colno}" if hasattr(err, "lineno") else ""
+        raise Unreadable(f"it is not valid JSON ({getattr(err, 'msg', err)}{where}); "
+                         "the file may have been cut off while saving or uploading") from None
+    if not isinstance(data, dict) or not isinstance(data.get("nbformat"), int):
+        raise Unreadable("it is JSON, but not a Jupyter notebook")
+    version = data["nbformat"]
+    cells = data.get("cells") if version >= 4 else [c for ws in data.get("worksheets", []) for c in ws.get("cells", [])]
+    if not isinstance(cells, list) or not all(isinstance(c, dict) and c.get("cell_type") for c in cells):
+        raise Unreadable("its cells are damaged")
+    ids = [c.get("id") for c in cells if c.get("id")]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nbformat renumbers repeated cell ids, with a warning
+            nb = nbformat.reads(text, as_version=4)
+    except Exception as err:  # nbformat raises several kinds of errors for damaged notebooks
+        raise Unreadable(f"Jupyter cannot read it ({type(err).__name__}: {err})") from None
+    for c in nb.cells:
+        if not isinstance(c.get("source"), str):
+            raise Unreadable("its cells are damaged")
+    return nb, version, repeated
+
+
+def placeholder(release_nb):
+    """What is graded for a notebook that is missing or unreadable: the release with its own
+    code taken out, so nothing runs but the checks, which fail at once (0 points) and
+    written answers left empty (0 points)."""
+    nb = copy.deepcopy(release_nb)
+    nb.cells = [c for c in nb.cells if c.cell_type != "code" or _flags(c).get("grade")]
+    nb.metadata["coursekit"] = {"placeholder": True}
+    return nb
+
+
+def answer_ids(nb) -> set[str]:
+    """grade ids of answer and check cells: what tells one notebook of the course from another."""
+    return {grade_id(c) for c in nb.cells if grade_id(c) and (_flags(c).get("grade") or _flags(c).get("solution"))}
+
+
+# --- the pre-convert hook: which file stands for which notebook ----------------------------
+
+
+def add_expected_notebooks(assignment=None, student=None, notebooks=None, **_):
+    """``Autograde.pre_convert_hook``: make nbgrader grade every notebook of the assignment.
+
+    nbgrader calls this once per submission, before grading, with the list of notebook paths
+    it is about to grade, and grades the same list afterwards. For each expected notebook
+    that is not in the submission this appends its path; ``SubmissionExporter`` then reads a
+    renamed copy in its place, or grades a placeholder. Extra files that share a name with a
+    package the grader imports (``coursekit.py``, ``numpy/``) are recorded as stray files.
+    """
+    try:
+        _plan_submission(notebooks)
+    except Exception:  # nbgrader would log a failing hook at INFO level only
+        _log().exception("coursekit.sanitize: could not check the submission's notebooks")
+
+
+def _plan_submission(notebooks: list) -> None:
+    from nbgrader.api import Gradebook
+
+    if not notebooks:
+        return
+    folder = Path(notebooks[0]).parent
+    assignment, student = folder.name, folder.parent.name
+    coursedir = _coursedir()
+    with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
+        expected = [nb.name for nb in gb.find_assignment(assignment).notebooks]
+    present = {Path(p).stem: p for p in notebooks}
+    unknown = {stem: p for stem, p in present.items() if stem not in expected}
+    used = set()
+    for name in expected:
+        path = str(folder / f"{name}.ipynb")
+        if name in present:
+            _PLAN[path] = (path, "")
+            continue
+        release = _release_notebook(coursedir, assignment, name)
+        best = _best_match(release, unknown, used) if release is not None else None
+        if best:
+            used.add(best)
+            _PLAN[path] = (unknown[best], f"{best}.ipynb")
+        else:
+            _PLAN[path] = (None, "")
+        notebooks.append(path)
+    dest = _autograded(coursedir, student, assignment)
+    for stem, p in sorted(unknown.items()):
+        if stem not in used:
+            problems.record(dest, "stray-file", None, None,
+                            f"{stem}.ipynb is not one of this assignment's notebooks "
+                            f"({', '.join(n + '.ipynb' for n in expected)}); it was not graded")
+    for entry in sorted(folder.iterdir()):
+        module = entry.stem if entry.suffix == ".py" else entry.name if entry.is_dir() else None
+        if module and module.isidentifier() and _importable(module):
+            problems.record(dest, "stray-file", None, None,
+                            f"'{entry.name}' in your submission has the name of the Python package "
+                            f"'{module}' that the grader uses; it was ignored (the checks always use "
+                            "the course's own packages)")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _best_match(release, unknown: dict, used: set) -> str | None:
+    """The unknown notebook whose answer/check cells are most like ``release``'s (at least half)."""
+    want = answer_ids(release)
+    scored = []
+    for stem, path in unknown.items():
+        if stem in used:
+            continue
+        try:
+            nb, _, _ = read_submitted(Path(path))
+        except Unreadable:
+            continue
+        overlap = len(want & answer_ids(nb))
+        if want and overlap * 2 >= len(want):
+            scored.append((overlap, os.path.getmtime(path), stem))
+    return max(scored)[2] if scored else None
+
+
+# --- the exporter: tolerant reading (before grading), output checks (after) -----------------
+
+
+class SubmissionExporter(NotebookExporter):
+    """nbgrader's notebook exporter, reading submissions tolerantly and checking the result.
+
+    Before grading (nbgrader's "sanitize" pass, input from ``submitted/``): reads the file the
+    pre-convert hook chose, upgrades old formats, and stands in a placeholder for a notebook
+    that is missing or cannot be read. After grading (the "autograde" pass): notes cells that
+    hit the time limit, and cuts outputs longer than ``max_output_chars``.
+    """
+
+    max_output_chars = Integer(
+        20_000, help="Longest text output kept per cell output after grading; the rest is cut."
+    ).tag(config=True)
+
+    def from_filename(self, filename, resources=None, **kw):
+        if not getattr(self.parent, "_sanitizing", False):
+            return super().from_filename(filename, resources=resources, **kw)
+        resources = resources if resources is not None else {}
+        coursedir = _coursedir(self)
+        info = resources["nbgrader"]
+        name = info["notebook"]
+        read_path, renamed_from = _PLAN.pop(str(filename), (str(filename), ""))
+        nb = None
+        if read_path is not None and Path(read_path).is_file():
+            try:
+                nb, version, repeated = read_submitted(Path(read_path))
+            except Unreadable as why:
+                shown = renamed_from or f"{name}.ipynb"
+                report(self, resources, "invalid-notebook", None,
+                       f"Your file {shown} could not be read as a notebook: {why}. It was graded as "
+                       "not submitted (0 points). Open it in Jupyter before you hand it in.")
+            else:
+                if renamed_from:
+                    report(self, resources, "renamed-notebook", None,
+                           f"There was no {name}.ipynb in your submission; {renamed_from} has its cells, "
+                           f"so it was graded as {name}.ipynb. Please keep the original file name.")
+                if version < 4:
+                    report(self, resources, "old-nbformat", None,
+                           f"{name}.ipynb was saved in an old notebook format (nbformat {version}); "
+                           "it was converted to nbformat 4 and graded as usual.")
+                if repeated:
+                    report(self, resources, "duplicate-cell", None,
+                           f"{len(repeated)} cell id(s) appear more than once in {name}.ipynb "
+                           f"({', '.join(repeated[:5])}); the copies were given new ids.")
+        else:
+            report(self, resources, "missing-notebook", None,
+                   f"{name}.ipynb was not in your submission: 0 points for this notebook.")
+        if nb is None:
+            release = _release_notebook(coursedir, info["assignment"], name)
+            if release is None:
+                raise RuntimeError(f"no release notebook to grade in place of {name}.ipynb")
+            nb = placeholder(release)
+        path = os.path.dirname(filename)
+        resources.setdefault("metadata", {})
+        resources["metadata"].update({"name": name, "path": path, "modified_date": ""})
+        return self.from_notebook_node(nb, resources=resources, **kw)
+
+    def _preprocess(self, nb, resources):
+        nb, resources = super()._preprocess(nb, resources)
+        if not getattr(self.parent, "_sanitizing", True):
+            self._after_grading(nb, resources)
+        return nb, resources
+
+    def _after_grading(self, nb, resources) -> None:
+        resources[RESOURCE_KEY] = []
+        timeout = next((pp.timeout for pp in self._preprocessors if hasattr(pp, "interrupt_on_timeout")), None)
+        for index, c in enumerate(nb.cells):
+            if c.cell_type != "code":
+                continue
+            where = grade_id(c) or f"cell {index + 1}"
+            if any(o.output_type == "error" and o.get("ename") == "CellTimeoutError" for o in c.outputs):
+                report(self, resources, "timeout", where,
+                       f"A cell ({where}) was still running after the {timeout} s time limit and was stopped "
+                       "(CellTimeoutError); the cells after it were run and graded as usual. "
+                       "Look for a loop that never ends.")
+            for o in c.outputs:
+                cut = self._cut(o)
+                note = (f"A cell ({where}) printed {cut:,} characters in one output; only the first "
+                        f"{self.max_output_chars:,} are kept in the graded notebook and the feedback.")
+                if cut and note not in resources[RESOURCE_KEY]:
+                    resources[RESOURCE_KEY].append(note)
+        put_notes(nb, resources.pop(RESOURCE_KEY))
+
+    def _cut(self, output) -> int:
+        """Cut a text output down to ``max_output_chars``; returns its former length if cut."""
+        limit = self.max_output_chars
+        if limit < 0:
+            return 0
+        if output.output_type == "stream":
+            text = output.get("text", "")
+            if len(text) > limit:
+                output.text = text[:limit] + f"\n... output cut by the grader ({len(text):,} characters) ...\n"
+                return len(text)
+        elif output.output_type in ("execute_result", "display_data"):
+            longest = 0
+            for mime, value in list(output.get("data", {}).items()):
+                if mime.startswith("text/") and isinstance(value, str) and len(value) > limit:
+                    output.data[mime] = value[:limit] + f"\n... output cut by the grader ({len(value):,} characters) ..."
+                    longest = max(longest, len(value))
+            return longest
+        return 0
+
+
+# --- the sanitize preprocessor: cells ------------------------------------------------------
+
+
+class RepairCells(NbGraderPreprocessor):
+    """First of nbgrader's sanitize preprocessors: make the notebook's course cells match the
+    release before nbgrader's own checks look at them.
+
+    - a cell whose nbgrader marker names no cell of the assignment becomes a plain cell;
+    - cells copied with their marker (grade ids repeat): the last copy keeps it, the others
+      become plain cells (nbgrader would abort the whole batch);
+    - the release's nbgrader metadata is put back on every course cell (points, locked...);
+    - read-only cells that were edited are reported (nbgrader's OverwriteCells restores them);
+    - read-only and graded cells that were deleted are put back from the release, after the
+      cell that precedes them there (nbgrader would leave their points "to be graded");
+    - a late submission is reported with the penalty the late policy takes.
+    Everything found is recorded and listed in the notebook's "Grading notes" cell.
+    """
+
+    def preprocess(self, nb, resources):
+        coursedir = _coursedir(self)
+        info = resources["nbgrader"]
+        if not nb.metadata.get("coursekit", {}).get("placeholder"):
+            release = _release_notebook(coursedir, info["assignment"], info["notebook"])
+            if release is not None:
+                self.match_release(nb, release, resources)
+        self.check_late(resources)
+        nb.metadata.pop("coursekit", None)
+        _unique_ids(nb)
+        put_notes(nb, resources.pop(RESOURCE_KEY, []))
+        return nb, resources
+
+    def match_release(self, nb, release, resources) -> None:
+        rel = {grade_id(c): c for c in release.cells if grade_id(c)}
+        order = [grade_id(c) for c in release.cells if grade_id(c)]
+
+        # 1. markers that name no cell of this notebook
+        for c in nb.cells:
+            if "nbgrader" not in c.metadata:
+                continue
+            gid = grade_id(c)
+            if gid not in rel:
+                flags = _flags(c)
+                del c.metadata["nbgrader"]
+                if gid and (flags.get("grade") or flags.get("solution") or flags.get("locked")):
+                    report(self, resources, "tampered-cell", gid,
+                           f"A cell is marked as course cell '{gid}', which this notebook does not have; "
+                           "it was run as an ordinary cell.")
+
+        # 2. copies of course cells
+        copies = defaultdict(list)
+        for c in nb.cells:
+            if grade_id(c):
+                copies[grade_id(c)].append(c)
+        for gid, cells in copies.items():
+            if len(cells) > 1:
+                for extra in cells[:-1]:
+                    del extra.metadata["nbgrader"]
+                    extra.metadata.pop("deletable", None)
+                    extra.metadata.pop("editable", None)
+                report(self, resources, "duplicate-cell", gid,
+                       f"The cell '{gid}' appears {len(cells)} times (copied cells keep the original's "
+                       "marker). The last copy was graded; the others ran as ordinary cells.")
+
+        # 3. metadata and content of the course cells that are there
+        present = {grade_id(c): c for c in nb.cells if grade_id(c)}
+        for gid, c in present.items():
+            want = rel[gid].metadata["nbgrader"]
+            have = _flags(c)
+            changed = sorted(k for k in ("grade", "solution", "locked", "points", "task")
+                             if have.get(k, False) != want.get(k, False))
+            if changed or have.get("schema_version") != want.get("schema_version"):
+                c.metadata["nbgrader"] = copy.deepcopy(want)
+                if changed:
+                    report(self, resources, "tampered-cell", gid,
+                           f"The settings ({', '.join(changed)}) of the cell '{gid}' had been changed; "
+                           "the course's settings were put back.")
+            if is_readonly(rel[gid]) and (c.source != rel[gid].source or c.cell_type != rel[gid].cell_type):
+                report(self, resources, "tampered-cell", gid,
+                       f"The read-only cell '{gid}' had been edited. The original was restored and run "
+                       "in its place.")
+
+        # 4. deleted course cells: put back after the cell that precedes them in the release
+        for position, gid in enumerate(order):
+            if gid in present or not (is_readonly(rel[gid]) or _flags(rel[gid]).get("grade")):
+                continue
+            restored = copy.deepcopy(rel[gid])
+            if nb.get("nbformat_minor", 5) < 5:
+                restored.pop("id", None)  # cell ids came with nbformat 4.5
+            before = next((present[g] for g in reversed(order[:position]) if g in present), None)
+            at = nb.cells.index(before) + 1 if before is not None else 0
+            nb.cells.insert(at, restored)
+            present[gid] = restored
+            flags = _flags(restored)
+            if flags.get("grade") or restored.cell_type == "code":
+                what = ("written-answer cell" if flags.get("solution") else
+                        "check cell" if flags.get("grade") else "read-only cell")
+                report(self, resources, "deleted-test-cell", gid,
+                       f"The {what} '{gid}' was missing from your notebook. The grader put it back in "
+                       "its place and ran it" + (" (an empty answer scores 0)." if flags.get("solution") else "."))
+
+    def check_late(self, resources) -> None:
+        from nbgrader.api import Gradebook
+        from nbgrader.preprocessors import AssignLatePenalties
+
+        info = resources["nbgrader"]
+        with Gradebook(info["db_url"]) as gb:
+            sub = gb.find_submission(info["assignment"], info["student"])
+            seconds, due, when = sub.total_seconds_late or 0, sub.duedate, sub.timestamp
+        if seconds <= 0:
+            return
+        plugin = AssignLatePenalties(parent=self).plugin_class(parent=self)
+        plugin.log = logging.getLogger("coursekit.sanitize.late")  # not the "penalty of 100 points" log line
+        penalty = plugin.late_submission_penalty(info["student"], 100.0, seconds)
+        days, rest = divmod(int(seconds), 86400)
+        late = f"{days} d {rest // 3600} h {rest % 3600 // 60} min"
+        taken = f"{penalty:g} % of each notebook's score" if penalty else "nothing"
+        report(self, resources, "late", None,
+               f"Submitted {late} after the due date ({due:%Y-%m-%d %H:%M} UTC; submitted "
+               f"{when:%Y-%m-%d %H:%M} UTC): {math.ceil(seconds / 86400)} started day(s) late, so the late "
+               f"policy takes {taken}.", per_notebook=False)

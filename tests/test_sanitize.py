@@ -1,0 +1,77 @@
+"""Unit tests of the submission repairs' building blocks (coursekit/sanitize.py). The
+end-to-end outcomes are in test_broken_submissions.py."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from coursekit import sanitize
+from coursekit.course import REPO_ROOT
+
+
+def release(name="fashion_mnist"):
+    return nbformat.read(REPO_ROOT / "release" / "week2" / f"{name}.ipynb", as_version=4)
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"\xff\xfe\x00binary", "not a text file"),
+    (b'{"cells": [', "not valid JSON"),
+    (b"[1, 2, 3]", "not a Jupyter notebook"),
+    (b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"source": "x"}]}', "cells are damaged"),
+])
+def test_unreadable_files_say_why(tmp_path, content, says):
+    path = tmp_path / "nb.ipynb"
+    path.write_bytes(content)
+    with pytest.raises(sanitize.Unreadable, match=says):
+        sanitize.read_submitted(path)
+
+
+def test_nbformat_3_is_read_and_its_version_reported(tmp_path):
+    path = write(tmp_path / "old.ipynb", nbformat.writes(nbformat.convert(release(), 3)))
+    nb, version, repeated = sanitize.read_submitted(path)
+    assert version == 3 and nb.nbformat == 4 and not repeated
+    assert sanitize.answer_ids(nb) == sanitize.answer_ids(release())
+
+
+def test_repeated_cell_ids_are_reported(tmp_path):
+    nb = release()
+    nb.cells.append(nb.cells[4])
+    path = write(tmp_path / "dup.ipynb", json.dumps(nb))  # json, not nbformat: it would renumber
+    _, _, repeated = sanitize.read_submitted(path)
+    assert repeated == [nb.cells[4]["id"]]
+
+
+def test_placeholder_runs_nothing_but_the_checks():
+    nb = sanitize.placeholder(release())
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(sanitize._flags(c).get("grade") for c in code)
+    written = [c for c in nb.cells if sanitize._flags(c).get("solution") and c.cell_type == "markdown"]
+    assert written and all(c.source == "YOUR ANSWER HERE" for c in written)
+
+
+def test_a_renamed_copy_is_matched_by_its_cells_not_its_name(tmp_path):
+    fashion = write(tmp_path / "Untitled.ipynb", nbformat.writes(release("fashion_mnist")))
+    digits = write(tmp_path / "fashion_mnist (1).ipynb", nbformat.writes(release("mnist")))
+    unknown = {"Untitled": str(fashion), "fashion_mnist (1)": str(digits)}
+    assert sanitize._best_match(release("fashion_mnist"), unknown, set()) == "Untitled"
+    assert sanitize._best_match(release("mnist"), unknown, set()) == "fashion_mnist (1)"
+    assert sanitize._best_match(release("mnist"), {"Untitled": str(fashion)}, set()) is None
+
+
+def test_notes_go_into_one_cell_at_the_top_once():
+    nb = release()
+    sanitize.put_notes(nb, ["first"])
+    sanitize.put_notes(nb, ["first", "second"])
+    notes = [c for c in nb.cells if c.source.startswith(sanitize.NOTES_MARK)]
+    assert len(notes) == 1 and nb.cells[0] is notes[0]
+    assert notes[0].source.count("- first") == 1 and "- second" in notes[0].source
+    sanitize.put_notes(nb, [])
+    assert len(nb.cells) == len(release().cells) + 1
