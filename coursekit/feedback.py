@@ -69,7 +69,7 @@ KIND_LABELS = {
     "old-nbformat": "Old notebook format",
     "renamed-notebook": "Notebook under another name",
     "missing-notebook": "Notebook missing",
-    "duplicate-cell": "Copied check cell",
+    "duplicate-cell": "Copied cell",
     "deleted-test-cell": "Deleted check cell",
     "tampered-cell": "Edited read-only cell",
     "late": "Late submission",
@@ -457,15 +457,16 @@ class CourseFeedback(NbGraderPreprocessor):
         out.append(f'<p id="coursekit-score">{score_line}</p>')
 
         items = []
-        if seconds_late > 0:
+        recorded_late = [p for p in found if p.get("kind") == "late"]
+        if seconds_late > 0 and not recorded_late:
             items.append(("Late submission", None, f"submitted {_late_text(seconds_late)} after the due date"
                           + (f": -{_points(penalty)} points on this notebook" if penalty else "")))
         this = [p for p in found if p.get("notebook") in (None, "", notebook)]
         other = [p for p in found if p not in this]
         for p in this + other:
-            if p.get("kind") == "late" and seconds_late > 0:
-                continue  # already said, with the penalty from the gradebook
             message, _ = redact(str(p.get("message", "")), secrets)
+            if p.get("kind") == "late" and penalty:
+                message += f" (-{_points(penalty)} points on this notebook)"
             where = p.get("notebook") if p.get("notebook") not in (None, "", notebook) else None
             items.append((KIND_LABELS.get(p.get("kind"), str(p.get("kind"))), where, message))
         recorded_timeouts = {p.get("cell") for p in this if p.get("kind") == "timeout"}

@@ -71,6 +71,7 @@ class Submission:
     timestamp: datetime | None = None
     cells: list[CellResult] = field(default_factory=list)
     problems: list[dict] = field(default_factory=list)  # {"kind", "notebook", "cell", "message"}
+    unanswered: int = 0  # answer cells still raising NotImplementedError
 
     @property
     def pending(self) -> int:
@@ -179,22 +180,33 @@ def collect(db_url: str, root: Path, assignment: str, autograded_dir: str = "aut
 
 
 def _scan_outputs(record: Submission, notebook: str, gid: str | None, cell, errors: Counter) -> None:
-    """Timeouts and dead kernels from error outputs; errors in the student's own cells are
-    counted in ``errors`` (ename -> cells) and reported as one row per notebook."""
+    """Timeouts and dead kernels from error outputs (unless grading already recorded them);
+    errors in the student's own cells are counted in ``errors`` (ename -> cells) and reported
+    as one row per notebook. A cell still raising NotImplementedError is unanswered, not an
+    error: it is counted in ``record.unanswered``."""
     if cell.cell_type != "code":
         return
-    for out in cell.get("outputs", []):
-        if out.get("output_type") != "error":
-            continue
-        ename = out.get("ename", "") or "Error"
-        where = gid or "(a cell without id)"
-        if ename == "CellTimeoutError":
+    errors_here = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    names = {o.get("ename", "") or "Error" for o in errors_here}
+    where = gid or "(a cell without id)"
+    recorded = {(p.get("kind"), p.get("notebook"), p.get("cell")) for p in record.problems}
+    if "CellTimeoutError" in names:
+        if ("timeout", notebook, gid) not in recorded:
             record.problems.append({"kind": "timeout", "notebook": notebook, "cell": gid,
                                     "message": f"cell {where} ran past the time limit", "source": "outputs"})
-        elif ename in ("DeadKernelError", "UnresponsiveKernelError"):
-            record.problems.append({"kind": "error", "notebook": notebook, "cell": gid,
-                                    "message": f"the kernel died while running {where}", "source": "outputs"})
-        elif not is_check_cell(cell):
+        names.discard("KeyboardInterrupt")  # how the kernel was interrupted at the time limit
+    for ename in sorted(names):
+        if ename == "CellTimeoutError":
+            continue
+        if ename in ("DeadKernelError", "UnresponsiveKernelError"):
+            if ("error", notebook, gid) not in recorded:
+                record.problems.append({"kind": "error", "notebook": notebook, "cell": gid,
+                                        "message": f"the kernel died while running {where}", "source": "outputs"})
+        elif is_check_cell(cell):
+            continue  # a failed check: counted per question
+        elif ename == "NotImplementedError":
+            record.unanswered += 1
+        else:
             errors[ename] += 1
 
 
@@ -421,7 +433,7 @@ def render_html(data: ClassData, stats: list[QuestionStats], generated: datetime
         out.append('<table id="late-table"><thead><tr><th>Student</th><th>Submitted</th><th>Late by</th>'
                    "<th>Penalty (points)</th></tr></thead><tbody>")
         for sub in sorted(late, key=lambda x: -x.seconds_late):
-            out.append(f"<tr><td>{_e(sub.student)}</td><td>{_e(sub.timestamp)}</td><td>{_ago(sub.seconds_late)}</td>"
+            out.append(f"<tr><td>{_e(sub.student)}</td><td>{_e(sub.timestamp)} UTC</td><td>{_ago(sub.seconds_late)}</td>"
                        f'<td class="num">{sub.late_penalty:g}</td></tr>')
         out.append("</tbody></table>")
     else:
@@ -449,17 +461,17 @@ def render_html(data: ClassData, stats: list[QuestionStats], generated: datetime
 
     # students
     out.append('<section id="students"><h2>All submissions</h2><p class="muted">The same as report.csv.</p>'
-               '<table id="student-table"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in CSV_HEAD[:8])
+               '<table id="student-table"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in CSV_HEAD[:9])
                + "</tr></thead><tbody>")
     for row in csv_rows(data):
-        out.append("<tr>" + "".join(f'<td{" class=num" if i else ""}>{_e(v)}</td>' for i, v in enumerate(row[:8]))
+        out.append("<tr>" + "".join(f'<td{" class=num" if i else ""}>{_e(v)}</td>' for i, v in enumerate(row[:9]))
                    + "</tr>")
     out.append("</tbody></table></section></body></html>")
     return "\n".join(out)
 
 
 CSV_HEAD = ["student", "score", "max_score", "autograded_score", "autograded_max", "late_penalty",
-            "written_waiting", "problems", "seconds_late", "timestamp"]
+            "written_waiting", "problems", "unanswered_cells", "seconds_late", "timestamp"]
 
 
 def csv_header(data: ClassData) -> list[str]:
@@ -473,7 +485,7 @@ def csv_rows(data: ClassData) -> list[list]:
         for c in sub.cells:
             per_q[c.question] += c.score
         rows.append([sub.student, round(sub.score, 4), sub.max_score, round(sub.auto_score, 4), sub.auto_max,
-                     round(sub.late_penalty, 4), sub.pending, len(sub.problems), round(sub.seconds_late),
+                     round(sub.late_penalty, 4), sub.pending, len(sub.problems), sub.unanswered, round(sub.seconds_late),
                      sub.timestamp.isoformat() if sub.timestamp else ""]
                     + [round(per_q[q], 4) for q in data.question_order])
     return rows
