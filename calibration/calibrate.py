@@ -36,7 +36,7 @@ RESULTS = HERE / "RESULTS.md"
 EPOCHS = 5
 
 # Thresholds used by the hidden checks (F7 and M5 for Fashion-MNIST, M3 for MNIST).
-THRESHOLDS = {"fashion-mnist": 0.84, "mnist": 0.96}
+THRESHOLDS = {"fashion-mnist": 0.82, "mnist": 0.95}
 # The reference run with the lowest accuracy must clear its threshold by at least this much.
 REQUIRED_MARGIN = 0.01
 
@@ -45,7 +45,9 @@ VARIANTS = {
     "reference": "the solution: pixels / 255, softmax output, sparse categorical cross-entropy",
     "pixels-not-scaled": "trained on raw 0..255 pixels (misconception: no scaling)",
     "no-softmax-output": "last layer Dense(10) with no activation, loss unchanged (misconception)",
-    "wrong-loss-mse": "loss='mean_squared_error' on integer labels (misconception: wrong loss)",
+    "wrong-loss-categorical": "loss='categorical_crossentropy' on integer labels (misconception: wrong loss;"
+                              " Keras refuses the label shape, so fit raises and the model stays untrained,"
+                              " which is the model the check then measures)",
 }
 # Fashion-MNIST: F7 trains with validation_split=0.2; M5 trains on all 60000 images.
 FIELDS = ["dataset", "variant", "validation_split", "seed", "test_accuracy", "seconds"]
@@ -61,7 +63,7 @@ def train_and_measure(dataset: str, variant: str, seed: int, validation_split: f
     (x_train, y_train), _ = load(dataset)
     images = x_train if variant == "pixels-not-scaled" else x_train / 255.0
     output_activation = None if variant == "no-softmax-output" else "softmax"
-    loss = "mean_squared_error" if variant == "wrong-loss-mse" else "sparse_categorical_crossentropy"
+    loss = "categorical_crossentropy" if variant == "wrong-loss-categorical" else "sparse_categorical_crossentropy"
     model = tf.keras.Sequential([
         tf.keras.Input(shape=(28, 28)),
         tf.keras.layers.Flatten(),
@@ -69,7 +71,10 @@ def train_and_measure(dataset: str, variant: str, seed: int, validation_split: f
         tf.keras.layers.Dense(10, activation=output_activation),
     ])
     model.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
-    model.fit(images, y_train, epochs=EPOCHS, validation_split=validation_split, verbose=0)
+    try:
+        model.fit(images, y_train, epochs=EPOCHS, validation_split=validation_split, verbose=0)
+    except ValueError as err:  # what a student's fit cell would raise; the check sees the model as it is
+        print(f"  fit raised {type(err).__name__}: {str(err).splitlines()[0][:120]}", flush=True)
     return checks.accuracy_on_test_set(model, dataset)
 
 
