@@ -100,3 +100,22 @@ c.Autograde.sanitize_preprocessors = [
 ]
 # A single output line is not cut by LimitOutput.max_lines: cap each output's characters.
 c.SubmissionExporter.max_output_chars = 20_000
+
+# --- Sandbox (coursekit/sandbox.py; owner: issue 6) -------------------------------------
+# Every kernel nbgrader starts (autograde, validate) runs student code inside bubblewrap, as a
+# user of its own: no network; it sees the Python environment, coursekit and the data, and a
+# scratch copy of its own submission folder, nothing of source/, gradebook/, submitted/,
+# release/, feedback/, other students' autograded/ folders, the autograded copy that holds the
+# hidden tests, or your home directory. Limits, per notebook: memory (address space of each
+# process and resident memory of all), wall time of the whole kernel, processes + threads,
+# file size. If the sandbox cannot start, `nbgrader autograde` refuses before grading anything.
+# SANDBOX = Settings(enabled=False) is the explicit opt-out: student code then runs with your
+# rights, and can read the hidden tests and overwrite the gradebook. README: "Sandboxed and
+# parallel grading".
+from coursekit.sandbox import PreflightHook, Settings  # noqa: E402
+
+SANDBOX = Settings(enabled=True, memory="8G", wall_time=1200, file_size="1G")
+c.Execute.extra_arguments = SANDBOX.kernel_arguments()  # nbgrader appends them to the kernel's command
+# Runs first, then the hook set above (sanitize's): keep this line after any other pre_convert_hook.
+c.Autograde.pre_convert_hook = PreflightHook(then=c.Autograde.get("pre_convert_hook"))
+# --- end of Sandbox ---------------------------------------------------------------------

@@ -9,7 +9,13 @@ the student's notebook names. The kernel:
   ``coursekit.py`` or ``numpy.py`` a student leaves there cannot stand in for the real one;
 - imports ``coursekit.checks`` before any cell runs, so the check helpers hold the genuine
   NumPy/Keras functions even if student code later redefines them;
-- silences TensorFlow's C++ log lines, which would otherwise reach stderr and cost points.
+- silences TensorFlow's C++ log lines, which would otherwise reach stderr and cost points;
+- runs in the sandbox: the kernel command is started by ``python -I -m coursekit.sandbox``,
+  which puts it in bubblewrap with no network, only a scratch copy of the submission's folder
+  and resource limits (coursekit/sandbox.py; nbgrader_config.py, section "Sandbox", passes the
+  limits or the explicit opt-out). The wrapper runs with ``-I``: the submission folder, its
+  working directory, must not be able to stand in for ``coursekit.sandbox`` either. The kernel
+  is interrupted by a message, not a signal: a signal would have to cross the sandbox.
 """
 
 from __future__ import annotations
@@ -32,15 +38,18 @@ PRELOAD = "import coursekit.checks"
 
 
 def kernel_spec(python: str | None = None) -> dict:
+    python = python or sys.executable
     return {
         "argv": [
-            python or sys.executable, "-P", "-m", "ipykernel_launcher",
+            python, "-I", "-m", "coursekit.sandbox", "--",  # the sandbox wrapper (see above)
+            python, "-P", "-m", "ipykernel_launcher",
             "-f", "{connection_file}",
             f"--IPKernelApp.exec_lines={PRELOAD}",
         ],
         "display_name": "Week 2 grader (course environment)",
         "language": "python",
         "env": KERNEL_ENV,
+        "interrupt_mode": "message",
         "metadata": {"debugger": False},
     }
 

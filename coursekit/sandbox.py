@@ -1,0 +1,649 @@
+"""Run a grading kernel inside a bubblewrap sandbox.
+
+The grader kernel (coursekit/kernel.py) starts as ``python -I -m coursekit.sandbox -- <kernel
+command>``. This wrapper runs as the grader, outside the sandbox, and:
+
+1. copies the kernel's working directory (``autograded/<student>/<assignment>/`` during
+   autograde) to a private scratch folder, *without* notebooks: while the kernel runs, nbgrader
+   keeps there the autograded copies of the notebooks, hidden tests included;
+2. starts ``bwrap`` with its own network, PID, IPC and UTS namespaces and a file system that
+   holds only: the system (``/usr``, ``/etc``; read-only), the Python environment, the
+   ``coursekit`` package, the data sets and their decoded cache (read-only), and the scratch
+   copy (read-write) mounted where the working directory was, plus a private ``/tmp`` and
+   home. The course (``source/``, ``gradebook/``, ``submitted/``, other students'
+   ``autograded/`` and ``feedback/``, ``release/``) and the grader's home are not there at all;
+3. drops to a user id of its own (``UID_BASE`` + the wrapper's PID, no capabilities, no new
+   privileges), under resource limits: address space and file size per process, number of
+   processes (threads count too), total resident memory of the sandbox (watched here) and
+   wall time of the whole kernel;
+4. relays the five Jupyter channels between the client (TCP or Unix sockets, whatever the
+   connection file says) and the kernel, which listens on Unix sockets inside the sandbox
+   (it has no network, so nothing outside could reach its TCP ports);
+5. stops the kernel at its wall-time or memory limit, says so on stderr (and in the file named
+   by ``$COURSEKIT_SANDBOX_EVENTS``, which the class runner reads), and removes the scratch.
+
+If the sandbox cannot start, the wrapper refuses to start the kernel and says why. Options
+come from ``nbgrader_config.py`` (the "Sandbox" section) through ``c.Execute.extra_arguments``,
+which nbgrader appends to the kernel's command line: see ``Settings``; ``PreflightHook`` makes
+``nbgrader autograde`` refuse to start when the sandbox cannot. ``Settings(enabled=False)``
+is the explicit opt-out: the kernel then runs as the grader, as stock nbgrader does.
+
+Only the standard library is imported here: this runs once per notebook graded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+# Each sandbox runs under a user id of its own, so that its process limit (RLIMIT_NPROC counts
+# every task of a user) is its own: UID_BASE + the PID of its wrapper, unique while it lives.
+UID_BASE = 2_000_000_000
+OPTION = "--coursekit-sandbox"
+EVENTS_ENV = "COURSEKIT_SANDBOX_EVENTS"
+INNER_HOME = "/home/student"
+INNER_RUN = "/run/jupyter"  # the kernel's connection file and Unix sockets, inside
+CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+# Never copied into the scratch folder: notebooks (the autograded copies hold hidden tests),
+# grader records, databases.
+SCRATCH_EXCLUDE = ("*.ipynb", ".ipynb_checkpoints", "grading-problems.json*", "*.db", "*.sqlite*",
+                   "__pycache__")
+SCRATCH_MAX_BYTES = 512 * 2**20
+SCRATCH_MAX_FILES = 5000
+# Environment variables the kernel keeps (the rest of the grader's environment stays outside).
+ENV_KEEP = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED", "PYTHONNOUSERSITE", "MPLBACKEND",
+            "MALLOC_ARENA_MAX", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+ENV_KEEP_PREFIXES = ("TF_", "COURSEKIT_", "NBGRADER_")
+WATCH_INTERVAL = 0.5  # seconds between two looks at the sandbox's memory
+
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox cannot start here; the message says why and what to do."""
+
+
+# --- settings, from nbgrader_config.py to the kernel's command line ------------------------------
+
+
+def parse_size(text: str | int) -> int:
+    """'8G', '512M', '1.5G' or a number of bytes."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise ValueError(f"not a size: {text!r} (write e.g. '8G', '512M')")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What nbgrader_config.py chooses. Limits apply to one kernel, i.e. one notebook."""
+
+    enabled: bool = True          # False: no sandbox, student code runs with the grader's rights
+    memory: str = "8G"            # address space of each process, and resident memory of all
+    wall_time: float = 1200       # seconds, the whole kernel (nbgrader's per-cell timeout is separate)
+    processes: int = field(default_factory=lambda: max(256, 4 * (os.cpu_count() or 1) + 64))
+    # processes + threads: TensorFlow alone starts ~2 per core, plus ~10
+    file_size: str = "1G"         # largest file it may write
+
+    def kernel_arguments(self) -> list[str]:
+        """For ``c.Execute.extra_arguments``: nbgrader appends these to the kernel's command."""
+        if not self.enabled:
+            return [f"{OPTION}=off"]
+        return [f"{OPTION}=on", f"{OPTION}-memory={self.memory}", f"{OPTION}-wall-time={self.wall_time:g}",
+                f"{OPTION}-processes={self.processes}", f"{OPTION}-file-size={self.file_size}"]
+
+    @classmethod
+    def from_arguments(cls, args: list[str]) -> "Settings":
+        settings = cls()
+        fields = {"memory": str, "wall-time": float, "processes": int, "file-size": str}
+        for arg in args:
+            name, _, value = arg[len(OPTION):].partition("=")
+            if name == "":
+                if value not in ("on", "off"):
+                    raise ValueError(f"{arg}: expected {OPTION}=on or {OPTION}=off")
+                settings = replace(settings, enabled=value == "on")
+            elif name.startswith("-") and name[1:] in fields:
+                settings = replace(settings, **{name[1:].replace("-", "_"): fields[name[1:]](value)})
+            else:
+                raise ValueError(f"unknown sandbox option {arg}")
+        parse_size(settings.memory), parse_size(settings.file_size)  # fail early on a typo
+        return settings
+
+    def preflight(self) -> None:
+        """Raise SystemExit with the refusal if the sandbox is on and cannot start."""
+        if not self.enabled:
+            _warn_disabled()
+            return
+        try:
+            check(self)
+        except SandboxUnavailable as err:
+            raise SystemExit(refusal(str(err))) from None
+
+
+class PreflightHook:
+    """nbgrader ``pre_convert_hook``: before autograde touches a submission, check that the
+    sandbox its kernels will get can start; if not, stop the whole command with the reason.
+
+    The settings are read, when called, from ``Execute.extra_arguments`` of the running nbgrader
+    application: the same arguments its kernels get. SystemExit is not caught by nbgrader per
+    submission (it catches Exception), so no submission is graded without the sandbox. Another
+    hook set before this one (``then``) runs afterwards.
+    """
+
+    def __init__(self, then=None):
+        self.then = then
+
+    def __call__(self, **hook_arguments):
+        self.settings().preflight()
+        if self.then is not None:
+            return self.then(**hook_arguments)
+
+    @staticmethod
+    def settings() -> Settings:
+        from traitlets.config import Application
+
+        args = []
+        if Application.initialized():
+            args = list(Application.instance().config.Execute.get("extra_arguments", []) or [])
+        return Settings.from_arguments([a for a in args if a.startswith(OPTION)])
+
+
+def refusal(reason: str) -> str:
+    return (f"coursekit sandbox: cannot start the sandbox for student code: {reason}\n"
+            "Grading refused: without the sandbox, a submission can read the hidden tests and "
+            "overwrite the gradebook. Fix the cause above (bin/setup installs bubblewrap), or opt "
+            "out explicitly in nbgrader_config.py, section 'Sandbox': SANDBOX = Settings(enabled=False).")
+
+
+_warned = False
+
+
+def _warn_disabled() -> None:
+    global _warned
+    if not _warned:
+        print("coursekit sandbox: OFF (nbgrader_config.py, section 'Sandbox'): student code runs "
+              "with the grader's rights, network and files", file=sys.stderr, flush=True)
+        _warned = True
+
+
+def split_arguments(argv: list[str]) -> tuple[Settings, list[str]]:
+    """``[--, kernel command...]`` with sandbox options anywhere -> (settings, kernel command)."""
+    args = list(argv)
+    if args and args[0] == "--":
+        args = args[1:]
+    ours = [a for a in args if a == OPTION or a.startswith(OPTION + "=") or a.startswith(OPTION + "-")]
+    command = [a for a in args if a not in ours]
+    if not command:
+        raise ValueError("no kernel command given (usage: python -m coursekit.sandbox -- <kernel command>)")
+    return Settings.from_arguments(ours), command
+
+
+# --- what the sandbox sees -------------------------------------------------------------------------
+
+
+def data_paths() -> list[Path]:
+    """Read-only data the notebooks load: the folders coursekit.datasets searches and its cache.
+
+    Mirrors coursekit.datasets (data_dirs, _cache_dir) without importing NumPy; a test checks
+    that the two agree.
+    """
+    paths = []
+    if os.environ.get("COURSEKIT_DATA_DIR"):
+        paths.append(Path(os.environ["COURSEKIT_DATA_DIR"]).expanduser())
+    paths.append(REPO_ROOT / "data")
+    paths.append(Path(os.environ.get("COURSEKIT_CACHE_DIR") or REPO_ROOT / ".cache" / "datasets"))
+    return paths
+
+
+def keras_datasets() -> Path:
+    """Where tf.keras.datasets looks for its files (coursekit.datasets.install_for_keras puts
+    Fashion-MNIST there so that the tutorial's own call works offline)."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets"
+
+
+def python_paths(executable: str) -> list[Path]:
+    """The Python installation(s) a kernel command needs: this venv, its base, the executable's."""
+    paths = {Path(sys.prefix), Path(sys.base_prefix).resolve()}
+    exe = Path(executable)
+    if exe.is_absolute():
+        paths.add(exe.parent.parent)
+        paths.add(exe.resolve().parent.parent)
+    return sorted(paths)
+
+
+def _within(path: Path, other: Path) -> bool:
+    return path == other or other in path.parents
+
+
+def _share_dataset_cache(cache: Path) -> None:
+    """coursekit.datasets writes its decoded cache with mkstemp, i.e. mode 0600; the kernel's
+    user must read it (it is public data), else every check would decode the IDX files again."""
+    if not cache.is_dir():
+        return
+    for path in [cache, *cache.rglob("*")]:
+        with contextlib.suppress(OSError):
+            mode = path.stat().st_mode
+            want = mode | (0o755 if path.is_dir() else 0o644)
+            if want != mode:
+                os.chmod(path, want & 0o7777)
+
+
+# --- the sandbox ---------------------------------------------------------------------------------
+
+
+def _require_tools() -> tuple[str, str]:
+    if os.geteuid() != 0:
+        raise SandboxUnavailable(
+            f"it must be started as root (running as uid {os.geteuid()}): each kernel gets a user id "
+            "of its own so that its process limit is its own, and only root can switch user ids")
+    bwrap, setpriv = shutil.which("bwrap"), shutil.which("setpriv")
+    if not bwrap:
+        raise SandboxUnavailable("bubblewrap ('bwrap') is not installed (Debian: apt-get install bubblewrap; bin/setup does it)")
+    if not setpriv:
+        raise SandboxUnavailable("'setpriv' (util-linux) is not installed")
+    return bwrap, setpriv
+
+
+class Sandbox:
+    """One kernel in one sandbox: ``prepare()``, then ``run()`` (which cleans up)."""
+
+    def __init__(self, command: list[str], settings: Settings, cwd: str | Path | None):
+        self.command = list(command)
+        self.settings = settings
+        self.cwd = Path(cwd).resolve() if cwd is not None else None  # None: no working directory
+        self.uid = UID_BASE + os.getpid()
+        self.memory = parse_size(settings.memory)
+        self.scratch: Path | None = None
+        self.connection: dict | None = None
+        self.host_sockets: list[str] = []
+        self.stopped: tuple[str, str] | None = None  # (kind, message) when the wrapper stopped it
+        self.peak_resident = 0
+
+    # -- set-up --
+
+    def prepare(self, connection_file: str | None = None) -> list[str]:
+        """Make the scratch folders; return the bwrap command line."""
+        self.bwrap, self.setpriv = _require_tools()
+        _sweep_scratch()
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"coursekit-sandbox-{os.getpid()}-"))
+        for name in ("work", "home", "home/.keras", "tmp", "run"):
+            (self.scratch / name).mkdir(exist_ok=True)
+        if self.cwd is not None:
+            self._copy_working_directory()
+        if connection_file is not None:
+            self._write_connection_file(connection_file)
+        self._write_passwd()
+        for name in ("work", "home", "tmp", "run"):
+            _chown_tree(self.scratch / name, self.uid)
+        return self.bwrap_command()
+
+    def _copy_working_directory(self) -> None:
+        files, size = 0, 0
+
+        def ignore(folder, names):
+            nonlocal files, size
+            skip = set(shutil.ignore_patterns(*SCRATCH_EXCLUDE)(folder, names))
+            for name in names:
+                st = os.lstat(os.path.join(folder, name))
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                    skip.add(name)  # FIFOs, sockets, devices: never opened
+                elif name not in skip and not stat.S_ISDIR(st.st_mode):
+                    files += 1
+                    size += st.st_size
+            if files > SCRATCH_MAX_FILES or size > SCRATCH_MAX_BYTES:
+                raise SandboxUnavailable(
+                    f"the kernel's working directory {self.cwd} holds more than {SCRATCH_MAX_FILES} files or "
+                    f"{SCRATCH_MAX_BYTES >> 20} MB; is it a submission folder? (the sandbox copies it for the kernel)")
+            return skip
+
+        shutil.copytree(self.cwd, self.scratch / "work", symlinks=True, ignore=ignore, dirs_exist_ok=True)
+
+    def _write_connection_file(self, connection_file: str) -> None:
+        with open(connection_file) as f:
+            self.connection = json.load(f)
+        inner = dict(self.connection, transport="ipc", ip=f"{INNER_RUN}/kernel")
+        (self.scratch / "run" / "kernel.json").write_text(json.dumps(inner))
+
+    def _write_passwd(self) -> None:
+        # Some libraries look the user up by id; give it a name and the sandbox's home.
+        (self.scratch / "passwd").write_text(
+            "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+            f"student:x:{self.uid}:{self.uid}:student:{INNER_HOME}:/usr/sbin/nologin\n"
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+        (self.scratch / "group").write_text(f"root:x:0:\nstudent:x:{self.uid}:\nnogroup:x:65534:\n")
+
+    def mounts(self) -> list[tuple[str, str, str]]:
+        """(kind, host source, sandbox destination); kind: ro, rw, symlink."""
+        assert self.scratch is not None
+        plan: list[tuple[str, str, str]] = [("ro", "/usr", "/usr")]
+        for top in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
+            if os.path.islink(top):
+                plan.append(("symlink", os.readlink(top), top))
+            elif os.path.isdir(top):
+                plan.append(("ro", top, top))
+        plan.append(("ro", "/etc", "/etc"))
+        plan.append(("ro", str(self.scratch / "passwd"), "/etc/passwd"))
+        plan.append(("ro", str(self.scratch / "group"), "/etc/group"))
+        exposed = [*python_paths(self.command[0]), PACKAGE_DIR, *data_paths()]
+        sensitive = [p for p in (self.cwd, Path.home().resolve()) if p is not None]
+        for path in exposed:
+            path = Path(os.path.abspath(path))
+            if not path.exists() or str(path) in ("/", "/usr", "/etc") or Path("/usr") in path.parents:
+                continue
+            for secret in sensitive:
+                if _within(secret, path):
+                    raise SandboxUnavailable(f"{path} would be visible to student code, and it contains {secret}")
+            plan.append(("ro", str(path), str(path)))
+        _share_dataset_cache(data_paths()[-1])
+        plan.append(("rw", str(self.scratch / "home"), INNER_HOME))
+        if keras_datasets().is_dir():
+            plan.append(("ro", str(keras_datasets()), f"{INNER_HOME}/.keras/datasets"))
+        plan.append(("rw", str(self.scratch / "tmp"), "/tmp"))
+        plan.append(("rw", str(self.scratch / "run"), INNER_RUN))
+        if self.cwd is not None:
+            plan.append(("rw", str(self.scratch / "work"), str(self.cwd)))
+        # Parents before children (a bind over /tmp must come before one inside it).
+        return sorted(plan, key=lambda m: (m[2].count("/"), m[2]))
+
+    def bwrap_command(self) -> list[str]:
+        argv = [self.bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+                "--unshare-cgroup-try", "--die-with-parent", "--hostname", "grader-sandbox",
+                "--proc", "/proc", "--dev", "/dev",
+                "--perms", "1777", "--size", str(64 * 2**20), "--tmpfs", "/dev/shm"]
+        made: set[str] = set()
+        plan = self.mounts()
+        readonly = [Path(dest) for kind, _, dest in plan if kind == "ro"]
+        for kind, src, dest in plan:
+            for parent in reversed(Path(dest).parents):
+                p = str(parent)
+                if p == "/" or p in made or any(_within(parent, r) for r in readonly):
+                    continue
+                if not any(p == d for _, _, d in plan):
+                    argv += ["--perms", "0755", "--dir", p]
+                made.add(p)
+            made.add(dest)
+            if kind == "symlink":
+                argv += ["--symlink", src, dest]
+            else:
+                argv += ["--ro-bind" if kind == "ro" else "--bind", src, dest]
+        argv += ["--chdir", str(self.cwd or "/")]
+        argv += [self.setpriv, f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
+                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        return argv + self.inner_command()
+
+    def inner_command(self) -> list[str]:
+        cmd = list(self.command)
+        for i, arg in enumerate(cmd):
+            if arg == "-f" and i + 1 < len(cmd):
+                cmd[i + 1] = f"{INNER_RUN}/kernel.json"
+            elif arg.startswith("--f="):
+                cmd[i] = f"--f={INNER_RUN}/kernel.json"
+        return cmd
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if k in ENV_KEEP or k.startswith(ENV_KEEP_PREFIXES)}
+        env.pop(EVENTS_ENV, None)
+        venv_bin = str(Path(self.command[0]).parent) if os.path.isabs(self.command[0]) else str(Path(sys.executable).parent)
+        env.update({
+            "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": INNER_HOME, "USER": "student", "LOGNAME": "student", "TMPDIR": "/tmp",
+            "KERAS_HOME": f"{INNER_HOME}/.keras", "MPLCONFIGDIR": f"{INNER_HOME}/.config/matplotlib",
+        })
+        env.setdefault("LANG", "C.UTF-8")
+        # The kernel's parent inside the sandbox is bwrap's init (PID 1), which takes it down when
+        # this wrapper dies; PID 1 also tells ipykernel not to poll its parent nor print a banner.
+        env["JPY_PARENT_PID"] = "1"
+        return env
+
+    def limit_child(self) -> None:
+        """Runs in the child between fork and exec (as root, before bwrap)."""
+        limits = {
+            resource.RLIMIT_AS: self.memory,
+            resource.RLIMIT_NPROC: self.settings.processes,
+            resource.RLIMIT_FSIZE: parse_size(self.settings.file_size),
+            resource.RLIMIT_CORE: 0,
+        }
+        for which, value in limits.items():
+            resource.setrlimit(which, (value, value))
+
+    # -- running --
+
+    def run(self, argv: list[str]) -> int:
+        try:
+            return asyncio.run(self._supervise(argv))
+        finally:
+            self.cleanup()
+
+    async def _supervise(self, argv: list[str]) -> int:
+        loop = asyncio.get_running_loop()
+        servers = await self._start_relays() if self.connection else []
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=self.environment(), stdin=subprocess.DEVNULL, preexec_fn=self.limit_child)
+        self.proc = proc
+        # The kernel is interrupted by message (kernelspec interrupt_mode), never by a signal to
+        # this process group; a stray SIGINT must not kill the wrapper and with it the kernel.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        loop.add_signal_handler(signal.SIGTERM, self._stop, "terminated", "the grader stopped the kernel")
+        deadline = loop.time() + self.settings.wall_time
+        waiter = asyncio.ensure_future(proc.wait())
+        while not waiter.done():
+            await asyncio.wait([waiter], timeout=WATCH_INTERVAL)
+            if waiter.done():
+                break
+            if loop.time() > deadline:
+                self._stop("timeout", f"the kernel ran for more than its wall-time limit of "
+                                      f"{self.settings.wall_time:g} s and was stopped")
+            resident = self.resident_bytes()
+            self.peak_resident = max(self.peak_resident, resident)
+            if resident > self.memory:
+                self._stop("sandbox", f"the kernel's processes used {resident / 2**30:.1f} GiB of memory, more "
+                                      f"than the limit of {self.settings.memory}, and were stopped")
+        for server in servers:
+            server.close()
+        return proc.returncode if self.stopped is None else 128 + signal.SIGKILL
+
+    def _stop(self, kind: str, message: str) -> None:
+        if self.stopped is None:
+            self.stopped = (kind, message)
+            print(f"coursekit sandbox: {message} (working directory {self.cwd})", file=sys.stderr, flush=True)
+            if kind != "terminated":
+                _record_event(kind, message, self.cwd)
+        self.kill()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, AttributeError):
+            self.proc.kill()  # bwrap: --die-with-parent takes the whole PID namespace with it
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    def pids(self) -> list[int]:
+        """Every process running under this sandbox's user id."""
+        found = []
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_uid == self.uid:
+                        found.append(int(entry.name))
+        return found
+
+    def resident_bytes(self) -> int:
+        """Memory the sandbox's processes hold. The sum of their resident sizes is cheap but counts
+        pages shared after fork() once per process; only when it exceeds the limit is the exact
+        figure (proportional set sizes, shared pages split among their users) computed."""
+        pids = self.pids()
+        page = os.sysconf("SC_PAGE_SIZE")
+        total = 0
+        for pid in pids:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{pid}/statm") as f:
+                    total += int(f.read().split()[1]) * page
+        if total <= self.memory:
+            return total
+        total = 0
+        for pid in pids:
+            with contextlib.suppress(OSError, ValueError):
+                with open(f"/proc/{pid}/smaps_rollup") as f:
+                    for line in f:
+                        if line.startswith("Pss:"):
+                            total += int(line.split()[1]) * 1024
+                            break
+        return total
+
+    async def _start_relays(self) -> list:
+        """Listen where the client expects the kernel; forward each connection to the kernel's
+        Unix socket inside the sandbox (bytes only: ZMTP is the same over TCP and IPC)."""
+        servers = []
+        c = self.connection
+        for channel in CHANNELS:
+            port = int(c[f"{channel}_port"])
+            inner = str(self.scratch / "run" / f"kernel-{port}")
+
+            async def handle(reader, writer, inner=inner):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._relay(reader, writer, inner)
+
+            if c.get("transport", "tcp") == "ipc":
+                # A relative path is relative to the client, our parent (the kernel's cwd differs).
+                path = os.path.join(os.readlink(f"/proc/{os.getppid()}/cwd"), f"{c['ip']}-{port}")
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                servers.append(await asyncio.start_unix_server(handle, path=path))
+                self.host_sockets.append(path)
+            else:
+                host = c.get("ip") or "127.0.0.1"
+                servers.append(await asyncio.start_server(handle, host="0.0.0.0" if host == "*" else host, port=port))
+        return servers
+
+    async def _relay(self, reader, writer, inner: str) -> None:
+        try:
+            while True:
+                try:
+                    in_reader, in_writer = await asyncio.open_unix_connection(inner)
+                    break
+                except (FileNotFoundError, ConnectionRefusedError):
+                    if self.proc.returncode is not None:
+                        return
+                    await asyncio.sleep(0.02)
+
+            async def pipe(src, dst):
+                with contextlib.suppress(ConnectionError, OSError):
+                    while data := await src.read(1 << 16):
+                        dst.write(data)
+                        await dst.drain()
+
+            tasks = [asyncio.ensure_future(pipe(reader, in_writer)), asyncio.ensure_future(pipe(in_reader, writer))]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+            in_writer.close()
+        finally:
+            writer.close()
+
+    def cleanup(self) -> None:
+        self.kill()
+        for path in self.host_sockets:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _sweep_scratch() -> None:
+    """Remove the scratch folders of wrappers that were killed before they could clean up."""
+    for folder in Path(tempfile.gettempdir()).glob("coursekit-sandbox-*-*"):
+        pid = folder.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _chown_tree(root: Path, uid: int) -> None:
+    os.chown(root, uid, uid)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.lchown(os.path.join(folder, name), uid, uid)
+
+
+def _record_event(kind: str, message: str, cwd: Path) -> None:
+    target = os.environ.get(EVENTS_ENV)
+    if not target:
+        return
+    with contextlib.suppress(OSError):
+        with open(target, "a") as f:
+            f.write(json.dumps({"kind": kind, "message": message, "cwd": str(cwd)}) + "\n")
+
+
+_checked: dict[Settings, str | None] = {}
+
+
+def check(settings: Settings = Settings()) -> None:
+    """Start a trivial command in a sandbox like the kernel's; raise SandboxUnavailable if that fails."""
+    if settings not in _checked:
+        sandbox = Sandbox([sys.executable, "-I", "-c", "import encodings"], settings, cwd=None)
+        try:
+            argv = sandbox.prepare()
+            proc = subprocess.run(argv, env=sandbox.environment(), capture_output=True, text=True,
+                                  preexec_fn=sandbox.limit_child, timeout=60)
+            _checked[settings] = None if proc.returncode == 0 else (
+                f"bubblewrap failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-800:]}")
+        except SandboxUnavailable as err:
+            _checked[settings] = str(err)
+        except (OSError, subprocess.SubprocessError) as err:
+            _checked[settings] = f"{type(err).__name__}: {err}"
+        finally:
+            sandbox.cleanup()
+    if _checked[settings]:
+        raise SandboxUnavailable(_checked[settings])
+
+
+def _die_with_parent() -> None:
+    """Get SIGTERM when nbgrader (our parent) dies, so the sandbox and scratch go with it."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        settings, command = split_arguments(argv)
+    except ValueError as err:
+        print(f"coursekit sandbox: {err}", file=sys.stderr)
+        return 2
+    if not settings.enabled:
+        _warn_disabled()
+        os.execv(command[0], command)
+    _die_with_parent()
+    connection_file = next((command[i + 1] for i, a in enumerate(command[:-1]) if a == "-f"), None) or \
+        next((a[4:] for a in command if a.startswith("--f=")), None)
+    if connection_file is None:
+        print(refusal("the kernel command has no '-f <connection file>'"), file=sys.stderr)
+        return 78
+    try:
+        check(settings)
+        sandbox = Sandbox(command, settings, cwd=os.getcwd())
+        argv = sandbox.prepare(connection_file)
+    except SandboxUnavailable as err:
+        print(refusal(str(err)), file=sys.stderr, flush=True)
+        return 78
+    return sandbox.run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
