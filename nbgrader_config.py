@@ -98,8 +98,9 @@ c.Autograde.sanitize_preprocessors = [
     sanitize.RepairCells,  # first: before nbgrader's own checks see the cells
     ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata,
 ]
-# A single output line is not cut by LimitOutput.max_lines: cap each output's characters.
-c.SubmissionExporter.max_output_chars = 20_000
+# A single output line is not cut by LimitOutput.max_lines: cap each output's characters too
+# (200 lines of ordinary width stay whole).
+c.SubmissionExporter.max_output_chars = 100_000
 
 # --- Sandbox (coursekit/sandbox.py; owner: issue 6) -------------------------------------
 # Every kernel nbgrader starts (autograde, validate) runs student code inside bubblewrap, as a

@@ -45,7 +45,6 @@ import json
 import logging
 import math
 import os
-import re
 import uuid
 import warnings
 from collections import defaultdict
@@ -316,7 +315,7 @@ class SubmissionExporter(NotebookExporter):
     """
 
     max_output_chars = Integer(
-        20_000, help="Longest text output kept per cell output after grading; the rest is cut."
+        100_000, help="Longest text output kept per cell output after grading; the rest is cut (-1: no limit)."
     ).tag(config=True)
 
     def from_filename(self, filename, resources=None, **kw):

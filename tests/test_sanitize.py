@@ -3,12 +3,15 @@ end-to-end outcomes are in test_broken_submissions.py."""
 
 from __future__ import annotations
 
+import copy
 import json
+from types import SimpleNamespace
 
 import nbformat
 import pytest
+from traitlets.config import Configurable
 
-from coursekit import sanitize
+from coursekit import problems, sanitize
 from coursekit.course import REPO_ROOT
 
 
@@ -75,3 +78,61 @@ def test_notes_go_into_one_cell_at_the_top_once():
     assert notes[0].source.count("- first") == 1 and "- second" in notes[0].source
     sanitize.put_notes(nb, [])
     assert len(nb.cells) == len(release().cells) + 1
+
+
+class FakeConverter(Configurable):
+    """Stands in for nbgrader's converter: RepairCells reads the course directory from it."""
+
+    def __init__(self, root, **kw):
+        super().__init__(**kw)
+        self.coursedir = SimpleNamespace(
+            autograded_directory="autograded",
+            format_path=lambda step, student, assignment: str(root / step / student / assignment))
+
+
+def repaired(tmp_path, nb):
+    repair = sanitize.RepairCells(parent=FakeConverter(tmp_path))
+    resources = {"nbgrader": {"student": "s", "assignment": "week2", "notebook": "fashion_mnist"}}
+    repair.match_release(nb, release(), resources)
+    found = {(p["kind"], p["cell"]) for p in problems.load(tmp_path / "autograded" / "s" / "week2")}
+    return nb, found
+
+
+def ids(nb):
+    return [sanitize.grade_id(c) for c in nb.cells if sanitize.grade_id(c)]
+
+
+def test_a_sound_notebook_is_left_as_it_is(tmp_path):
+    nb, found = repaired(tmp_path, release())
+    assert nb == release() and found == set()
+
+
+def test_changed_settings_of_a_check_are_put_back(tmp_path):
+    nb = release()
+    check = next(c for c in nb.cells if sanitize.grade_id(c) == "f7_train_hidden")
+    check.metadata.nbgrader.update(points=30, locked=False, solution=True)
+    nb, found = repaired(tmp_path, nb)
+    restored = next(c for c in nb.cells if sanitize.grade_id(c) == "f7_train_hidden")
+    assert restored.metadata.nbgrader == next(c for c in release().cells
+                                              if sanitize.grade_id(c) == "f7_train_hidden").metadata.nbgrader
+    assert found == {("tampered-cell", "f7_train_hidden")}
+
+
+def test_unknown_markers_are_dropped_and_copies_keep_only_the_last_marker(tmp_path):
+    nb = release()
+    stranger = nbformat.v4.new_code_cell("x = 1", metadata={"nbgrader": {
+        "grade": True, "grade_id": "not_in_week2", "locked": True, "points": 5, "schema_version": 3, "solution": False}})
+    copied = copy.deepcopy(next(c for c in nb.cells if sanitize.grade_id(c) == "f1_load_public"))
+    nb.cells[1:1] = [stranger, copied]  # a copy pasted above the original
+    nb, found = repaired(tmp_path, nb)
+    assert ids(nb) == ids(release()) and "nbgrader" not in stranger.metadata and "nbgrader" not in copied.metadata
+    assert found == {("tampered-cell", "not_in_week2"), ("duplicate-cell", "f1_load_public")}
+
+
+def test_deleted_course_cells_come_back_where_they_were(tmp_path):
+    nb = release()
+    gone = {"f1_load_hidden", "f1_show_hidden", "f2_why_split", "setup", "md_02"}  # adjacent ones too
+    nb.cells = [c for c in nb.cells if sanitize.grade_id(c) not in gone]
+    nb, found = repaired(tmp_path, nb)
+    assert ids(nb) == ids(release())
+    assert found == {("deleted-test-cell", g) for g in ("f1_load_hidden", "f1_show_hidden", "f2_why_split", "setup")}
