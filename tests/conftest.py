@@ -1,22 +1,44 @@
-"""Shared fixtures: temporary course copies, and one graded class shared by the slow tests."""
+"""Shared fixtures: temporary course copies, and the graded reference class shared by tests.
+
+The reference submissions (tests/fixtures/submissions) are graded in one course copy, in two
+rounds of the real pipeline (`nbgrader autograde`, `generate_feedback`, `export`):
+
+- ``fast_class``: every submission that trains no model, graded with a per-cell timeout of
+  ``FAST_TIMEOUT`` s (the infinite-loop submission waits for it). Usable in `-m "not slow"`.
+- ``graded_class``: the same course after a second round that adds the submissions that
+  train (``@recipe(..., trains=True)`` in build_submissions.py), with the course's own
+  timeout: every reference submission, graded once per session.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from coursekit.course import REPO_ROOT, Course, grading_env
+from coursekit.course import ASSIGNMENT, REPO_ROOT, Course, grading_env
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SUBMISSIONS = FIXTURES / "submissions"
 EXPECTED_SCORES = FIXTURES / "expected_scores.csv"
+LATE_PENALTY = "late_penalty"  # pseudo grade id of expected_scores.csv: a notebook's late penalty
+FAST_TIMEOUT = 30  # s per cell in the fast round; its longest legitimate cell takes ~3 s idle
+
+sys.path.insert(0, str(FIXTURES))
+import build_submissions  # noqa: E402  (the recipes: which submissions train)
 
 # The tests read the offline data mirror the same way nbgrader's kernels do.
 os.environ.update({k: v for k, v in grading_env().items() if k in ("COURSEKIT_DATA_DIR", "TF_CPP_MIN_LOG_LEVEL")})
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-expected-scores", action="store_true",
+                     help="write the observed scores into tests/fixtures/expected_scores.csv instead of comparing")
 
 
 def pytest_configure(config):
@@ -33,10 +55,19 @@ def course(tmp_path) -> Course:
 
 
 def read_expected_scores(path: Path = EXPECTED_SCORES) -> dict[tuple[str, str, str], str]:
-    """(submission, notebook, grade_id) -> expected score, or 'manual' for a TA-graded cell."""
+    """(submission, notebook, grade_id) -> expected score, or 'manual' for a TA-graded cell.
+    Rows with grade_id ``late_penalty`` give a notebook's expected late penalty instead."""
     with open(path, newline="") as f:
         return {(r["submission"], r["notebook"], r["grade_id"]): r["score"]
                 for r in csv.DictReader(f) if not r["submission"].startswith("#")}
+
+
+def submission_folders(slow: bool | None = None) -> list[Path]:
+    """Every reference submission; only those that train (slow=True) or do not (slow=False)."""
+    folders = sorted(p for p in SUBMISSIONS.iterdir() if p.is_dir())
+    if slow is None:
+        return folders
+    return [p for p in folders if (p.name in build_submissions.TRAINS) == slow]
 
 
 @dataclass
@@ -46,6 +77,13 @@ class GradedClass:
     autograde_log: str
     scores: dict[tuple[str, str, str], float | None] = field(default_factory=dict)
     manual: set[tuple[str, str, str]] = field(default_factory=set)
+    # additions (issue 4), all optional for callers that build a GradedClass themselves:
+    late_penalties: dict[tuple[str, str], float] = field(default_factory=dict)
+    feedback_log: str = ""
+    export_log: str = ""
+    autograde_returncode: int | None = None
+    assignment_rows: dict = field(default_factory=dict)  # the gradebook's week2 structure, after generate
+    course_files: dict = field(default_factory=dict)  # path -> bytes of the course's own files, after generate
 
     def read_gradebook(self) -> None:
         from nbgrader.api import Gradebook, MissingEntry
@@ -53,30 +91,107 @@ class GradedClass:
         with Gradebook(self.course.db_url) as gb:
             for student in self.students:
                 try:
-                    sub = gb.find_submission("week2", student)
+                    sub = gb.find_submission(ASSIGNMENT, student)
                 except MissingEntry:
                     continue
                 for nb in sub.notebooks:
+                    self.late_penalties[(student, nb.name)] = nb.late_submission_penalty or 0.0
                     for grade in nb.grades:
                         key = (student, nb.name, grade.name)
                         self.scores[key] = grade.auto_score
                         if grade.needs_manual_grade:
                             self.manual.add(key)
 
+    # --- what the pipeline wrote, per student ---------------------------------------------
 
-def grade_class(root: Path, submissions: list[Path]) -> GradedClass:
-    course = Course.copy_of(root)
-    course.generate()
+    def autograded_dir(self, student: str) -> Path:
+        return self.course.root / "autograded" / student / ASSIGNMENT
+
+    def problems(self, student: str) -> list[dict]:
+        from coursekit import problems
+
+        return problems.load(self.autograded_dir(student))
+
+    def autograded_notebook(self, student: str, notebook: str):
+        import nbformat
+
+        return nbformat.read(self.autograded_dir(student) / f"{notebook}.ipynb", as_version=4)
+
+    def feedback_html(self, student: str, notebook: str) -> str:
+        return (self.course.root / "feedback" / student / ASSIGNMENT / f"{notebook}.html").read_text()
+
+
+def assignment_rows(course: Course) -> dict:
+    """The gradebook's description of week2 (cells, sources, points), to check that grading
+    submissions never changes it."""
+    from nbgrader.api import Gradebook
+
+    rows = {}
+    with Gradebook(course.db_url) as gb:
+        assignment = gb.find_assignment(ASSIGNMENT)
+        rows["duedate"] = str(assignment.duedate)
+        for nb in assignment.notebooks:
+            for c in nb.source_cells:
+                rows[(nb.name, "source", c.name)] = (c.cell_type, c.locked, c.checksum, c.source)
+            for c in nb.grade_cells:
+                rows[(nb.name, "grade", c.name)] = (c.max_score, c.cell_type)
+    return rows
+
+
+def course_files(course: Course) -> dict[str, bytes]:
+    """The course's own files (config, source, release), to check that grading never changes them."""
+    files = {"nbgrader_config.py": (course.root / "nbgrader_config.py").read_bytes()}
+    for folder in ("source", "release"):
+        for path in sorted((course.root / folder).rglob("*")):
+            if path.is_file():
+                files[str(path.relative_to(course.root))] = path.read_bytes()
+    return files
+
+
+def grade_round(course: Course, submissions: list[Path], *autograde_args: str) -> GradedClass:
+    """Submit ``submissions`` into ``course`` and run autograde, generate_feedback and export.
+    Submissions graded in an earlier round are left alone (nbgrader skips them)."""
     for folder in submissions:
-        course.submit(folder.name, folder / "week2")
-    proc = course.nbgrader("autograde", "week2", check=False)
-    graded = GradedClass(course, [f.name for f in submissions], proc.stdout + proc.stderr)
+        course.submit(folder.name, folder / ASSIGNMENT)
+    proc = course.nbgrader("autograde", ASSIGNMENT, *autograde_args, check=False)
+    feedback = course.nbgrader("generate_feedback", ASSIGNMENT, check=False)
+    export = course.nbgrader("export", check=False)
+    graded = GradedClass(course, course.students(), proc.stdout + proc.stderr,
+                         feedback_log=feedback.stdout + feedback.stderr, export_log=export.stdout + export.stderr,
+                         autograde_returncode=proc.returncode)
     graded.read_gradebook()
     return graded
 
 
+def grade_class(root: Path, submissions: list[Path], *autograde_args: str) -> GradedClass:
+    """A fresh course at ``root`` with ``submissions`` graded in one round."""
+    course = Course.copy_of(root)
+    course.generate()
+    rows, files = assignment_rows(course), course_files(course)
+    graded = grade_round(course, submissions, *autograde_args)
+    graded.assignment_rows, graded.course_files = rows, files
+    return graded
+
+
 @pytest.fixture(scope="session")
-def graded_class(tmp_path_factory) -> GradedClass:
-    """Every reference submission in tests/fixtures/submissions, autograded once per session."""
-    folders = sorted(p for p in SUBMISSIONS.iterdir() if p.is_dir())
-    return grade_class(tmp_path_factory.mktemp("graded") / "course", folders)
+def fast_class(tmp_path_factory) -> GradedClass:
+    """The reference submissions that train no model, graded (no training: a few minutes)."""
+    return grade_class(tmp_path_factory.mktemp("graded") / "course", submission_folders(slow=False),
+                       f"--Execute.timeout={FAST_TIMEOUT}")
+
+
+@pytest.fixture(scope="session")
+def graded_class(fast_class) -> GradedClass:
+    """Every reference submission in tests/fixtures/submissions, autograded once per session:
+    ``fast_class``'s course with the submissions that train graded in a second round."""
+    graded = grade_round(fast_class.course, submission_folders(slow=True))
+    graded.autograde_log = fast_class.autograde_log + graded.autograde_log
+    graded.feedback_log = fast_class.feedback_log + graded.feedback_log
+    graded.assignment_rows, graded.course_files = fast_class.assignment_rows, fast_class.course_files
+    return graded
+
+
+def dump(graded: GradedClass, student: str) -> str:
+    """A student's scores and problems, for assertion messages."""
+    scores = {f"{k[1]}:{k[2]}": v for k, v in graded.scores.items() if k[0] == student}
+    return json.dumps({"scores": scores, "problems": graded.problems(student)}, indent=1)
