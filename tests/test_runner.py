@@ -4,8 +4,6 @@ sequential `nbgrader autograde` would, isolates failures, and resumes after bein
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
