@@ -634,11 +634,12 @@ def main(argv: list[str] | None = None) -> int:
     if connection_file is None:
         print(refusal("the kernel command has no '-f <connection file>'"), file=sys.stderr)
         return 78
+    sandbox = Sandbox(command, settings, cwd=os.getcwd())
     try:
         check(settings)
-        sandbox = Sandbox(command, settings, cwd=os.getcwd())
         argv = sandbox.prepare(connection_file)
     except SandboxUnavailable as err:
+        sandbox.cleanup()
         print(refusal(str(err)), file=sys.stderr, flush=True)
         return 78
     return sandbox.run(argv)
