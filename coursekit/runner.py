@@ -291,13 +291,7 @@ class Runner:
     def check(self) -> None:
         if not (self.root / "nbgrader_config.py").is_file():
             raise RunnerError(f"{self.root} is not a course (no nbgrader_config.py); run from the course root or pass --course")
-        if not self.master_db.is_file():
-            raise RunnerError(f"no gradebook at {self.master_db}: run `nbgrader generate_assignment {self.assignment}` first")
-        with contextlib.closing(sqlite3.connect(self.master_db)) as db:
-            if not db.execute("SELECT 1 FROM assignment WHERE name = ?", (self.assignment,)).fetchone():
-                raise RunnerError(f"the gradebook does not know assignment '{self.assignment}': "
-                                  f"run `nbgrader generate_assignment {self.assignment}` first")
-        settings = sandbox_settings(self.root)
+        settings = sandbox_settings(self.root)  # first: refuse before anything else is looked at
         if settings.enabled:
             try:
                 sandbox.check(settings)
@@ -306,6 +300,12 @@ class Runner:
         else:
             print("coursekit runner: the sandbox is OFF in nbgrader_config.py: student code runs with your rights",
                   file=sys.stderr)
+        if not self.master_db.is_file():
+            raise RunnerError(f"no gradebook at {self.master_db}: run `nbgrader generate_assignment {self.assignment}` first")
+        with contextlib.closing(sqlite3.connect(self.master_db)) as db:
+            if not db.execute("SELECT 1 FROM assignment WHERE name = ?", (self.assignment,)).fetchone():
+                raise RunnerError(f"the gradebook does not know assignment '{self.assignment}': "
+                                  f"run `nbgrader generate_assignment {self.assignment}` first")
 
     # -- running --
 

@@ -240,7 +240,6 @@ def test_killed_run_resumes_with_nothing_lost_or_graded_twice(tmp_path):
 
 def test_refuses_when_the_sandbox_cannot_start(tmp_path):
     course = Course.copy_of(tmp_path / "course")
-    course.generate()
     env = dict(grading_env(), PATH=str(Path(sys.executable).parent))  # no bwrap on PATH
     proc = subprocess.run([sys.executable, "-m", "coursekit.runner", "week2", "--course", str(course.root)],
                           capture_output=True, text=True, env=env, timeout=120)

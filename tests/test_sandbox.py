@@ -2,8 +2,8 @@
 
 Each attack (tests/sandbox_attacks.py) is graded twice by the real `nbgrader autograde`: once
 with the sandbox explicitly turned off, where it must succeed (else the test proves nothing),
-and once with the sandbox, where it must fail while the normal submission is graded exactly
-as without the sandbox.
+and once with the sandbox, where it must fail, while a normal submission graded alongside
+gets exactly the scores of tests/fixtures/expected_scores.csv.
 """
 
 from __future__ import annotations
@@ -267,7 +267,8 @@ def test_sandbox_takes_every_process_down_with_the_kernel(sandboxed):
 
 
 def test_sandbox_bounds_wall_time(sandboxed):
-    assert not (sandboxed.autograded("sleeper") / "fashion_mnist.ipynb").exists()
+    """Its cell ignores nbgrader's interrupt; the per-cell timeout (240 s here) would come after
+    the sandbox's wall-time limit, which stops the kernel and everything in it."""
     stopped = [e for e in sandboxed.events if e["cwd"].endswith("/sleeper/week2")]
     assert [e["kind"] for e in stopped] == ["timeout"]
     assert f"wall-time limit of {LIMITS['wall_time']} s" in sandboxed.log
