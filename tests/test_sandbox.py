@@ -370,3 +370,23 @@ def test_nothing_of_the_course_or_home_is_mounted(tmp_path):
     finally:
         box.cleanup()
     assert not box.scratch.exists()
+
+
+def test_a_submission_cannot_stand_in_for_the_wrapper(tmp_path):
+    """The wrapper runs as the grader, from the submission's folder: a coursekit/sandbox.py
+    there must not be what runs (the kernel spec starts it with python -I)."""
+    from coursekit.kernel import kernel_spec
+
+    argv = kernel_spec()["argv"]
+    wrapper = argv[:argv.index("--")]
+    fake = tmp_path / "coursekit"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "sandbox.py").write_text(f"open({str(tmp_path / 'pwned')!r}, 'w').write('root')\n")
+    proc = subprocess.run([*wrapper, "--", sys.executable, "-c", "print('kernel')", "--coursekit-sandbox=off"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "kernel" and not (tmp_path / "pwned").exists()
+    # Without -I the same command would run the student's file: the test can fail.
+    unsafe = [a for a in wrapper if a != "-I"]
+    subprocess.run([*unsafe, "--", sys.executable, "-c", "pass"], cwd=tmp_path, capture_output=True, timeout=60)
+    assert (tmp_path / "pwned").exists()
