@@ -159,6 +159,7 @@ def _store_cached(path: Path, arr: np.ndarray) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             np.save(f, arr)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; sandboxed kernels read the cache as another user
         os.replace(tmp, path)
     except OSError:
         pass
