@@ -11,7 +11,7 @@ import statistics
 import tempfile
 import time
 
-from coursekit import datasets
+from coursekit import datapaths, datasets
 
 
 def timed(fn, repeats):
@@ -27,11 +27,11 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    print(f"data: {os.environ.get(datasets.DATA_DIR_ENV) or datasets.COURSE_DATA_DIR}; "
+    print(f"data: {datapaths.data_dirs()[0]}; "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; median (min-max) of {args.repeats}")
     print(f"{'data set':<15} {'cold: decode + SHA-256':>26} {'warm: .npy cache':>22}")
     with tempfile.TemporaryDirectory() as cache:
-        os.environ[datasets.CACHE_DIR_ENV] = cache
+        os.environ[datapaths.CACHE_DIR_ENV] = cache
         for name in datasets.PAYLOAD_SHA256:
             cold = timed(lambda: datasets.load(name, use_cache=False), args.repeats)
             datasets.load(name)  # fill the cache

@@ -6,16 +6,17 @@ Each loader returns exactly what ``tf.keras.datasets.<name>.load_data()`` return
 
 Where the IDX files are looked for, first hit wins:
 
-1. ``$COURSEKIT_DATA_DIR/<name>/`` (tests and CI point this at ``../shared/data``);
-2. the course's own data directory, ``<repository>/data/<name>/``;
-3. Keras' normal download (``tf.keras.datasets.<name>.load_data()``), which needs internet.
+1. ``<folder>/<name>/`` for each folder of ``coursekit.datapaths.data_dirs()``
+   (``$COURSEKIT_DATA_DIR`` or the offline mirror ``../shared/data``; then ``<repository>/data``);
+2. Keras' normal download (``tf.keras.datasets.<name>.load_data()``), which needs internet.
 
 Each file may be gzipped or not. The SHA-256 of every *uncompressed* payload is verified
 against the published value, so a truncated or altered file is refused with a message
 that names the file, where it was looked for and how to get a good copy.
 
 Decoding the gzip files takes ~0.4 s per data set; a verified, decoded copy is cached as
-``.npy`` under ``$COURSEKIT_CACHE_DIR`` (default ``<repository>/.cache/datasets``) so that
+``.npy`` under ``datapaths.cache_dir()`` (``$COURSEKIT_CACHE_DIR``, default
+``<repository>/.cache/datasets``) so that
 later loads (every hidden check loads the test set) take a few milliseconds. The cache key
 includes the source file's path, size and modification time, so replacing a file
 invalidates its cache entry. ``benchmarks/dataset_loading.py`` measures both paths.
@@ -32,11 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR_ENV = "COURSEKIT_DATA_DIR"
-CACHE_DIR_ENV = "COURSEKIT_CACHE_DIR"
-COURSE_DATA_DIR = REPO_ROOT / "data"
-DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "datasets"
+from coursekit import datapaths
+from coursekit.datapaths import DATA_DIR_ENV, data_dirs
 
 # SHA-256 of the uncompressed IDX payloads (../shared/data/README.md); stable across
 # recompression, so files from Keras' own download verify too.
@@ -84,17 +82,8 @@ class Located:
     searched: tuple[Path, ...]
 
 
-def data_dirs() -> list[Path]:
-    """The folders searched for data, in order."""
-    dirs = []
-    if os.environ.get(DATA_DIR_ENV):
-        dirs.append(Path(os.environ[DATA_DIR_ENV]).expanduser())
-    dirs.append(COURSE_DATA_DIR)
-    return dirs
-
-
 def _how_to_get(name: str) -> str:
-    return HOW_TO_GET.format(env=DATA_DIR_ENV, name=name, course_dir=COURSE_DATA_DIR, source=SOURCES[name])
+    return HOW_TO_GET.format(env=DATA_DIR_ENV, name=name, course_dir=datapaths.COURSE_DATA_DIR, source=SOURCES[name])
 
 
 def locate(name: str, stem: str) -> Located | None:
@@ -134,14 +123,10 @@ def read_idx(path: Path, expected_sha256: str | None = None) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR)
-
-
 def _cache_path(name: str, stem: str, source: Path) -> Path:
     st = source.stat()
     key = hashlib.sha256(f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    return _cache_dir() / name / f"{stem}.{key}.npy"
+    return datapaths.cache_dir() / name / f"{stem}.{key}.npy"
 
 
 def _load_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:

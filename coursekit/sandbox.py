@@ -49,8 +49,9 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from coursekit import datapaths
+
 PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = PACKAGE_DIR.parent
 # Each sandbox runs under a user id of its own, so that its process limit (RLIMIT_NPROC counts
 # every task of a user) is its own: UID_BASE + the PID of its wrapper, unique while it lives.
 UID_BASE = 2_000_000_000
@@ -196,20 +197,6 @@ def split_arguments(argv: list[str]) -> tuple[Settings, list[str]]:
 # --- what the sandbox sees -------------------------------------------------------------------------
 
 
-def data_paths() -> list[Path]:
-    """Read-only data the notebooks load: the folders coursekit.datasets searches and its cache.
-
-    Mirrors coursekit.datasets (data_dirs, _cache_dir) without importing NumPy; a test checks
-    that the two agree.
-    """
-    paths = []
-    if os.environ.get("COURSEKIT_DATA_DIR"):
-        paths.append(Path(os.environ["COURSEKIT_DATA_DIR"]).expanduser())
-    paths.append(REPO_ROOT / "data")
-    paths.append(Path(os.environ.get("COURSEKIT_CACHE_DIR") or REPO_ROOT / ".cache" / "datasets"))
-    return paths
-
-
 def keras_datasets() -> Path:
     """Where tf.keras.datasets looks for its files (coursekit.datasets.install_for_keras puts
     Fashion-MNIST there so that the tutorial's own call works offline)."""
@@ -339,7 +326,7 @@ class Sandbox:
         plan.append(("ro", "/etc", "/etc"))
         plan.append(("ro", str(self.scratch / "passwd"), "/etc/passwd"))
         plan.append(("ro", str(self.scratch / "group"), "/etc/group"))
-        exposed = [*python_paths(self.command[0]), PACKAGE_DIR, *data_paths()]
+        exposed = [*python_paths(self.command[0]), PACKAGE_DIR, *datapaths.readable()]
         sensitive = [p for p in (self.cwd, Path.home().resolve()) if p is not None]
         for path in exposed:
             path = Path(os.path.abspath(path))
@@ -349,7 +336,7 @@ class Sandbox:
                 if _within(secret, path):
                     raise SandboxUnavailable(f"{path} would be visible to student code, and it contains {secret}")
             plan.append(("ro", str(path), str(path)))
-        _share_dataset_cache(data_paths()[-1])
+        _share_dataset_cache(datapaths.cache_dir())
         plan.append(("rw", str(self.scratch / "home"), INNER_HOME))
         if keras_datasets().is_dir():
             plan.append(("ro", str(keras_datasets()), f"{INNER_HOME}/.keras/datasets"))

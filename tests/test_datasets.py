@@ -2,29 +2,29 @@
 and fail with a message that says which file, where, and what to do."""
 
 import gzip
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from coursekit import datasets
+from coursekit import datapaths, datasets
 from coursekit.datasets import DatasetError, load, load_fashion_mnist, load_mnist
 
-SHARED = Path(os.environ["COURSEKIT_DATA_DIR"])
+SHARED = datapaths.data_dirs()[0]  # where this machine's data is (tests/conftest.py checks there is some)
 
 
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
-    """A private data folder (symlinks to the real files) searched first, with its own cache."""
+    """A private data folder (symlinks to the real files) searched first, with its own cache;
+    the course folder and the offline mirror are empty folders."""
     for name in ("fashion-mnist", "mnist"):
         (tmp_path / "data" / name).mkdir(parents=True)
         for f in (SHARED / name).iterdir():
             (tmp_path / "data" / name / f.name).symlink_to(f)
-    monkeypatch.setenv(datasets.DATA_DIR_ENV, str(tmp_path / "data"))
-    monkeypatch.setenv(datasets.CACHE_DIR_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(datasets, "COURSE_DATA_DIR", tmp_path / "course-data")
+    monkeypatch.setenv(datapaths.DATA_DIR_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv(datapaths.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(datapaths, "COURSE_DATA_DIR", tmp_path / "course-data")
+    monkeypatch.setattr(datapaths, "MIRROR", tmp_path / "mirror")
     return tmp_path / "data"
 
 
@@ -62,7 +62,7 @@ def test_corrupt_file_is_refused_with_a_clear_message(data_dir):
         load_mnist()
     message = str(err.value)
     assert str(labels) in message and "corrupt" in message and "SHA-256" in message
-    assert datasets.DATA_DIR_ENV in message and "mnist" in message  # how to get a good copy
+    assert datapaths.DATA_DIR_ENV in message and "mnist" in message  # how to get a good copy
 
 
 def test_truncated_gzip_is_refused(data_dir):
@@ -98,9 +98,19 @@ def test_environment_folder_comes_before_the_course_folder(data_dir, monkeypatch
     for f in (data_dir / "mnist").iterdir():
         (course / f.name).write_bytes(b"not an idx file")  # would fail if it were read
     load_mnist()
-    monkeypatch.delenv(datasets.DATA_DIR_ENV)
+    monkeypatch.delenv(datapaths.DATA_DIR_ENV)
     with pytest.raises(DatasetError, match=str(course)):
         load_mnist()
+
+
+def test_offline_mirror_stands_in_for_an_unset_environment_folder(data_dir, monkeypatch, tmp_path):
+    """bin/_env used to point COURSEKIT_DATA_DIR at ../shared/data; the look-up now does it itself."""
+    monkeypatch.delenv(datapaths.DATA_DIR_ENV)
+    monkeypatch.setattr(datapaths, "MIRROR", data_dir)
+    assert datapaths.data_dirs() == [data_dir, datapaths.COURSE_DATA_DIR]
+    load_mnist()
+    monkeypatch.setenv(datapaths.DATA_DIR_ENV, str(tmp_path / "elsewhere"))  # an explicit folder wins
+    assert datapaths.data_dirs() == [tmp_path / "elsewhere", datapaths.COURSE_DATA_DIR]
 
 
 def test_cache_is_used_and_invalidated_when_the_file_changes(data_dir, tmp_path):
@@ -116,8 +126,8 @@ def test_cache_is_used_and_invalidated_when_the_file_changes(data_dir, tmp_path)
 
 
 def test_no_data_anywhere_falls_back_to_keras_and_explains(monkeypatch, tmp_path):
-    monkeypatch.setenv(datasets.DATA_DIR_ENV, str(tmp_path / "nothing"))
-    monkeypatch.setattr(datasets, "COURSE_DATA_DIR", tmp_path / "nothing-either")
+    monkeypatch.setenv(datapaths.DATA_DIR_ENV, str(tmp_path / "nothing"))
+    monkeypatch.setattr(datapaths, "COURSE_DATA_DIR", tmp_path / "nothing-either")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     called = []
 
