@@ -1,7 +1,8 @@
 """A course directory on disk, and nbgrader commands run in it.
 
 Tests, the demo and the class runner all need "a copy of this course somewhere, with
-these submissions, graded": this module is that one mechanism.
+these submissions, graded": this module is that one mechanism. Where things are inside the
+course is ``coursekit.layout``'s business (``Course.layout``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from coursekit.layout import CourseLayout
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-ASSIGNMENT = "week2"
-NOTEBOOKS = ("fashion_mnist", "mnist")
 # What a course copy needs from the repository (everything else is generated or student data).
 COURSE_FILES = ("nbgrader_config.py", "source")
 
@@ -41,6 +42,15 @@ class Course:
         (target / "gradebook").mkdir(exist_ok=True)
         return cls(target)
 
+    @property
+    def layout(self) -> CourseLayout:
+        """Paths and configuration, read afresh (a test may have edited nbgrader_config.py)."""
+        return CourseLayout.load(self.root)
+
+    @property
+    def db_url(self) -> str:
+        return self.layout.db_url
+
     # --- running nbgrader ------------------------------------------------------------
 
     def nbgrader(self, *args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
@@ -53,44 +63,34 @@ class Course:
         return proc
 
     def sync_schedule(self) -> None:
-        """Write the due dates of this course's nbgrader_config.py into its gradebook."""
+        """Write the due dates of this course's nbgrader_config.py into its gradebook (in a process
+        of its own: a new gradebook runs nbgrader's `alembic`, found on the grading PATH)."""
         subprocess.run([sys.executable, "-m", "coursekit.schedule"], cwd=self.root, check=True,
                        capture_output=True, env=grading_env())
 
-    def generate(self) -> None:
+    def generate(self, assignment: str) -> None:
         self.sync_schedule()
-        self.nbgrader("generate_assignment", ASSIGNMENT, "--force")
+        self.nbgrader("generate_assignment", assignment, "--force")
 
     # --- submissions -----------------------------------------------------------------
 
-    def submitted_dir(self, student: str) -> Path:
-        return self.root / "submitted" / student / ASSIGNMENT
-
-    def submit(self, student: str, folder: Path) -> Path:
+    def submit(self, student: str, folder: Path, assignment: str) -> Path:
         """Copy a submission folder (notebooks, timestamp.txt, any other files) in place."""
-        dest = self.submitted_dir(student)
+        dest = self.layout.submitted(student, assignment)
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(folder, dest)
         return dest
 
-    def students(self) -> list[str]:
-        base = self.root / "submitted"
-        return sorted(p.name for p in base.iterdir() if (p / ASSIGNMENT).is_dir()) if base.is_dir() else []
-
-    @property
-    def db_url(self) -> str:
-        return f"sqlite:///{self.root / 'gradebook' / 'gradebook.db'}"
+    def students(self, assignment: str) -> list[str]:
+        return self.layout.students(assignment)
 
 
 def grading_env() -> dict:
-    """The environment nbgrader and its kernels run with: the course venv first on PATH,
-    the offline data mirror when one sits beside the repository, quiet TensorFlow."""
+    """The environment nbgrader and its kernels run with: the course venv first on PATH, quiet
+    TensorFlow. (The data folders need nothing here: coursekit.datapaths finds them.)"""
     env = dict(os.environ)
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
-    shared = REPO_ROOT.parent / "shared" / "data"
-    if not env.get("COURSEKIT_DATA_DIR") and shared.is_dir():
-        env["COURSEKIT_DATA_DIR"] = str(shared)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return env

@@ -8,7 +8,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.api import MissingEntry
+
+from coursekit.layout import CourseLayout
 
 
 @dataclass
@@ -23,9 +25,9 @@ class StudentRow:
     seconds_late: float
 
 
-def student_rows(db_url: str, assignment: str = "week2") -> list[StudentRow]:
+def student_rows(layout: CourseLayout, assignment: str) -> list[StudentRow]:
     rows = []
-    with Gradebook(db_url) as gb:
+    with layout.gradebook() as gb:
         for student in gb.students:
             try:
                 sub = gb.find_submission(assignment, student.id)
@@ -49,12 +51,9 @@ def format_table(rows: list[StudentRow]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from coursekit.schedule import load_course_config
-
     argv = sys.argv[1:] if argv is None else argv
     assignment = argv[0] if argv else "week2"
-    config = load_course_config()
-    rows = student_rows(config.CourseDirectory.db_url, assignment)
+    rows = student_rows(CourseLayout.load(), assignment)
     if not rows:
         print(f"no graded submissions of {assignment} in the gradebook")
         return 1
