@@ -33,12 +33,13 @@ import argparse
 import contextlib
 import ctypes
 import fcntl
+import functools
+import glob
 import hashlib
 import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -47,15 +48,13 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coursekit import problems, sandbox
+from coursekit import gradebook, notebook, problems, sandbox
 from coursekit.course import Course, grading_env
+from coursekit.layout import CourseLayout, NotACourse
 
 GB = 2**30
 MEMORY_PER_WORKER = 3 * GB  # a training notebook's kernel peaks at ~2.5 GB resident
 LOCK_NAME = ".runner.lock"
-# What a worker's private course copy takes from the course besides nbgrader_config.py and source/
-# (coursekit.sanitize grades a missing notebook from its release).
-COPIED = ("release",)
 LOG_DIR = "runner-logs"
 
 
@@ -101,112 +100,14 @@ def _timestamp(folder: Path):
     return None
 
 
-def is_graded(root: Path, student: str, assignment: str) -> bool:
+def is_graded(layout: CourseLayout, student: str, assignment: str) -> bool:
     """nbgrader's rule (autograded folder exists and is not older than the submission), and the
     folder holds graded notebooks, not only the record of a failed attempt."""
-    dest = root / "autograded" / student / assignment
+    dest = layout.autograded(student, assignment)
     if not dest.is_dir() or not any(p.suffix == ".ipynb" for p in dest.iterdir()):
         return False
-    new, old = _timestamp(root / "submitted" / student / assignment), _timestamp(dest)
+    new, old = _timestamp(layout.submitted(student, assignment)), _timestamp(dest)
     return not (new is not None and old is not None and new > old)
-
-
-# --- the gradebook -----------------------------------------------------------------------------
-
-# Fields `nbgrader autograde` writes, by table; every other field belongs to instructors and TAs.
-AUTO_FIELDS = {
-    "submitted_assignment": ("timestamp",),
-    "submitted_notebook": ("late_submission_penalty",),
-    "grade": ("auto_score", "needs_manual_grade"),
-    "comment": ("auto_comment",),
-}
-
-
-def _columns(db: sqlite3.Connection, schema: str, table: str) -> list[str]:
-    return [row[1] for row in db.execute(f"PRAGMA {schema}.table_info({table})")]
-
-
-def merge_submission(master: Path, worker: Path, student: str, assignment: str) -> None:
-    """Copy one graded submission from a worker's gradebook into the course's, in one transaction.
-
-    Rows are matched by their natural keys (student and assignment; notebook; cell), so the
-    merge is idempotent: merging the same submission twice leaves the same gradebook.
-    """
-    db = sqlite3.connect(master, timeout=120, isolation_level=None)
-    try:
-        db.execute("ATTACH DATABASE ? AS w", (str(worker),))
-        db.execute("BEGIN IMMEDIATE")
-        cols = {t: _columns(db, "main", t) for t in ("student", *AUTO_FIELDS)}
-
-        def copy_row(table: str, row: dict) -> None:
-            names = [c for c in cols[table] if c in row]
-            db.execute(f"INSERT INTO main.{table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                       [row[c] for c in names])
-
-        def rows(sql: str, *args) -> list[dict]:
-            cur = db.execute(sql, args)
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, r)) for r in cur.fetchall()]
-
-        def update(table: str, target_id: str, row: dict, extra: dict | None = None) -> None:
-            values = {f: row[f] for f in AUTO_FIELDS[table]} | (extra or {})
-            db.execute(f"UPDATE main.{table} SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
-                       [*values.values(), target_id])
-
-        (assignment_id,) = db.execute("SELECT id FROM main.assignment WHERE name = ?", (assignment,)).fetchone()
-        if not db.execute("SELECT 1 FROM main.student WHERE id = ?", (student,)).fetchone():
-            for row in rows("SELECT * FROM w.student WHERE id = ?", student):
-                copy_row("student", row)
-        (w_sub,) = rows("SELECT * FROM w.submitted_assignment WHERE assignment_id = ? AND student_id = ?",
-                        assignment_id, student)
-        m_sub = rows("SELECT * FROM main.submitted_assignment WHERE assignment_id = ? AND student_id = ?",
-                     assignment_id, student)
-        if m_sub:
-            sub_id = m_sub[0]["id"]
-            update("submitted_assignment", sub_id, w_sub)
-        else:
-            sub_id = w_sub["id"]
-            copy_row("submitted_assignment", w_sub)
-        for w_nb in rows("SELECT * FROM w.submitted_notebook WHERE assignment_id = ?", w_sub["id"]):
-            m_nb = rows("SELECT * FROM main.submitted_notebook WHERE assignment_id = ? AND notebook_id = ?",
-                        sub_id, w_nb["notebook_id"])
-            if m_nb:
-                nb_id = m_nb[0]["id"]
-                update("submitted_notebook", nb_id, w_nb)
-            else:
-                nb_id = w_nb["id"]
-                copy_row("submitted_notebook", dict(w_nb, assignment_id=sub_id))
-            for table in ("grade", "comment"):
-                for w_row in rows(f"SELECT * FROM w.{table} WHERE notebook_id = ?", w_nb["id"]):
-                    m_row = rows(f"SELECT * FROM main.{table} WHERE notebook_id = ? AND cell_id = ?",
-                                 nb_id, w_row["cell_id"])
-                    if not m_row:
-                        copy_row(table, dict(w_row, notebook_id=nb_id))
-                    elif table == "grade":
-                        # nbgrader flags a grade for review when a TA has scored it; a TA may have
-                        # done so in the course's gradebook while this submission was graded.
-                        review = bool(w_row["needs_manual_grade"]) or (
-                            m_row[0]["manual_score"] is not None and w_row["manual_score"] is None)
-                        update(table, m_row[0]["id"], w_row, {"needs_manual_grade": review})
-                    else:
-                        update(table, m_row[0]["id"], w_row)
-        db.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("ROLLBACK")
-        raise
-    finally:
-        db.close()
-
-
-def snapshot(master: Path, target: Path) -> None:
-    """A consistent copy of a SQLite file, even while it is in use."""
-    src, dst = sqlite3.connect(master, timeout=120), sqlite3.connect(target)
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
 
 
 # --- one submission ----------------------------------------------------------------------------
@@ -220,6 +121,7 @@ class Outcome:
     message: str = ""
     log: Path | None = None
     events: list[dict] = field(default_factory=list)
+    graded_in: CourseLayout | None = None  # the private course copy that graded it
 
 
 def _die_with_parent() -> None:
@@ -236,26 +138,15 @@ def _error_summary(log: str) -> str:
     return "\n".join(keep) or log.strip()[-1500:]
 
 
-def scan_notebooks(folder: Path) -> list[tuple[str, str, str, str]]:
-    """(kind, notebook, cell, message) for cells the sandbox or the timeout stopped."""
+def stopped_cells(folder: Path) -> list[tuple[str, notebook.Stopped]]:
+    """(notebook name, stopped cell) for the cells the sandbox, the timeout or a dead kernel
+    stopped in the graded notebooks of ``folder``."""
     import nbformat
 
     found = []
     for path in sorted(folder.glob("*.ipynb")):
         with contextlib.suppress(Exception):
-            nb = nbformat.read(path, as_version=4)
-            for index, cell in enumerate(nb.cells):
-                cell_id = cell.metadata.get("nbgrader", {}).get("grade_id") or f"cell {index + 1}"
-                for out in cell.get("outputs", []):
-                    if out.get("output_type") != "error":
-                        continue
-                    name, value = out.get("ename", ""), out.get("evalue", "")
-                    if name == "MemoryError":
-                        found.append(("sandbox", path.stem, cell_id, "the cell ran out of memory (the sandbox's memory limit)"))
-                    elif name == "BlockingIOError" and "Resource temporarily unavailable" in value:
-                        found.append(("sandbox", path.stem, cell_id, "the cell started too many processes (the sandbox's process limit)"))
-                    elif name == "CellTimeoutError":
-                        found.append(("timeout", path.stem, cell_id, "the cell ran past the per-cell time limit"))
+            found += [(path.stem, stop) for stop in notebook.stopped_cells(nbformat.read(path, as_version=4))]
     return found
 
 
@@ -268,30 +159,44 @@ class Runner:
         self.force = force
         self.only = students
         self.progress = progress
-        self.master_db = self.root / "gradebook" / "gradebook.db"
         key = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
         self.work = Path(tempfile.gettempdir()) / f"coursekit-runner-{key}"
-        self.logs = self.root / "gradebook" / LOG_DIR
         self.children: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
         self.stopping = False
 
     # -- set-up --
 
+    @functools.cached_property
+    def layout(self) -> CourseLayout:
+        try:
+            return CourseLayout.load(self.root)
+        except NotACourse as err:
+            raise RunnerError(f"{err}; run from the course root or pass --course") from None
+
+    @property
+    def master_db(self) -> Path:
+        """The course's gradebook: only this process writes it."""
+        if self.layout.gradebook_path is None:
+            raise RunnerError(f"the gradebook {self.layout.db_url} is not a SQLite file: the runner merges SQLite only")
+        return self.layout.gradebook_path
+
+    @property
+    def logs(self) -> Path:
+        return self.master_db.parent / LOG_DIR
+
     def students(self) -> list[str]:
-        found = sorted(p.parent.name for p in (self.root / "submitted").glob(f"*/{self.assignment}") if p.is_dir())
+        found = self.layout.students(self.assignment)
         if self.only:
             missing = sorted(set(self.only) - set(found))
             if missing:
                 raise RunnerError(f"no submission of {self.assignment} for: {', '.join(missing)} "
-                                  f"(looked in {self.root / 'submitted'})")
+                                  f"(looked in {self.layout.submitted('*', self.assignment)})")
             found = [s for s in found if s in self.only]
         return found
 
     def check(self) -> None:
-        if not (self.root / "nbgrader_config.py").is_file():
-            raise RunnerError(f"{self.root} is not a course (no nbgrader_config.py); run from the course root or pass --course")
-        settings = sandbox_settings(self.root)  # first: refuse before anything else is looked at
+        settings = self.layout.sandbox_settings()  # first: refuse before anything else is looked at
         if settings.enabled:
             try:
                 sandbox.check(settings)
@@ -302,17 +207,16 @@ class Runner:
                   file=sys.stderr)
         if not self.master_db.is_file():
             raise RunnerError(f"no gradebook at {self.master_db}: run `nbgrader generate_assignment {self.assignment}` first")
-        with contextlib.closing(sqlite3.connect(self.master_db)) as db:
-            if not db.execute("SELECT 1 FROM assignment WHERE name = ?", (self.assignment,)).fetchone():
-                raise RunnerError(f"the gradebook does not know assignment '{self.assignment}': "
-                                  f"run `nbgrader generate_assignment {self.assignment}` first")
+        if not gradebook.knows_assignment(self.master_db, self.assignment):
+            raise RunnerError(f"the gradebook does not know assignment '{self.assignment}': "
+                              f"run `nbgrader generate_assignment {self.assignment}` first")
 
     # -- running --
 
     def run(self) -> list[Outcome]:
         self.check()
         self.logs.mkdir(parents=True, exist_ok=True)
-        lock = open(self.root / "gradebook" / LOCK_NAME, "w")
+        lock = open(self.master_db.parent / LOCK_NAME, "w")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -328,16 +232,16 @@ class Runner:
 
         shutil.rmtree(self.work, ignore_errors=True)  # what a killed run left
         self.work.mkdir(parents=True)
-        for stale in (self.root / "autograded").glob(f"*/.{self.assignment}.runner-*"):
+        for stale in glob.glob(str(self._stage("*", "*"))):
             shutil.rmtree(stale, ignore_errors=True)
         students = self.students()
-        todo = [s for s in students if self.force or not is_graded(self.root, s, self.assignment)]
+        todo = [s for s in students if self.force or not is_graded(self.layout, s, self.assignment)]
         skipped = len(students) - len(todo)
         print(f"{self.assignment}: {len(students)} submissions, {skipped} already graded (skipped"
               f"{'' if not skipped else '; --force grades them again'}), {len(todo)} to grade with "
               f"{self.jobs} worker{'s' * (self.jobs > 1)}", file=sys.stderr, flush=True)
         self.template = self.work / "gradebook.db"
-        snapshot(self.master_db, self.template)
+        gradebook.snapshot(self.master_db, self.template)
         outcomes: list[Outcome] = []
         bar = tqdm(total=len(todo), unit="submission", desc=f"grading {self.assignment}",
                    disable=not self.progress or not todo, file=sys.stderr)
@@ -372,19 +276,31 @@ class Runner:
                 with contextlib.suppress(OSError):
                     child.kill()
 
+    def _stage(self, student: str, pid: int | str) -> Path:
+        """Where a graded submission is put together before it is moved into place."""
+        dest = self.layout.autograded(student, self.assignment)
+        return dest.parent / f".{dest.name}.runner-{pid}"
+
+    def _private_course(self, student: str) -> CourseLayout:
+        """A private course copy for one submission: config, source/, release/, a snapshot of the
+        gradebook, and that submission only."""
+        work = self.work / student
+        shutil.rmtree(work, ignore_errors=True)
+        private = Course.copy_of(work / "course", repo=self.root).layout  # nbgrader_config.py, source/
+        # coursekit.sanitize grades a missing notebook from its release
+        if self.layout.release(self.assignment).is_dir():
+            shutil.copytree(self.layout.release(self.assignment), private.release(self.assignment), symlinks=True)
+        shutil.copy2(self.template, private.gradebook_path)
+        shutil.copytree(self.layout.submitted(student, self.assignment), private.submitted(student, self.assignment),
+                        symlinks=True)
+        return private
+
     def grade_one(self, student: str) -> Outcome:
         """Grade one submission in a private course copy (runs in a worker thread)."""
         if self.stopping:
             raise RuntimeError("stopped")
+        private = self._private_course(student)
         work = self.work / student
-        shutil.rmtree(work, ignore_errors=True)
-        course = Course.copy_of(work / "course", repo=self.root)  # nbgrader_config.py, source/
-        for name in COPIED:
-            if (self.root / name).is_dir():
-                shutil.copytree(self.root / name, course.root / name, symlinks=True)
-        shutil.copy2(self.template, course.root / "gradebook" / "gradebook.db")
-        shutil.copytree(self.root / "submitted" / student / self.assignment,
-                        course.root / "submitted" / student / self.assignment, symlinks=True)
         events = work / "events.jsonl"
         env = grading_env() | thread_env(self.jobs) | {sandbox.EVENTS_ENV: str(events)}
         log = work / "nbgrader.log"
@@ -393,7 +309,7 @@ class Runner:
             with self.lock:
                 if self.stopping:
                     raise RuntimeError("stopped")
-                proc = subprocess.Popen(cmd, cwd=course.root, env=env, stdout=out, stderr=subprocess.STDOUT,
+                proc = subprocess.Popen(cmd, cwd=private.root, env=env, stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
                 self.children.add(proc)
             try:
@@ -402,9 +318,8 @@ class Runner:
                 with self.lock:
                     self.children.discard(proc)
         found = [json.loads(line) for line in events.read_text().splitlines()] if events.is_file() else []
-        graded = course.root / "autograded" / student / self.assignment
-        if proc.returncode == 0 and graded.is_dir():
-            return Outcome(student, True, log=log, events=found)
+        if proc.returncode == 0 and private.autograded(student, self.assignment).is_dir():
+            return Outcome(student, True, log=log, events=found, graded_in=private)
         text = log.read_text(errors="replace")
         kind = found[-1]["kind"] if found else "error"
         message = "; ".join(e["message"] for e in found) if found else _error_summary(text)
@@ -413,46 +328,32 @@ class Runner:
     def commit(self, outcome: Outcome) -> Outcome:
         """Write one outcome into the course (main thread only: one writer for the gradebook)."""
         student = outcome.student
-        dest = self.root / "autograded" / student / self.assignment
+        dest = self.layout.autograded(student, self.assignment)
         work = self.work / student
         if not outcome.ok:
             if outcome.log is not None and outcome.log.is_file():
                 kept = self.logs / f"{self.assignment}-{student}.log"
                 shutil.copy2(outcome.log, kept)
                 outcome.log = kept
-            note = " (the previous grading is kept)" if is_graded(self.root, student, self.assignment) else ""
+            note = " (the previous grading is kept)" if is_graded(self.layout, student, self.assignment) else ""
             problems.record(dest, outcome.kind, None, None, outcome.message + note)
             shutil.rmtree(work, ignore_errors=True)
             return outcome
-        graded = work / "course" / "autograded" / student / self.assignment
-        stage = dest.parent / f".{self.assignment}.runner-{os.getpid()}"
+        private = outcome.graded_in
+        stage = self._stage(student, os.getpid())
         shutil.rmtree(stage, ignore_errors=True)
-        shutil.copytree(graded, stage, symlinks=True)
-        for kind, notebook, cell, message in scan_notebooks(stage):
-            problems.record(stage, kind, notebook, cell, message)
+        shutil.copytree(private.autograded(student, self.assignment), stage, symlinks=True)
+        for name, stop in stopped_cells(stage):
+            problems.record(stage, stop.kind, name, stop.where, stop.message)
         for event in outcome.events:  # the sandbox stopped something but grading went on
             problems.record(stage, event["kind"], None, None, event["message"])
-        merge_submission(self.master_db, work / "course" / "gradebook" / "gradebook.db", student, self.assignment)
+        gradebook.merge_submission(self.master_db, private.gradebook_path, student, self.assignment)
         if dest.exists():
             shutil.rmtree(dest)
         os.rename(stage, dest)  # the commit point: from here on the submission counts as graded
         shutil.rmtree(work, ignore_errors=True)
         (self.logs / f"{self.assignment}-{student}.log").unlink(missing_ok=True)
         return outcome
-
-
-def sandbox_settings(root: Path) -> sandbox.Settings:
-    """The sandbox settings the course's nbgrader_config.py gives its kernels."""
-    from traitlets.config.loader import PyFileConfigLoader
-
-    cwd = os.getcwd()
-    try:
-        os.chdir(root)  # the config may use paths relative to the course
-        config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
-    finally:
-        os.chdir(cwd)
-    args = list(config.Execute.get("extra_arguments", []) or [])
-    return sandbox.Settings.from_arguments([a for a in args if a.startswith(sandbox.OPTION)])
 
 
 def report(outcomes: list[Outcome], root: Path) -> str:
