@@ -22,8 +22,8 @@ traceback's "Cell In[n], line L": the public part (e.g. ``checks.expect_names``)
 secret, so its message is shown in full. When the line cannot be told, the failure counts as
 hidden.
 
-The helpers ``question_of``, ``question_titles`` and ``cell_failure`` are shared with the
-class report (``coursekit.report``).
+What a check cell is, which question a cell belongs to and why a check failed are read with
+``coursekit.notebook``, as the class report reads them.
 """
 
 from __future__ import annotations
@@ -38,12 +38,9 @@ from nbformat.v4 import new_markdown_cell, new_output
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import List, Unicode
 
-from coursekit import problems
-
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-CELL_FRAME = re.compile(r"Cell In\[\d*\], line (\d+)")
-HEADING = re.compile(r"^#{1,6}\s*([A-Z]\d+)\s*[·:.\-–]\s*(.+?)\s*(?:\([^()]*points?\))?\s*$", re.M)
-CHECK_MESSAGE = re.compile(r"\A(?P<what>.*?): expected (?P<expected>.*), found (?P<found>.*)\Z", re.S)
+from coursekit import pages, problems
+from coursekit.notebook import cell_failure, flags, grade_id, is_answer_cell, is_check_cell, is_graded, question_of, \
+    question_titles, stopped_cells, strip_ansi
 
 GENERIC_HINTS = {
     "CheckFailed": "re-read the question: your answer does not yet do exactly what it asks for",
@@ -64,51 +61,10 @@ TYPE_HINT = ("your code raised {ename} when the check used it: compare the type 
              "your answer with what the question asks for (an array, a tuple, a number, a figure)")
 STDERR_HINT = "the check cell wrote to the error stream (stderr); a check cell must run cleanly"
 
-KIND_LABELS = {
-    "invalid-notebook": "Notebook could not be read",
-    "old-nbformat": "Old notebook format",
-    "renamed-notebook": "Notebook under another name",
-    "missing-notebook": "Notebook missing",
-    "duplicate-cell": "Copied cell",
-    "deleted-test-cell": "Deleted check cell",
-    "tampered-cell": "Edited read-only cell",
-    "late": "Late submission",
-    "timeout": "Time limit",
-    "error": "Grading error",
-    "sandbox": "Stopped by the sandbox",
-    "stray-file": "Extra file ignored",
-}
-
 REDACTED = "[line removed from feedback: it quoted hidden check code]"
 
 
 # --- reading notebooks ---------------------------------------------------------------
-
-
-def nbgrader_meta(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {}) or {}
-
-
-def is_check_cell(cell) -> bool:
-    """An autograded test cell: a code cell worth points that is not the student's answer."""
-    meta = nbgrader_meta(cell)
-    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
-
-
-def question_of(grade_id: str) -> str:
-    """'f3_scale_hidden' -> 'F3'; a grade id without that pattern is its own question."""
-    m = re.match(r"([A-Za-z]+\d+)(?:_|$)", grade_id or "")
-    return m.group(1).upper() if m else (grade_id or "?")
-
-
-def question_titles(nb) -> dict[str, str]:
-    """'F1' -> 'Load the data and split it', from the '## F1 · ...' headings."""
-    titles = {}
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for m in HEADING.finditer(cell.source):
-                titles.setdefault(m.group(1), m.group(2).strip())
-    return titles
 
 
 def region_line_numbers(source: str, begin: str, end: str) -> set[int]:
@@ -139,61 +95,6 @@ def remove_region(source: str, begin: str, end: str, replacement: str | None = N
             continue
         kept.append(line)
     return "\n".join(kept)
-
-
-def strip_ansi(text: str) -> str:
-    return ANSI.sub("", text)
-
-
-@dataclass
-class Failure:
-    """Why a check cell lost its points, read from its outputs."""
-
-    ename: str
-    message: str      # the exception's message, hint line excluded
-    hint: str         # the CheckFailed "Hint:" line ("" when none)
-    line: int | None  # line of the check cell that raised, when the traceback tells
-    what: str         # the CheckFailed "what" (message without expected/found)
-    stderr: bool = False
-
-    @property
-    def key(self) -> str:
-        """The failure without student-specific numbers, for counting alike failures."""
-        base = f"{self.ename}: {self.what}" if self.ename != "CheckFailed" else self.what
-        if base.startswith("not defined: "):  # checks.expect_names: which names varies
-            return "not defined: ..."
-        return re.sub(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?", "N", base)
-
-
-def split_hint(evalue: str) -> tuple[str, str]:
-    if "\nHint: " in evalue:
-        message, _, hint = evalue.partition("\nHint: ")
-        return message, hint.strip()
-    if evalue.startswith("Hint: "):
-        return "", evalue[len("Hint: "):].strip()
-    return evalue, ""
-
-
-def cell_failure(cell) -> Failure | None:
-    """The first error of a code cell (or its stderr, when it has no error), else None."""
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "error":
-            ename = out.get("ename", "") or "Error"
-            message, hint = split_hint(out.get("evalue", "") or "")
-            line = None
-            for chunk in out.get("traceback", []) or []:
-                m = CELL_FRAME.search(strip_ansi(chunk))
-                if m:
-                    line = int(m.group(1))
-                    break
-            m = CHECK_MESSAGE.match(message)
-            what = m.group("what") if (m and ename == "CheckFailed") else message
-            return Failure(ename, message.strip(), hint, line, what.strip().split("\n")[0][:300])
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "stream" and out.get("name") == "stderr" and out.get("text", "").strip():
-            first = out["text"].strip().split("\n")[0][:300]
-            return Failure("stderr", first, "", None, "wrote to stderr", stderr=True)
-    return None
 
 
 def output_texts(out) -> list[tuple[object, str]]:
@@ -229,7 +130,6 @@ def secret_lines(nb, hidden=("BEGIN HIDDEN TESTS", "END HIDDEN TESTS"),
     sees (read-only cells outside those regions), whitespace-collapsed."""
     public, secret = set(), set()
     for cell in nb.cells:
-        meta = nbgrader_meta(cell)
         lines = cell.source.split("\n")
         inside = set()
         for begin, end in (hidden, scheme):
@@ -239,7 +139,7 @@ def secret_lines(nb, hidden=("BEGIN HIDDEN TESTS", "END HIDDEN TESTS"),
             if number in inside:
                 if len(text) >= min_length and not begin_or_end(text, hidden, scheme):
                     secret.add(text)
-            elif not meta.get("solution"):
+            elif not is_answer_cell(cell):
                 public.add(text)
     return {s for s in secret if s not in public}
 
@@ -276,16 +176,7 @@ def redact(text: str, secrets: set[str]) -> tuple[str, int]:
     return result, count
 
 
-# --- the preprocessor ------------------------------------------------------------------
-
-
-def _e(text) -> str:
-    """Escaped for HTML, on one line (a blank line would end the summary's HTML block)."""
-    return html.escape(str(text), quote=True).replace("\r", "").replace("\n", "<br>")
-
-
-def _points(value) -> str:
-    return f"{float(value or 0):g}"
+# --- what the pages show (templates/feedback_*.html.j2) -----------------------------------
 
 
 def _late_text(seconds: float) -> str:
@@ -293,19 +184,105 @@ def _late_text(seconds: float) -> str:
     return f"{days} day{'s' if days != 1 else ''}" if seconds > 3600 else f"{max(1, round(seconds / 60))} min"
 
 
-STYLE = """
-<style>
-#coursekit-summary { border: 1px solid #bbb; border-radius: 6px; padding: 0.8em 1.2em; margin: 0 0 1.5em; background: #fafafa; }
-#coursekit-summary table { border-collapse: collapse; margin: 0.5em 0; }
-#coursekit-summary th, #coursekit-summary td { border-bottom: 1px solid #ddd; padding: 0.25em 0.8em; text-align: left; }
-#coursekit-problems { border-left: 4px solid #d2413a; background: #fff3f2; padding: 0.4em 1em; margin: 0.6em 0; }
-.ck-check { border-left: 4px solid #888; padding: 0.3em 0.8em; margin: 0.2em 0; background: #f7f7f7; }
-.ck-passed { border-color: #2e8b57; }
-.ck-failed, .ck-partial { border-color: #d2413a; }
-.ck-check pre { white-space: pre-wrap; margin: 0.3em 0; background: transparent; border: none; padding: 0; }
-.ck-hint { font-style: italic; }
-</style>
-"""
+def _points(value) -> str:
+    return pages.points(value)
+
+
+@dataclass
+class Verdict:
+    """What a student reads under a check cell, instead of its raw output."""
+
+    grade_id: str
+    status: str           # passed, failed, partial
+    kind: str             # hidden (the cell has a hidden part) or public
+    score: float
+    points: float
+    stopped_with: str = ""  # for a hidden failure that is not a failed check: only the error's name
+    message: str = ""       # for a public failure: the whole message
+    hint: str = ""
+
+    @property
+    def label(self) -> str:
+        if self.status == "passed":
+            return "Check passed, hidden part included" if self.kind == "hidden" else "Check passed"
+        return "Hidden check" if self.kind == "hidden" else "Check"
+
+    @property
+    def verb(self) -> str:
+        return {"failed": "did not pass", "partial": "passed in part"}.get(self.status, "")
+
+
+@dataclass
+class QuestionRow:
+    """One question's line in the summary's score table."""
+
+    question: str
+    title: str = ""
+    score: float = 0.0
+    points: float = 0.0
+    checks: int = 0
+    failed: int = 0
+    pending: int = 0     # written answers (or manually graded cells) waiting for a TA
+    written: int = 0
+
+    @property
+    def shown_score(self) -> str:
+        return "–" if self.pending and not self.checks else _points(self.score)
+
+    @property
+    def status(self) -> str:
+        if self.pending:
+            status = "waiting for a TA to mark the written answer" + ("s" if self.pending > 1 else "")
+            if self.failed:
+                status = f"{self.failed} check{'s' if self.failed > 1 else ''} not passed; " + status
+            return status
+        if self.failed:
+            return f"{self.failed} of {self.checks} checks not passed"
+        if self.checks:
+            return "all checks passed" + (", written answer marked" if self.written else "")
+        return "marked by a TA"
+
+
+@dataclass
+class ProblemItem:
+    label: str
+    notebook: str | None  # another notebook of the submission, or None for this one / the whole submission
+    message: str
+
+
+@dataclass
+class Summary:
+    """The box at the top of a feedback page."""
+
+    notebook: str
+    rows: list[QuestionRow]
+    problems: list[ProblemItem]
+    penalty: float = 0.0
+
+    @property
+    def points(self) -> float:
+        return sum(r.points for r in self.rows)
+
+    @property
+    def score(self) -> float:
+        return sum(r.score for r in self.rows) - self.penalty
+
+    @property
+    def pending(self) -> int:
+        return sum(r.pending for r in self.rows)
+
+
+def render_summary(summary: Summary) -> str:
+    """The summary as HTML for a markdown cell: its lines hold no blank line, since a blank line
+    would end the cell's HTML block (student text goes through the ``oneline`` filter)."""
+    return pages.render("feedback_summary.html.j2", summary=summary)
+
+
+def render_verdict(verdict: Verdict) -> str:
+    return pages.render("feedback_check.html.j2", v=verdict)
+
+
+# --- the preprocessor ------------------------------------------------------------------
 
 
 class CourseFeedback(NbGraderPreprocessor):
@@ -326,30 +303,30 @@ class CourseFeedback(NbGraderPreprocessor):
         grades, late = self._gradebook(info)
         secrets = secret_lines(nb, (self.begin_hidden, self.end_hidden), (self.begin_scheme, self.end_scheme))
         titles = question_titles(nb)
+        timeouts = [stop for stop in stopped_cells(nb) if stop.reason == "timeout"]
 
-        rows: dict[str, dict] = {}
-        timeouts = []
+        rows: dict[str, QuestionRow] = {}
         for cell in nb.cells:
-            meta = nbgrader_meta(cell)
-            gid = meta.get("grade_id")
-            if cell.cell_type == "markdown" and not meta.get("solution"):
+            meta = flags(cell)
+            gid = grade_id(cell)
+            if cell.cell_type == "markdown" and not is_answer_cell(cell):
                 cell.source = remove_region(cell.source, self.begin_scheme, self.end_scheme)
-            if cell.cell_type == "code" and any(o.get("ename") == "CellTimeoutError" for o in cell.get("outputs", [])):
-                timeouts.append(gid or "")
-            if not meta.get("grade") or not gid:
+            if not is_graded(cell) or not gid:
                 continue
             score, points, pending = grades.get(gid, (meta.get("score"), meta.get("points"), False))
-            row = rows.setdefault(question_of(gid), {"score": 0.0, "points": 0.0, "failed": 0, "checks": 0,
-                                                     "pending": 0, "written": 0})
-            row["points"] += float(points or 0)
-            row["score"] += 0.0 if pending else float(score or 0)
+            question = question_of(gid)
+            row = rows.setdefault(question, QuestionRow(question, titles.get(question, "")))
+            row.points += float(points or 0)
+            row.score += 0.0 if pending else float(score or 0)
             if is_check_cell(cell):
-                row["checks"] += 1
-                status = self._render_check(cell, score, points)
-                row["failed"] += status != "passed"
+                row.checks += 1
+                row.failed += self._render_check(cell, score, points) != "passed"
             else:
-                row["written" if cell.cell_type == "markdown" else "checks"] += 1
-                row["pending"] += bool(pending)
+                if cell.cell_type == "markdown":
+                    row.written += 1
+                else:
+                    row.checks += 1
+                row.pending += bool(pending)
 
         redacted = 0
         for cell in nb.cells:
@@ -367,10 +344,11 @@ class CourseFeedback(NbGraderPreprocessor):
                              info.get("student"), notebook, redacted)
 
         found = problems.load(Path(resources.get("metadata", {}).get("path", "") or "."))
-        summary = self._summary(notebook, rows, titles, late, found, timeouts, secrets)
+        items = self._problems(notebook, late, found, timeouts, secrets)
+        summary = Summary(notebook, list(rows.values()), items, penalty=late[1])
         # A markdown cell of raw HTML: nbgrader's feedback template renders it as it is (raw
         # cells would go through nbconvert's HTML sanitizer, which drops tables and headings).
-        nb.cells.insert(0, new_markdown_cell(summary, metadata={"coursekit": "feedback-summary"}))
+        nb.cells.insert(0, new_markdown_cell(render_summary(summary), metadata={"coursekit": "feedback-summary"}))
         return nb, resources
 
     # --- pieces ----------------------------------------------------------------------
@@ -394,73 +372,57 @@ class CourseFeedback(NbGraderPreprocessor):
             self.log.warning("no gradebook entry for %s", info)
         return grades, late
 
-    def _render_check(self, cell, score, points) -> str:
-        """Replace a check cell's outputs by its verdict; hide its hidden region."""
+    def verdict(self, cell, score, points) -> Verdict:
+        """What the student is told about a check cell: public failures in full, hidden ones
+        by a hint only."""
         score, points = float(score or 0), float(points or 0)
         status = "passed" if score >= points else ("failed" if score == 0 else "partial")
         hidden_lines = region_line_numbers(cell.source, self.begin_hidden, self.end_hidden)
-        has_hidden = bool(hidden_lines)
-        failure = cell_failure(cell) if status != "passed" else None
-        in_hidden = has_hidden and (failure is None or failure.line is None or failure.line in hidden_lines)
-
-        label = ("Hidden check" if has_hidden else "Check") if status != "passed" else \
-            ("Check passed, hidden part included" if has_hidden else "Check passed")
-        parts = []
+        verdict = Verdict(grade_id(cell), status, "hidden" if hidden_lines else "public", score, points)
         if status == "passed":
-            head = f"&#10004; {_e(label)} ({_points(score)} / {_points(points)} points)"
+            return verdict
+        failure = cell_failure(cell)
+        in_hidden = bool(hidden_lines) and (failure is None or failure.line is None or failure.line in hidden_lines)
+        if failure is None:
+            verdict.hint = GENERIC_HINTS["CheckFailed"]
+        elif failure.stderr:
+            verdict.hint = STDERR_HINT
+        elif in_hidden:
+            verdict.hint = failure.hint if failure.ename == "CheckFailed" and failure.hint else \
+                GENERIC_HINTS.get(failure.ename, TYPE_HINT.format(ename=failure.ename))
+            if failure.ename not in ("CheckFailed", "AssertionError"):
+                verdict.stopped_with = failure.ename
         else:
-            verb = "did not pass" if status == "failed" else "passed in part"
-            head = f"&#10008; {_e(label)} {verb} ({_points(score)} / {_points(points)} points)"
-            if failure is None:
-                parts.append(f'<div class="ck-hint">Hint: {_e(GENERIC_HINTS["CheckFailed"])}</div>')
-            elif failure.stderr:
-                parts.append(f'<div class="ck-hint">Hint: {_e(STDERR_HINT)}</div>')
-            elif in_hidden:
-                hint = failure.hint if failure.ename == "CheckFailed" and failure.hint else \
-                    GENERIC_HINTS.get(failure.ename, TYPE_HINT.format(ename=failure.ename))
-                if failure.ename not in ("CheckFailed", "AssertionError"):
-                    parts.append(f"<pre>The hidden part stopped with {_e(failure.ename)}.</pre>")
-                parts.append(f'<div class="ck-hint">Hint: {_e(hint)}</div>')
-            else:
-                shown = failure.message if failure.ename == "CheckFailed" else f"{failure.ename}: {failure.message}"
-                parts.append(f'<pre class="ck-message">{_e(shown)}</pre>')
-                hint = failure.hint or GENERIC_HINTS.get(failure.ename) or \
-                    (TYPE_HINT.format(ename=failure.ename) if failure.ename != "CheckFailed" else "")
-                if hint:
-                    parts.append(f'<div class="ck-hint">Hint: {_e(hint)}</div>')
-        kind = "hidden" if has_hidden else "public"
-        box = (f'<div class="ck-check ck-{status}" data-grade-id="{_e(nbgrader_meta(cell).get("grade_id"))}" '
-               f'data-status="{status}" data-kind="{kind}"><b>{head}</b>{"".join(parts)}</div>')
-        text = re.sub(r"<[^>]+>", " ", html.unescape(box))
+            verdict.message = failure.message if failure.ename == "CheckFailed" else f"{failure.ename}: {failure.message}"
+            verdict.hint = failure.hint or GENERIC_HINTS.get(failure.ename) or \
+                (TYPE_HINT.format(ename=failure.ename) if failure.ename != "CheckFailed" else "")
+        return verdict
 
+    def _render_check(self, cell, score, points) -> str:
+        """Replace a check cell's outputs by its verdict; hide its hidden region."""
+        verdict = self.verdict(cell, score, points)
+        box = render_verdict(verdict)
+        text = re.sub(r"<[^>]+>", " ", html.unescape(box))
+        failure = cell_failure(cell) if verdict.status != "passed" else None
         keep = []
-        if not has_hidden:  # a public check's own printed output says nothing secret
+        if verdict.kind == "public":  # a public check's own printed output says nothing secret
             keep = [o for o in cell.get("outputs", []) if o.get("output_type") not in ("error",)]
             if failure is not None and failure.ename not in ("CheckFailed", "stderr"):
                 keep += [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
         cell.outputs = [new_output("display_data", data={"text/html": box, "text/plain": " ".join(text.split())})] + keep
-        if has_hidden:
+        if verdict.kind == "hidden":
             cell.source = remove_region(cell.source, self.begin_hidden, self.end_hidden, self.hidden_placeholder)
-        return status
+        return verdict.status
 
-    def _summary(self, notebook, rows, titles, late, found, timeouts, secrets) -> str:
+    def _problems(self, notebook, late, found, timeouts, secrets) -> list[ProblemItem]:
+        """Problems recorded while grading, this notebook's first; lateness and timeouts that
+        were not recorded (feedback made without the repairs) are added."""
         seconds_late, penalty = late
-        total = sum(r["score"] for r in rows.values())
-        points = sum(r["points"] for r in rows.values())
-        pending = sum(r["pending"] for r in rows.values())
-        out = [STYLE, '<div id="coursekit-summary">', f"<h2>Your results: {_e(notebook)}</h2>"]
-        score_line = f"Score so far: <b>{_points(total - penalty)} / {_points(points)}</b>"
-        if penalty:
-            score_line += f" (after a late penalty of {_points(penalty)} points)"
-        if pending:
-            score_line += f"; {pending} written answer{'s' if pending != 1 else ''} still to be marked by a TA"
-        out.append(f'<p id="coursekit-score">{score_line}</p>')
-
         items = []
-        recorded_late = [p for p in found if p.get("kind") == "late"]
-        if seconds_late > 0 and not recorded_late:
-            items.append(("Late submission", None, f"submitted {_late_text(seconds_late)} after the due date"
-                          + (f": -{_points(penalty)} points on this notebook" if penalty else "")))
+        if seconds_late > 0 and not any(p.get("kind") == "late" for p in found):
+            items.append(ProblemItem(problems.label("late"), None,
+                                     f"submitted {_late_text(seconds_late)} after the due date"
+                                     + (f": -{_points(penalty)} points on this notebook" if penalty else "")))
         this = [p for p in found if p.get("notebook") in (None, "", notebook)]
         other = [p for p in found if p not in this]
         for p in this + other:
@@ -468,37 +430,10 @@ class CourseFeedback(NbGraderPreprocessor):
             if p.get("kind") == "late" and penalty:
                 message += f" (-{_points(penalty)} points on this notebook)"
             where = p.get("notebook") if p.get("notebook") not in (None, "", notebook) else None
-            items.append((KIND_LABELS.get(p.get("kind"), str(p.get("kind"))), where, message))
+            items.append(ProblemItem(problems.label(p.get("kind")), where, message))
         recorded_timeouts = {p.get("cell") for p in this if p.get("kind") == "timeout"}
-        for gid in timeouts:
-            if gid not in recorded_timeouts:
-                items.append(("Time limit", None, f"cell {gid or '(unnamed)'} ran past the time limit and was stopped"))
-        if items:
-            out.append('<div id="coursekit-problems"><h3>Problems found while grading your submission</h3><ul>')
-            for label, where, message in items:
-                place = f" (in {_e(where)}.ipynb)" if where else ""
-                out.append(f'<li class="coursekit-problem"><b>{_e(label)}</b>{place}: {_e(message)}</li>')
-            out.append("</ul></div>")
-
-        out.append('<table id="coursekit-scores"><thead><tr><th>Question</th><th>Points</th><th>Status</th>'
-                   "</tr></thead><tbody>")
-        for q, r in rows.items():
-            title = f" · {titles[q]}" if q in titles else ""
-            if r["pending"]:
-                status = "waiting for a TA to mark the written answer" + ("s" if r["pending"] > 1 else "")
-                if r["failed"]:
-                    status = f"{r['failed']} check{'s' if r['failed'] > 1 else ''} not passed; " + status
-            elif r["failed"]:
-                status = f"{r['failed']} of {r['checks']} checks not passed"
-            elif r["checks"]:
-                status = "all checks passed" + (", written answer marked" if r["written"] else "")
-            else:
-                status = "marked by a TA"
-            score = "–" if r["pending"] and not r["checks"] else _points(r["score"])
-            out.append(f'<tr data-question="{_e(q)}"><td>{_e(q + title)}</td>'
-                       f'<td class="coursekit-points">{score} / {_points(r["points"])}</td><td>{_e(status)}</td></tr>')
-        out.append("</tbody></table>")
-        out.append("<p><small>Under each check you will find whether it passed. A visible check shows "
-                   "what it expected and what it found; a hidden check shows only a hint, so that the "
-                   "hidden checks stay useful for everyone.</small></p></div>")
-        return "\n".join(out)
+        for stop in timeouts:
+            if stop.where not in recorded_timeouts:
+                items.append(ProblemItem(problems.label("timeout"), None,
+                                         f"a cell ({stop.where}) ran past the time limit and was stopped"))
+        return items

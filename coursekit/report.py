@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
-import html
 import io
 import math
-import os
 import re
 import statistics
 import sys
@@ -36,8 +34,11 @@ from pathlib import Path
 
 import nbformat
 
+from coursekit import pages
 from coursekit import problems as problem_log
-from coursekit.feedback import cell_failure, is_check_cell, nbgrader_meta, question_of, question_titles
+from coursekit.layout import CourseLayout
+from coursekit.notebook import cell_failure, grade_id, is_check_cell, own_errors, question_of, question_titles, \
+    stopped_cells
 
 TOP_FAILURES = 3
 
@@ -102,17 +103,16 @@ def _autograded_notebook(autograded: Path, notebook: str):
         return None
 
 
-def collect(db_url: str, root: Path, assignment: str, autograded_dir: str = "autograded",
-            submitted_dir: str = "submitted") -> ClassData:
+def collect(layout: CourseLayout, assignment: str) -> ClassData:
     """Everything the report shows, from the gradebook and the autograded folders."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
     subs, titles, order = [], {}, []
-    with Gradebook(db_url) as gb:
+    with layout.gradebook() as gb:
         try:
             assign = gb.find_assignment(assignment)
         except MissingEntry:
-            raise SystemExit(f"{assignment} is not in the gradebook {db_url}: run nbgrader generate_assignment first")
+            raise SystemExit(f"{assignment} is not in the gradebook {layout.db_url}: run nbgrader generate_assignment first")
         course_id = assign.course_id
         duedate = assign.duedate
         for nb in sorted(assign.notebooks, key=lambda n: n.name):
@@ -124,7 +124,7 @@ def collect(db_url: str, root: Path, assignment: str, autograded_dir: str = "aut
                 sub = gb.find_submission(assignment, student.id)
             except MissingEntry:
                 continue
-            folder = root / autograded_dir / student.id / assignment
+            folder = layout.autograded(student.id, assignment)
             record = Submission(student.id, timestamp=sub.timestamp, seconds_late=float(sub.total_seconds_late or 0),
                                 late_penalty=float(sub.late_submission_penalty or 0))
             record.problems = [dict(p, source="grading-problems.json") for p in problem_log.load(folder)]
@@ -134,11 +134,8 @@ def collect(db_url: str, root: Path, assignment: str, autograded_dir: str = "aut
                 if graded_nb is not None:
                     for q, t in question_titles(graded_nb).items():
                         titles.setdefault(q, t)
-                    for cell in graded_nb.cells:
-                        gid = nbgrader_meta(cell).get("grade_id")
-                        if gid:
-                            cells_by_id[gid] = cell
-                        _scan_outputs(record, snb.name, gid, cell, errors)
+                    cells_by_id = {grade_id(c): c for c in graded_nb.cells if grade_id(c)}
+                    _scan_outputs(record, snb.name, graded_nb, errors)
                     if errors:
                         record.problems.append({"kind": "errors-in-answers", "notebook": snb.name, "cell": None,
                                                 "message": _error_summary(errors), "source": "outputs"})
@@ -173,41 +170,28 @@ def collect(db_url: str, root: Path, assignment: str, autograded_dir: str = "aut
             subs.append(record)
 
     graded = {s.student for s in subs}
-    base = root / submitted_dir
-    ungraded = sorted(p.name for p in base.iterdir() if (p / assignment).is_dir() and p.name not in graded) \
-        if base.is_dir() else []
+    ungraded = [student for student in layout.students(assignment) if student not in graded]
     return ClassData(assignment, course_id, duedate, subs, titles, order, ungraded)
 
 
-def _scan_outputs(record: Submission, notebook: str, gid: str | None, cell, errors: Counter) -> None:
-    """Timeouts and dead kernels from error outputs (unless grading already recorded them);
-    errors in the student's own cells are counted in ``errors`` (ename -> cells) and reported
-    as one row per notebook. A cell still raising NotImplementedError is unanswered, not an
-    error: it is counted in ``record.unanswered``."""
-    if cell.cell_type != "code":
-        return
-    errors_here = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-    names = {o.get("ename", "") or "Error" for o in errors_here}
-    where = gid or "(a cell without id)"
+def _scan_outputs(record: Submission, notebook: str, graded_nb, errors: Counter) -> None:
+    """Cells stopped by a time limit, the sandbox or a dead kernel (unless grading already
+    recorded them); errors in the student's own cells are counted in ``errors`` (ename -> cells)
+    and reported as one row per notebook. A cell still raising NotImplementedError is
+    unanswered, not an error: it is counted in ``record.unanswered``."""
     recorded = {(p.get("kind"), p.get("notebook"), p.get("cell")) for p in record.problems}
-    if "CellTimeoutError" in names:
-        if ("timeout", notebook, gid) not in recorded:
-            record.problems.append({"kind": "timeout", "notebook": notebook, "cell": gid,
-                                    "message": f"cell {where} ran past the time limit", "source": "outputs"})
-        names.discard("KeyboardInterrupt")  # how the kernel was interrupted at the time limit
-    for ename in sorted(names):
-        if ename == "CellTimeoutError":
-            continue
-        if ename in ("DeadKernelError", "UnresponsiveKernelError"):
-            if ("error", notebook, gid) not in recorded:
-                record.problems.append({"kind": "error", "notebook": notebook, "cell": gid,
-                                        "message": f"the kernel died while running {where}", "source": "outputs"})
-        elif is_check_cell(cell):
-            continue  # a failed check: counted per question
-        elif ename == "NotImplementedError":
-            record.unanswered += 1
-        else:
-            errors[ename] += 1
+    for stop in stopped_cells(graded_nb):
+        if (stop.kind, notebook, stop.where) not in recorded:
+            record.problems.append({"kind": stop.kind, "notebook": notebook, "cell": stop.where,
+                                    "message": stop.message, "source": "outputs"})
+    for cell in graded_nb.cells:
+        if cell.cell_type != "code" or is_check_cell(cell):
+            continue  # a failed check is counted per question
+        for ename in sorted(own_errors(cell)):
+            if ename == "NotImplementedError":
+                record.unanswered += 1
+            else:
+                errors[ename] += 1
 
 
 def _error_summary(errors: Counter) -> str:
@@ -333,141 +317,41 @@ def questions_png(stats: list[QuestionStats]) -> str:
 # --- output --------------------------------------------------------------------------------
 
 
-def _e(value) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _num(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value)
-
-
 def _ago(seconds: float) -> str:
     days, rest = divmod(int(seconds), 86400)
     hours, rest = divmod(rest, 3600)
     return f"{days} d {hours} h" if days else f"{hours} h {rest // 60} min"
 
 
-CSS = """
-body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
-h1 { margin-bottom: 0.1em; } h2 { margin-top: 1.6em; border-bottom: 2px solid #ddd; padding-bottom: 0.2em; }
-table { border-collapse: collapse; margin: 0.6em 0; width: 100%; }
-th, td { border-bottom: 1px solid #e3e3e3; padding: 0.3em 0.6em; text-align: left; vertical-align: top; font-size: 0.93em; }
-th { background: #f3f3f3; } td.num { text-align: right; white-space: nowrap; }
-.muted { color: #777; } ol.failures { margin: 0; padding-left: 1.2em; } .hint { color: #555; font-style: italic; }
-img.plot { max-width: 100%; border: 1px solid #eee; }
-.stats td:first-child { width: 14em; }
-"""
+NOT_IN_GRADEBOOK = "submitted, but not in the gradebook: autograde failed or was not run"
 
 
 def render_html(data: ClassData, stats: list[QuestionStats], generated: datetime) -> str:
+    """The page (templates/report.html.j2); plots are drawn here."""
     scores = [s.score for s in data.submissions]
     max_score = max((s.max_score for s in data.submissions), default=0.0)
     s = summary_stats(scores)
     auto = summary_stats([x.auto_score for x in data.submissions])
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{_e(data.assignment)}: class report</title><style>{CSS}</style></head><body>",
-           f'<h1 id="title">{_e(data.assignment)}: class report</h1>',
-           f'<p class="muted">Course {_e(data.course_id)} · due {_e(data.duedate or "no due date")} UTC · '
-           f"generated {_e(generated.strftime('%Y-%m-%d %H:%M UTC'))} from the gradebook and autograded/ · "
-           f"{len(data.submissions)} graded submission(s)</p>"]
-
-    # summary
-    out.append('<section id="summary"><h2>Scores</h2>')
-    if s["n"]:
-        out.append('<table class="stats" id="summary-stats"><tbody>')
-        rows = [("submissions", s["n"]), ("mean", f"{s['mean']:.2f} / {max_score:g}"),
-                ("median", f"{s['median']:.2f}"), ("standard deviation", f"{s['stdev']:.2f}"),
-                ("lowest / highest", f"{s['min']:g} / {s['max']:g}"),
-                ("autograded part, mean", f"{auto['mean']:.2f} / {max((x.auto_max for x in data.submissions), default=0):g}"),
-                ("written answers waiting for a TA", sum(x.pending for x in data.submissions))]
-        out += [f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in rows]
-        out.append("</tbody></table>")
-        out.append('<p class="muted">Scores are after late penalties; written answers count once a TA has '
-                   "marked them, so scores rise as the queue below empties.</p>")
-        out.append(f'<img class="plot" id="histogram" alt="histogram of scores" src="{histogram_png(scores, max_score)}">')
-    else:
-        out.append("<p>No graded submissions yet: run <code>nbgrader autograde</code> first.</p>")
-    out.append("</section>")
-
-    # questions
-    out.append('<section id="questions"><h2>Questions</h2>')
-    if stats:
-        out.append(f'<img class="plot" id="questions-plot" alt="mean points per question" src="{questions_png(stats)}">')
-    out.append('<table id="question-table"><thead><tr><th>Question</th><th>Max</th><th>Mean points</th>'
-               "<th>All checks passed</th><th>Most common failures (students · cells · hint)</th></tr></thead><tbody>")
-    for q in stats:
-        rate = "—" if q.pass_rate is None else f"{100 * q.pass_rate:.0f} %"
-        waiting = f'<br><span class="muted">{q.pending} written waiting</span>' if q.pending else ""
-        fails = "".join(f"<li><b>{count}×</b> {_e(text)} <span class=\"muted\">({_e(cells)})</span>"
-                        + (f'<br><span class="hint">Hint: {_e(hint)}</span>' if hint else "") + "</li>"
-                        for count, text, cells, hint in q.failures)
-        fails = f'<ol class="failures">{fails}</ol>' if fails else '<span class="muted">none</span>'
-        title = f" · {_e(q.title)}" if q.title else ""
-        out.append(f'<tr data-question="{_e(q.question)}"><td><b>{_e(q.question)}</b>{title}</td>'
-                   f'<td class="num">{q.max_points:g}</td><td class="num">{q.mean_points:.2f}{waiting}</td>'
-                   f'<td class="num">{rate}</td><td>{fails}</td></tr>')
-    out.append("</tbody></table></section>")
-
-    # problems
-    out.append('<section id="problems"><h2>Submissions with problems</h2>')
-    rows = [(sub.student, p) for sub in data.submissions for p in sub.problems]
-    rows += [(student, {"kind": "not-autograded", "notebook": None, "cell": None, "source": "report",
-                        "message": "submitted, but not in the gradebook: autograde failed or was not run"})
-             for student in data.ungraded]
-    if rows:
-        out.append('<table id="problem-table"><thead><tr><th>Student</th><th>Kind</th><th>Notebook</th>'
-                   "<th>Cell</th><th>What</th><th>Found in</th></tr></thead><tbody>")
-        for student, p in rows:
-            out.append(f'<tr data-kind="{_e(p.get("kind"))}"><td>{_e(student)}</td><td>{_e(p.get("kind"))}</td>'
-                       f'<td>{_e(p.get("notebook") or "")}</td><td>{_e(p.get("cell") or "")}</td>'
-                       f'<td>{_e(p.get("message"))}</td><td class="muted">{_e(p.get("source"))}</td></tr>')
-        out.append("</tbody></table>")
-    else:
-        out.append("<p>None.</p>")
-    out.append("</section>")
-
-    # late
-    out.append('<section id="late"><h2>Late submissions</h2>')
-    late = [sub for sub in data.submissions if sub.seconds_late > 0]
-    if late:
-        out.append('<table id="late-table"><thead><tr><th>Student</th><th>Submitted</th><th>Late by</th>'
-                   "<th>Penalty (points)</th></tr></thead><tbody>")
-        for sub in sorted(late, key=lambda x: -x.seconds_late):
-            out.append(f"<tr><td>{_e(sub.student)}</td><td>{_e(sub.timestamp)} UTC</td><td>{_ago(sub.seconds_late)}</td>"
-                       f'<td class="num">{sub.late_penalty:g}</td></tr>')
-        out.append("</tbody></table>")
-    else:
-        out.append("<p>None.</p>")
-    out.append("</section>")
-
-    # manual grading queue
-    out.append('<section id="manual-queue"><h2>Written answers waiting for a TA</h2>')
-    queue = [(c.question, c.notebook, c.grade_id, sub.student, c.max_score)
-             for sub in data.submissions for c in sub.cells if c.pending]
-    if queue:
-        per_cell = Counter((nb, gid) for _, nb, gid, _, _ in queue)
-        out.append("<p>" + " · ".join(f"{_e(gid)} ({_e(nb)}): <b>{n}</b>" for (nb, gid), n in sorted(per_cell.items()))
-                   + ' <span class="muted">— grade them in formgrader (Manual Grading), question by question</span></p>')
-        order = {q: i for i, q in enumerate(data.question_order)}
-        out.append('<table id="queue-table"><thead><tr><th>Question</th><th>Notebook</th><th>Cell</th>'
-                   "<th>Student</th><th>Points</th></tr></thead><tbody>")
-        for q, nb, gid, student, points in sorted(queue, key=lambda r: (order.get(r[0], 99), r[1], r[2], r[3])):
-            out.append(f"<tr><td>{_e(q)}</td><td>{_e(nb)}</td><td>{_e(gid)}</td><td>{_e(student)}</td>"
-                       f'<td class="num">{points:g}</td></tr>')
-        out.append("</tbody></table>")
-    else:
-        out.append("<p>None: every written answer has been marked.</p>")
-    out.append("</section>")
-
-    # students
-    out.append('<section id="students"><h2>All submissions</h2><p class="muted">The same as report.csv.</p>'
-               '<table id="student-table"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in CSV_HEAD[:9])
-               + "</tr></thead><tbody>")
-    for row in csv_rows(data):
-        out.append("<tr>" + "".join(f'<td{" class=num" if i else ""}>{_e(v)}</td>' for i, v in enumerate(row[:9]))
-                   + "</tr>")
-    out.append("</tbody></table></section></body></html>")
-    return "\n".join(out)
+    summary = [("submissions", s["n"]), ("mean", f"{s['mean']:.2f} / {max_score:g}"),
+               ("median", f"{s['median']:.2f}"), ("standard deviation", f"{s['stdev']:.2f}"),
+               ("lowest / highest", f"{s['min']:g} / {s['max']:g}"),
+               ("autograded part, mean", f"{auto['mean']:.2f} / {max((x.auto_max for x in data.submissions), default=0):g}"),
+               ("written answers waiting for a TA", sum(x.pending for x in data.submissions))] if s["n"] else []
+    problems = [(sub.student, p) for sub in data.submissions for p in sub.problems]
+    problems += [(student, {"kind": "not-autograded", "notebook": None, "cell": None, "source": "report",
+                            "message": NOT_IN_GRADEBOOK}) for student in data.ungraded]
+    late = [(sub, _ago(sub.seconds_late)) for sub in sorted(data.submissions, key=lambda x: -x.seconds_late)
+            if sub.seconds_late > 0]
+    order = {q: i for i, q in enumerate(data.question_order)}
+    queue = sorted(((c, sub.student) for sub in data.submissions for c in sub.cells if c.pending),
+                   key=lambda r: (order.get(r[0].question, 99), r[0].notebook, r[0].grade_id, r[1]))
+    queue_counts = sorted(Counter((c.notebook, c.grade_id) for c, _ in queue).items())
+    return pages.render(
+        "report.html.j2", data=data, stats=stats, generated=generated, summary=summary,
+        histogram=histogram_png(scores, max_score) if summary else "",
+        questions_plot=questions_png(stats) if stats else "",
+        problems=problems, late=late, queue=queue, queue_counts=queue_counts,
+        student_head=CSV_HEAD[:9], student_rows=[row[:9] for row in csv_rows(data)])
 
 
 CSV_HEAD = ["student", "score", "max_score", "autograded_score", "autograded_max", "late_penalty",
@@ -510,18 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="folder for report.html and report.csv (default: reports/<assignment>)")
     args = parser.parse_args(argv)
 
-    from nbgrader.coursedir import CourseDirectory
-
-    from coursekit.schedule import load_course_config
-
     out_dir = Path(args.out).resolve() if args.out else None
-    config = load_course_config()
-    coursedir = CourseDirectory(config=config)
-    root = Path(coursedir.root)
-    os.chdir(root)  # the gradebook URL in nbgrader_config.py is relative to the course root
-    data = collect(coursedir.db_url, root, args.assignment, coursedir.autograded_directory,
-                   coursedir.submitted_directory)
-    out_dir = out_dir or root / "reports" / args.assignment
+    layout = CourseLayout.load()
+    data = collect(layout, args.assignment)
+    out_dir = out_dir or layout.root / "reports" / args.assignment
     page, table = write_report(data, out_dir)
     print(f"class report of {args.assignment} ({len(data.submissions)} submission(s)): {page}")
     print(f"table: {table}")
