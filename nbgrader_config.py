@@ -93,7 +93,7 @@ from nbgrader.preprocessors import (  # noqa: E402
     CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells, OverwriteKernelspec)
 
 c.Autograde.exporter_class = "coursekit.sanitize.SubmissionExporter"
-c.Autograde.pre_convert_hook = sanitize.add_expected_notebooks
+c.Autograde.pre_convert_hook = sanitize.ExpectedNotebooks()
 c.Autograde.sanitize_preprocessors = [
     sanitize.RepairCells,  # first: before nbgrader's own checks see the cells
     ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata,

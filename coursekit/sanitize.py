@@ -4,7 +4,7 @@ inside ``nbgrader autograde`` itself, so that every way of running it gets the f
 Wired in ``nbgrader_config.py`` (section "Submission repairs")::
 
     c.Autograde.exporter_class = "coursekit.sanitize.SubmissionExporter"
-    c.Autograde.pre_convert_hook = coursekit.sanitize.add_expected_notebooks
+    c.Autograde.pre_convert_hook = coursekit.sanitize.ExpectedNotebooks()
     c.Autograde.sanitize_preprocessors = [coursekit.sanitize.RepairCells, *nbgrader's own five]
 
 What stock nbgrader does, and what happens here instead (each case has a reference
@@ -57,68 +57,34 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Integer
 
 from coursekit import problems
-
-
-
-def _log():
-    """nbgrader's own log when running inside it (messages then look like nbgrader's)."""
-    from traitlets.config import Application
-
-    return Application.instance().log if Application.initialized() else logging.getLogger("coursekit.sanitize")
+from coursekit.layout import CourseLayout
+from coursekit.notebook import cell_name, flags, grade_id, is_answer_cell, is_graded, is_readonly, stopped_cells
 
 NOTES_MARK = "<!-- coursekit:grading-notes -->"
 NOTES_TITLE = "**Grading notes** (written by the course's grader, not by you)"
 RESOURCE_KEY = "coursekit_notes"  # list of note lines, passed from exporter to RepairCells
 
-# The submitted notebook each expected notebook is graded from, decided by the pre-convert
-# hook: {expected path: (path to read, reason)}. One nbgrader process grades one course.
-_PLAN: dict[str, tuple[str | None, str]] = {}
-
 
 # --- small helpers ------------------------------------------------------------------------
 
 
-def grade_id(cell) -> str | None:
-    meta = cell.get("metadata", {}).get("nbgrader")
-    return meta.get("grade_id") if isinstance(meta, dict) else None
-
-
-def _flags(cell) -> dict:
-    meta = cell.get("metadata", {}).get("nbgrader")
-    return meta if isinstance(meta, dict) else {}
-
-
-def is_readonly(cell) -> bool:
-    """A cell the student may not change: a check (graded, not an answer) or a locked cell."""
-    f = _flags(cell)
-    return bool(f.get("locked")) or (bool(f.get("grade")) and not f.get("solution"))
-
-
-def _coursedir(obj=None):
-    """The CourseDirectory of the running nbgrader converter."""
+def course_of(owner) -> CourseLayout:
+    """The course of the running nbgrader converter, found up the ``parent`` chain of the
+    exporter or preprocessor ``owner`` (nbgrader makes the converter their parent)."""
+    obj = owner
     while obj is not None:
         if getattr(obj, "coursedir", None) is not None:
-            return obj.coursedir
+            return CourseLayout.of(obj.coursedir)
         obj = getattr(obj, "parent", None)
-    from traitlets.config import Application
-
-    if Application.initialized():
-        app = Application.instance()
-        if getattr(app, "coursedir", None) is not None:
-            return app.coursedir
-    raise RuntimeError("coursekit.sanitize runs inside nbgrader autograde only")
+    raise RuntimeError(f"coursekit.sanitize: {type(owner).__name__} runs inside nbgrader autograde only")
 
 
-def _autograded(coursedir, student: str, assignment: str) -> Path:
-    return Path(coursedir.format_path(coursedir.autograded_directory, student, assignment))
-
-
-def _release_notebook(coursedir, assignment: str, notebook: str):
-    path = Path(coursedir.format_path(coursedir.release_directory, ".", assignment)) / f"{notebook}.ipynb"
+def _release_notebook(course: CourseLayout, assignment: str, notebook: str, log):
+    path = course.release(assignment) / f"{notebook}.ipynb"
     try:
         return nbformat.read(path, as_version=4)
     except OSError:
-        _log().warning("coursekit.sanitize: no release notebook %s; cell checks skipped", path)
+        log.warning("coursekit.sanitize: no release notebook %s; cell checks skipped", path)
         return None
 
 
@@ -126,7 +92,7 @@ def report(owner, resources, kind: str, cell: str | None, message: str, per_note
     """Record a problem for the TA report and queue its note for the student's notebook.
     ``owner`` is the exporter or preprocessor that found it (for the course and the log)."""
     info = resources["nbgrader"]
-    problems.record(_autograded(_coursedir(owner), info["student"], info["assignment"]), kind,
+    problems.record(course_of(owner).autograded(info["student"], info["assignment"]), kind,
                     info["notebook"] if per_notebook else None, cell, message)
     notes = resources.setdefault(RESOURCE_KEY, [])
     if message not in notes:
@@ -209,73 +175,45 @@ def placeholder(release_nb):
     code taken out, so nothing runs but the checks, which fail at once (0 points) and
     written answers left empty (0 points)."""
     nb = copy.deepcopy(release_nb)
-    nb.cells = [c for c in nb.cells if c.cell_type != "code" or _flags(c).get("grade")]
+    nb.cells = [c for c in nb.cells if c.cell_type != "code" or is_graded(c)]
     nb.metadata["coursekit"] = {"placeholder": True}
     return nb
 
 
 def answer_ids(nb) -> set[str]:
     """grade ids of answer and check cells: what tells one notebook of the course from another."""
-    return {grade_id(c) for c in nb.cells if grade_id(c) and (_flags(c).get("grade") or _flags(c).get("solution"))}
+    return {grade_id(c) for c in nb.cells if grade_id(c) and (is_graded(c) or is_answer_cell(c))}
 
 
 # --- the pre-convert hook: which file stands for which notebook ----------------------------
 
 
-def add_expected_notebooks(assignment=None, student=None, notebooks=None, **_):
+class ExpectedNotebooks:
     """``Autograde.pre_convert_hook``: make nbgrader grade every notebook of the assignment.
 
-    nbgrader calls this once per submission, before grading, with the list of notebook paths
-    it is about to grade, and grades the same list afterwards. For each expected notebook
-    that is not in the submission this appends its path; ``SubmissionExporter`` then reads a
-    renamed copy in its place, or grades a placeholder. Extra files that share a name with a
-    package the grader imports (``coursekit.py``, ``numpy/``) are recorded as stray files.
+    nbgrader calls its pre-convert hook once per submission, before grading, with the list of
+    notebook paths it is about to grade (and nothing else: not the course, not the converter),
+    and grades the same list afterwards. This hook hands the list to ``SubmissionExporter``,
+    which knows the course (its parent is nbgrader's converter) and appends the path of each
+    expected notebook the submission lacks; it reads a renamed copy in its place, or grades a
+    placeholder. The exporter attaches itself to this hook when nbgrader makes it, finding the
+    hook among its converter's pre-convert hooks (chained through ``then``, as
+    ``coursekit.sandbox.PreflightHook`` chains them).
     """
-    try:
-        _plan_submission(notebooks)
-    except Exception:  # nbgrader would log a failing hook at INFO level only
-        _log().exception("coursekit.sanitize: could not check the submission's notebooks")
 
+    def __init__(self):
+        self.exporter: SubmissionExporter | None = None
 
-def _plan_submission(notebooks: list) -> None:
-    from nbgrader.api import Gradebook
-
-    if not notebooks:
-        return
-    folder = Path(notebooks[0]).parent
-    assignment, student = folder.name, folder.parent.name
-    coursedir = _coursedir()
-    with Gradebook(coursedir.db_url, coursedir.course_id) as gb:
-        expected = [nb.name for nb in gb.find_assignment(assignment).notebooks]
-    present = {Path(p).stem: p for p in notebooks}
-    unknown = {stem: p for stem, p in present.items() if stem not in expected}
-    used = set()
-    for name in expected:
-        path = str(folder / f"{name}.ipynb")
-        if name in present:
-            _PLAN[path] = (path, "")
-            continue
-        release = _release_notebook(coursedir, assignment, name)
-        best = _best_match(release, unknown, used) if release is not None else None
-        if best:
-            used.add(best)
-            _PLAN[path] = (unknown[best], f"{best}.ipynb")
-        else:
-            _PLAN[path] = (None, "")
-        notebooks.append(path)
-    dest = _autograded(coursedir, student, assignment)
-    for stem, p in sorted(unknown.items()):
-        if stem not in used:
-            problems.record(dest, "stray-file", None, None,
-                            f"{stem}.ipynb is not one of this assignment's notebooks "
-                            f"({', '.join(n + '.ipynb' for n in expected)}); it was not graded")
-    for entry in sorted(folder.iterdir()):
-        module = entry.stem if entry.suffix == ".py" else entry.name if entry.is_dir() else None
-        if module and module.isidentifier() and _importable(module):
-            problems.record(dest, "stray-file", None, None,
-                            f"'{entry.name}' in your submission has the name of the Python package "
-                            f"'{module}' that the grader uses; it was ignored (the checks always use "
-                            "the course's own packages)")
+    def __call__(self, assignment=None, student=None, notebooks=None, **_):
+        log = self.exporter.log if self.exporter is not None else logging.getLogger(__name__)
+        if self.exporter is None:
+            log.error("coursekit.sanitize: the pre-convert hook needs c.Autograde.exporter_class = "
+                      "'coursekit.sanitize.SubmissionExporter'; missing and renamed notebooks are not handled")
+            return
+        try:
+            self.exporter.plan_submission(notebooks)
+        except Exception:  # nbgrader would log a failing hook at INFO level only
+            log.exception("coursekit.sanitize: could not check the submission's notebooks")
 
 
 def _importable(module: str) -> bool:
@@ -308,24 +246,79 @@ def _best_match(release, unknown: dict, used: set) -> str | None:
 class SubmissionExporter(NotebookExporter):
     """nbgrader's notebook exporter, reading submissions tolerantly and checking the result.
 
-    Before grading (nbgrader's "sanitize" pass, input from ``submitted/``): reads the file the
-    pre-convert hook chose, upgrades old formats, and stands in a placeholder for a notebook
-    that is missing or cannot be read. After grading (the "autograde" pass): notes cells that
-    hit the time limit, and cuts outputs longer than ``max_output_chars``.
+    Before grading (nbgrader's "sanitize" pass, input from ``submitted/``): decides, through the
+    pre-convert hook (``ExpectedNotebooks``), which file stands for each expected notebook; reads
+    it, upgrades old formats, and stands in a placeholder for a notebook that is missing or cannot
+    be read. After grading (the "autograde" pass): notes cells that hit the time limit, and cuts
+    outputs longer than ``max_output_chars``.
+
+    State lives on this object, which nbgrader makes once per command: ``plans`` maps the path of
+    each expected notebook to the file to read for it and why.
     """
 
     max_output_chars = Integer(
         100_000, help="Longest text output kept per cell output after grading; the rest is cut (-1: no limit)."
     ).tag(config=True)
 
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.plans: dict[str, tuple[str | None, str]] = {}  # expected path -> (path to read, renamed from)
+        hook = getattr(self.parent, "pre_convert_hook", None)
+        while hook is not None and not isinstance(hook, ExpectedNotebooks):
+            hook = getattr(hook, "then", None)
+        if hook is not None:
+            hook.exporter = self
+
+    def plan_submission(self, notebooks: list) -> None:
+        """For the submission whose notebook paths are ``notebooks`` (nbgrader's list, which it
+        grades after the hook): append every expected notebook that is missing, matched to a
+        renamed copy when one has its cells; record stray notebooks, and files named like a
+        package the grader imports (``coursekit.py``, ``numpy/``)."""
+        if not notebooks:
+            return
+        course = course_of(self)
+        folder = Path(notebooks[0]).parent
+        assignment, student = folder.name, folder.parent.name
+        with course.gradebook() as gb:
+            expected = [nb.name for nb in gb.find_assignment(assignment).notebooks]
+        present = {Path(p).stem: p for p in notebooks}
+        unknown = {stem: p for stem, p in present.items() if stem not in expected}
+        used = set()
+        for name in expected:
+            path = str(folder / f"{name}.ipynb")
+            if name in present:
+                self.plans[path] = (path, "")
+                continue
+            release = _release_notebook(course, assignment, name, self.log)
+            best = _best_match(release, unknown, used) if release is not None else None
+            if best:
+                used.add(best)
+                self.plans[path] = (unknown[best], f"{best}.ipynb")
+            else:
+                self.plans[path] = (None, "")
+            notebooks.append(path)
+        dest = course.autograded(student, assignment)
+        for stem, p in sorted(unknown.items()):
+            if stem not in used:
+                problems.record(dest, "stray-file", None, None,
+                                f"{stem}.ipynb is not one of this assignment's notebooks "
+                                f"({', '.join(n + '.ipynb' for n in expected)}); it was not graded")
+        for entry in sorted(folder.iterdir()):
+            module = entry.stem if entry.suffix == ".py" else entry.name if entry.is_dir() else None
+            if module and module.isidentifier() and _importable(module):
+                problems.record(dest, "stray-file", None, None,
+                                f"'{entry.name}' in your submission has the name of the Python package "
+                                f"'{module}' that the grader uses; it was ignored (the checks always use "
+                                "the course's own packages)")
+
     def from_filename(self, filename, resources=None, **kw):
         if not getattr(self.parent, "_sanitizing", False):
             return super().from_filename(filename, resources=resources, **kw)
         resources = resources if resources is not None else {}
-        coursedir = _coursedir(self)
+        course = course_of(self)
         info = resources["nbgrader"]
         name = info["notebook"]
-        read_path, renamed_from = _PLAN.pop(str(filename), (str(filename), ""))
+        read_path, renamed_from = self.plans.pop(str(filename), (str(filename), ""))
         nb = None
         if read_path is not None and Path(read_path).is_file():
             try:
@@ -352,7 +345,7 @@ class SubmissionExporter(NotebookExporter):
             report(self, resources, "missing-notebook", None,
                    f"{name}.ipynb was not in your submission: 0 points for this notebook.")
         if nb is None:
-            release = _release_notebook(coursedir, info["assignment"], name)
+            release = _release_notebook(course, info["assignment"], name, self.log)
             if release is None:
                 raise RuntimeError(f"no release notebook to grade in place of {name}.ipynb")
             nb = placeholder(release)
@@ -370,11 +363,12 @@ class SubmissionExporter(NotebookExporter):
     def _after_grading(self, nb, resources) -> None:
         resources[RESOURCE_KEY] = []
         timeout = next((pp.timeout for pp in self._preprocessors if hasattr(pp, "interrupt_on_timeout")), None)
+        timed_out = {stop.index for stop in stopped_cells(nb) if stop.reason == "timeout"}
         for index, c in enumerate(nb.cells):
             if c.cell_type != "code":
                 continue
-            where = grade_id(c) or f"cell {index + 1}"
-            if any(o.output_type == "error" and o.get("ename") == "CellTimeoutError" for o in c.outputs):
+            where = cell_name(c, index)
+            if index in timed_out:
                 report(self, resources, "timeout", where,
                        f"A cell ({where}) was still running after the {timeout} s time limit and was stopped "
                        "(CellTimeoutError); the cells after it were run and graded as usual. "
@@ -423,13 +417,22 @@ class RepairCells(NbGraderPreprocessor):
       cell that precedes them there (nbgrader would leave their points "to be graded");
     - a late submission is reported with the penalty the late policy takes.
     Everything found is recorded and listed in the notebook's "Grading notes" cell.
+
+    Why not nbgrader's own ``OverwriteCells.add_missing_cells`` (0.9.6) for deleted cells
+    (tests/test_sanitize.py shows each point): it puts back graded cells only, so a deleted
+    read-only cell that is not graded (the ``setup`` cell the checks depend on, a prompt) stays
+    missing; it places a cell after the previous *source* cell, looked up among the graded and
+    answer cells only, so deleting a check that follows a read-only prompt (``f2_why_split``
+    after ``f2_prompt``) raises KeyError and the whole submission fails; and it prepends a
+    "This cell was missing" line to the restored source, which the student's feedback would
+    show inside the check. It is therefore left off (its default), and step 4 below does it.
     """
 
     def preprocess(self, nb, resources):
-        coursedir = _coursedir(self)
+        course = course_of(self)
         info = resources["nbgrader"]
         if not nb.metadata.get("coursekit", {}).get("placeholder"):
-            release = _release_notebook(coursedir, info["assignment"], info["notebook"])
+            release = _release_notebook(course, info["assignment"], info["notebook"], self.log)
             if release is not None:
                 self.match_release(nb, release, resources)
         self.check_late(resources)
@@ -448,9 +451,9 @@ class RepairCells(NbGraderPreprocessor):
                 continue
             gid = grade_id(c)
             if gid not in rel:
-                flags = _flags(c)
+                was = flags(c)
                 del c.metadata["nbgrader"]
-                if gid and (flags.get("grade") or flags.get("solution") or flags.get("locked")):
+                if gid and (was.get("grade") or was.get("solution") or was.get("locked")):
                     report(self, resources, "tampered-cell", gid,
                            f"A cell is marked as course cell '{gid}', which this notebook does not have; "
                            "it was run as an ordinary cell.")
@@ -474,7 +477,7 @@ class RepairCells(NbGraderPreprocessor):
         present = {grade_id(c): c for c in nb.cells if grade_id(c)}
         for gid, c in present.items():
             want = rel[gid].metadata["nbgrader"]
-            have = _flags(c)
+            have = flags(c)
             changed = sorted(k for k in ("grade", "solution", "locked", "points", "task")
                              if have.get(k, False) != want.get(k, False))
             if changed or have.get("schema_version") != want.get("schema_version"):
@@ -490,7 +493,7 @@ class RepairCells(NbGraderPreprocessor):
 
         # 4. deleted course cells: put back after the cell that precedes them in the release
         for position, gid in enumerate(order):
-            if gid in present or not (is_readonly(rel[gid]) or _flags(rel[gid]).get("grade")):
+            if gid in present or not (is_readonly(rel[gid]) or is_graded(rel[gid])):
                 continue
             restored = copy.deepcopy(rel[gid])
             if nb.get("nbformat_minor", 5) < 5:
@@ -499,13 +502,12 @@ class RepairCells(NbGraderPreprocessor):
             at = nb.cells.index(before) + 1 if before is not None else 0
             nb.cells.insert(at, restored)
             present[gid] = restored
-            flags = _flags(restored)
-            if flags.get("grade") or restored.cell_type == "code":
-                what = ("written-answer cell" if flags.get("solution") else
-                        "check cell" if flags.get("grade") else "read-only cell")
+            if is_graded(restored) or restored.cell_type == "code":
+                what = ("written-answer cell" if is_answer_cell(restored) else
+                        "check cell" if is_graded(restored) else "read-only cell")
                 report(self, resources, "deleted-test-cell", gid,
                        f"The {what} '{gid}' was missing from your notebook. The grader put it back in "
-                       "its place and ran it" + (" (an empty answer scores 0)." if flags.get("solution") else "."))
+                       "its place and ran it" + (" (an empty answer scores 0)." if is_answer_cell(restored) else "."))
 
     def check_late(self, resources) -> None:
         from nbgrader.api import Gradebook
