@@ -4,9 +4,10 @@ The helpers are generic (shapes, closeness, a model's own forward pass, what a f
 shows); the expected values and thresholds of the hidden checks stay in the hidden test
 cells, so reading this module reveals none of them.
 
-Tamper resistance: the grading kernel imports this module before any cell runs
-(coursekit/kernel.py), so the NumPy and Keras functions bound below are the genuine ones
-even when student code later redefines ``np.argmax`` or ``keras.Model.predict``. The
+Tamper resistance: the grading kernel imports this module and installs its guard
+(``install_guard``) before any cell runs (coursekit/kernel.py), so the NumPy and Keras
+functions bound below are the genuine ones even when student code later redefines
+``np.argmax`` or ``keras.Model.predict``. The
 helpers never call methods of student objects when a genuine function can do the work:
 accuracy and predictions are recomputed here, in NumPy, from the model's weights.
 
@@ -358,7 +359,7 @@ def seed_everything(seed: int) -> None:
         _keras.utils.set_random_seed(seed)
 
 
-# --- tamper guard (IPython kernels only) -------------------------------------------------
+# --- tamper guard (the grading kernel) -----------------------------------------------------
 # The bindings at the top keep the helpers' own calls genuine, but check cells also call NumPy
 # directly (np.array_equal, np.argmax) and reach the helpers through the notebook name
 # `checks`. Before every cell, the guard puts back whatever earlier student code replaced:
@@ -366,6 +367,9 @@ def seed_everything(seed: int) -> None:
 # helpers, and the notebook names bound to these (checks, np, tf, load_fashion_mnist...). A
 # redefinition thus lasts only for the cell that makes it. Code written to switch the guard
 # itself off (IPython's event hooks) is not stopped: the checks run in the student's process.
+#
+# Importing this module installs nothing: the grading kernel calls install_guard() once, before
+# any cell runs (coursekit/kernel.py, PRELOAD), so that what the guard saves is genuine.
 
 
 def _callables(owner) -> dict:
@@ -380,14 +384,8 @@ def _guarded_owners() -> list:
     return owners
 
 
-def _install_guard() -> None:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is None:
-        return
+def install_guard(shell) -> None:
+    """Put back, before every cell ``shell`` runs, what earlier cells replaced (see above)."""
     import sys
 
     from coursekit import datasets
@@ -419,6 +417,3 @@ def _install_guard() -> None:
 
     shell.events.register("post_run_cell", after_cell)
     shell.events.register("pre_run_cell", before_cell)
-
-
-_install_guard()

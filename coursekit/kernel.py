@@ -7,8 +7,9 @@ the student's notebook names. The kernel:
 - is ``sys.executable`` of the course's virtual environment;
 - starts with ``-P`` (safe path): the submission folder is *not* on ``sys.path``, so a
   ``coursekit.py`` or ``numpy.py`` a student leaves there cannot stand in for the real one;
-- imports ``coursekit.checks`` before any cell runs, so the check helpers hold the genuine
-  NumPy/Keras functions even if student code later redefines them;
+- imports ``coursekit.checks`` and installs its tamper guard before any cell runs, so the check
+  helpers hold the genuine NumPy/Keras functions even if student code later redefines them, and
+  what a cell redefines is put back before the next one;
 - silences TensorFlow's C++ log lines, which would otherwise reach stderr and cost points;
 - runs in the sandbox: the kernel command is started by ``python -I -m coursekit.sandbox``,
   which puts it in bubblewrap with no network, only a scratch copy of the submission's folder
@@ -34,7 +35,8 @@ KERNEL_ENV = {
     "PYTHONNOUSERSITE": "1",  # nothing from the grader's ~/.local
 }
 
-PRELOAD = "import coursekit.checks"
+# Run before any cell: bind the genuine functions the checks use, and put them back before every cell.
+PRELOAD = "import coursekit.checks; coursekit.checks.install_guard(get_ipython())"
 
 
 def kernel_spec(python: str | None = None) -> dict:

@@ -144,3 +144,32 @@ def test_expect_names_says_which_variables_are_missing():
 def test_softmax_reference_matches_the_course_notes_and_is_stable():
     assert np.allclose(checks.softmax_reference([1, 3, 4, 2]), [0.0320586, 0.23688282, 0.64391426, 0.08714432], atol=1e-7)
     assert np.isfinite(checks.softmax_reference([1000.0, 1001.0])).all()
+
+
+GUARD_DEMO = """
+import numpy
+from IPython.core.interactiveshell import InteractiveShell
+
+shell = InteractiveShell.instance()
+genuine = numpy.argmax
+shell.run_cell("import coursekit.checks")
+for step in ("imported", "installed"):
+    if step == "installed":
+        numpy.argmax = genuine
+        shell.run_cell("coursekit.checks.install_guard(get_ipython())")
+    shell.run_cell("import numpy as np; np.argmax = lambda *a, **k: 0")
+    shell.run_cell("print('%s', np.argmax([1, 3, 2]))" % step)
+"""
+
+
+def test_the_tamper_guard_is_installed_by_the_kernel_not_by_the_import():
+    """A redefinition of np.argmax outlives its cell when coursekit.checks is only imported, and
+    lasts only for that cell once the guard is installed (as the grading kernel's preload does)."""
+    import subprocess
+    import sys
+
+    from coursekit.kernel import PRELOAD
+
+    proc = subprocess.run([sys.executable, "-c", GUARD_DEMO], capture_output=True, text=True, timeout=300)
+    assert "imported 0" in proc.stdout and "installed 1" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert "install_guard(get_ipython())" in PRELOAD
