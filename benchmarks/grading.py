@@ -34,17 +34,18 @@ sys.path.insert(0, str(REPO))
 from coursekit import runner  # noqa: E402
 from coursekit.course import Course, grading_env  # noqa: E402
 
-REFERENCE = REPO / "tests" / "fixtures" / "submissions" / "perfect" / "week2"
+ASSIGNMENT = "week2"
+REFERENCE = REPO / "tests" / "fixtures" / "submissions" / "perfect" / ASSIGNMENT
 
 
 def course_with(base: Path, students: list[str], sandbox: bool) -> Course:
     course = Course.copy_of(base)
-    course.generate()
+    course.generate(ASSIGNMENT)
     with open(course.root / "nbgrader_config.py", "a") as f:
         f.write("\n# benchmark\nfrom coursekit.sandbox import Settings as _S\n"
                 f"SANDBOX = _S(enabled={sandbox})\nc.Execute.extra_arguments = SANDBOX.kernel_arguments()\n")
     for student in students:
-        course.submit(student, REFERENCE)
+        course.submit(student, REFERENCE, ASSIGNMENT)
     return course
 
 
@@ -58,7 +59,7 @@ def timed(cmd: list[str], cwd: Path) -> float:
 
 
 def check_perfect(course: Course, students: list[str]) -> None:
-    with sqlite3.connect(course.root / "gradebook" / "gradebook.db") as db:
+    with sqlite3.connect(course.layout.gradebook_path) as db:
         for student in students:
             score, best = db.execute(
                 "SELECT SUM(g.auto_score), SUM(gc.max_score) FROM grade g JOIN grade_cells gc ON g.cell_id = gc.id "
@@ -83,12 +84,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="grading-bench-") as tmp:
         tmp = Path(tmp)
         stock = course_with(tmp / "stock", students, sandbox=False)
-        a = timed([nbgrader, "autograde", "week2"], stock.root)
+        a = timed([nbgrader, "autograde", ASSIGNMENT], stock.root)
         check_perfect(stock, students)
         print(f"(a) nbgrader autograde, sequential, no sandbox:   {a:7.1f} s  ({a / args.k:.1f} s per submission)", flush=True)
 
         ours = course_with(tmp / "runner", students, sandbox=True)
-        b = timed([sys.executable, "-m", "coursekit.runner", "week2", "-j", str(jobs), "--no-progress"], ours.root)
+        b = timed([sys.executable, "-m", "coursekit.runner", ASSIGNMENT, "-j", str(jobs), "--no-progress"], ours.root)
         check_perfect(ours, students)
         print(f"(b) coursekit.runner -j {jobs}, sandboxed:              {b:7.1f} s  ({b / args.k:.1f} s per submission)", flush=True)
         print(f"    (a) / (b) = {a / b:.2f}  ({'b is faster' if b < a else 'b is slower'})", flush=True)
@@ -97,7 +98,7 @@ def main() -> None:
         times = {"bare": [], "sandbox": []}
         for _ in range(args.rounds):
             for name, course in (("bare", bare), ("sandbox", boxed)):
-                times[name].append(timed([nbgrader, "autograde", "week2", "--student", "ref", "--force"], course.root))
+                times[name].append(timed([nbgrader, "autograde", ASSIGNMENT, "--student", "ref", "--force"], course.root))
                 check_perfect(course, ["ref"])
         med = {k: statistics.median(v) for k, v in times.items()}
         fmt = lambda v: ", ".join(f"{t:.1f}" for t in v)

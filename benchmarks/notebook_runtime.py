@@ -12,8 +12,12 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from coursekit.course import NOTEBOOKS, REPO_ROOT
+from coursekit.course import REPO_ROOT
 from coursekit.kernel import GRADER_KERNEL
+from coursekit.layout import CourseLayout
+from coursekit.notebook import cell_name
+
+ASSIGNMENT = "week2"
 
 
 def run(path: Path):
@@ -24,7 +28,7 @@ def run(path: Path):
         async def async_execute_cell(self, cell, cell_index, **kwargs):
             start = time.perf_counter()
             result = await super().async_execute_cell(cell, cell_index, **kwargs)
-            timings.append((time.perf_counter() - start, cell.metadata.get("nbgrader", {}).get("grade_id", f"cell {cell_index}")))
+            timings.append((time.perf_counter() - start, cell_name(cell, cell_index)))
             return result
 
     client = Timed(nb, kernel_name=GRADER_KERNEL, timeout=600, resources={"metadata": {"path": str(path.parent)}})
@@ -35,10 +39,10 @@ def run(path: Path):
 
 def main():
     print(f"kernel {GRADER_KERNEL}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores at start")
-    for name in NOTEBOOKS:
-        total, timings = run(REPO_ROOT / "source" / "week2" / f"{name}.ipynb")
+    for path in sorted(CourseLayout.load(REPO_ROOT).source(ASSIGNMENT).glob("*.ipynb")):
+        total, timings = run(path)
         slowest = ", ".join(f"{gid} {t:.1f} s" for t, gid in timings[:4])
-        print(f"{name}.ipynb: {total:.1f} s top to bottom (kernel start included); slowest: {slowest}")
+        print(f"{path.name}: {total:.1f} s top to bottom (kernel start included); slowest: {slowest}")
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 

@@ -21,7 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from coursekit.course import ASSIGNMENT, REPO_ROOT, Course, grading_env
+from builder import ASSIGNMENT
+from coursekit import datapaths
+from coursekit.course import Course
+from coursekit.notebook import strip_ansi
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SUBMISSIONS = FIXTURES / "submissions"
@@ -31,9 +34,7 @@ FAST_TIMEOUT = 30  # s per cell in the fast round; its longest legitimate cell t
 
 sys.path.insert(0, str(FIXTURES))
 import build_submissions  # noqa: E402  (the recipes: which submissions train)
-
-# The tests read the offline data mirror the same way nbgrader's kernels do.
-os.environ.update({k: v for k, v in grading_env().items() if k in ("COURSEKIT_DATA_DIR", "TF_CPP_MIN_LOG_LEVEL")})
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as nbgrader's kernels run
 
 
 def pytest_addoption(parser):
@@ -42,15 +43,16 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    if not os.environ.get("COURSEKIT_DATA_DIR") and not (REPO_ROOT / "data" / "mnist").is_dir():
-        raise pytest.UsageError("no data: set COURSEKIT_DATA_DIR (see README, 'Data') or run bin/test")
+    if not any((folder / "mnist").is_dir() for folder in datapaths.data_dirs()):
+        raise pytest.UsageError(f"no data in {', '.join(map(str, datapaths.data_dirs()))}: set "
+                                f"{datapaths.DATA_DIR_ENV} (see README, 'Data')")
 
 
 @pytest.fixture
 def course(tmp_path) -> Course:
     """A fresh copy of the course with week2 generated (release and gradebook)."""
     c = Course.copy_of(tmp_path / "course")
-    c.generate()
+    c.generate(ASSIGNMENT)
     return c
 
 
@@ -86,9 +88,9 @@ class GradedClass:
     course_files: dict = field(default_factory=dict)  # path -> bytes of the course's own files, after generate
 
     def read_gradebook(self) -> None:
-        from nbgrader.api import Gradebook, MissingEntry
+        from nbgrader.api import MissingEntry
 
-        with Gradebook(self.course.db_url) as gb:
+        with self.course.layout.gradebook() as gb:
             for student in self.students:
                 try:
                     sub = gb.find_submission(ASSIGNMENT, student)
@@ -105,7 +107,13 @@ class GradedClass:
     # --- what the pipeline wrote, per student ---------------------------------------------
 
     def autograded_dir(self, student: str) -> Path:
-        return self.course.root / "autograded" / student / ASSIGNMENT
+        return self.course.layout.autograded(student, ASSIGNMENT)
+
+    def submitted_dir(self, student: str) -> Path:
+        return self.course.layout.submitted(student, ASSIGNMENT)
+
+    def feedback_page(self, student: str, notebook: str) -> Path:
+        return self.course.layout.feedback(student, ASSIGNMENT) / f"{notebook}.html"
 
     def problems(self, student: str) -> list[dict]:
         from coursekit import problems
@@ -118,16 +126,14 @@ class GradedClass:
         return nbformat.read(self.autograded_dir(student) / f"{notebook}.ipynb", as_version=4)
 
     def feedback_html(self, student: str, notebook: str) -> str:
-        return (self.course.root / "feedback" / student / ASSIGNMENT / f"{notebook}.html").read_text()
+        return self.feedback_page(student, notebook).read_text()
 
 
 def assignment_rows(course: Course) -> dict:
     """The gradebook's description of week2 (cells, sources, points), to check that grading
     submissions never changes it."""
-    from nbgrader.api import Gradebook
-
     rows = {}
-    with Gradebook(course.db_url) as gb:
+    with course.layout.gradebook() as gb:
         assignment = gb.find_assignment(ASSIGNMENT)
         rows["duedate"] = str(assignment.duedate)
         for nb in assignment.notebooks:
@@ -152,11 +158,11 @@ def grade_round(course: Course, submissions: list[Path], *autograde_args: str) -
     """Submit ``submissions`` into ``course`` and run autograde, generate_feedback and export.
     Submissions graded in an earlier round are left alone (nbgrader skips them)."""
     for folder in submissions:
-        course.submit(folder.name, folder / ASSIGNMENT)
+        course.submit(folder.name, folder / ASSIGNMENT, ASSIGNMENT)
     proc = course.nbgrader("autograde", ASSIGNMENT, *autograde_args, check=False)
     feedback = course.nbgrader("generate_feedback", ASSIGNMENT, check=False)
     export = course.nbgrader("export", check=False)
-    graded = GradedClass(course, course.students(), proc.stdout + proc.stderr,
+    graded = GradedClass(course, course.students(ASSIGNMENT), proc.stdout + proc.stderr,
                          feedback_log=feedback.stdout + feedback.stderr, export_log=export.stdout + export.stderr,
                          autograde_returncode=proc.returncode)
     graded.read_gradebook()
@@ -166,7 +172,7 @@ def grade_round(course: Course, submissions: list[Path], *autograde_args: str) -
 def grade_class(root: Path, submissions: list[Path], *autograde_args: str) -> GradedClass:
     """A fresh course at ``root`` with ``submissions`` graded in one round."""
     course = Course.copy_of(root)
-    course.generate()
+    course.generate(ASSIGNMENT)
     rows, files = assignment_rows(course), course_files(course)
     graded = grade_round(course, submissions, *autograde_args)
     graded.assignment_rows, graded.course_files = rows, files
@@ -189,6 +195,32 @@ def graded_class(fast_class) -> GradedClass:
     graded.feedback_log = fast_class.feedback_log + graded.feedback_log
     graded.assignment_rows, graded.course_files = fast_class.assignment_rows, fast_class.course_files
     return graded
+
+
+# The regions of a source notebook's cells that students never see, by their nbgrader markers.
+REGIONS = {
+    "solution": ("### BEGIN SOLUTION", "### END SOLUTION"),
+    "hidden test": ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"),
+    "mark scheme": ("### BEGIN MARK SCHEME", "### END MARK SCHEME"),
+}
+
+
+def region_lines(source: str, begin: str, end: str) -> list[str]:
+    """The lines of ``source`` between the markers ``begin`` and ``end`` (markers excluded)."""
+    lines, inside = [], False
+    for line in source.split("\n"):
+        if begin in line:
+            inside = True
+        elif end in line:
+            inside = False
+        elif inside:
+            lines.append(line)
+    return lines
+
+
+def error_text(cell) -> str:
+    """The tracebacks of a graded cell, without colours."""
+    return strip_ansi("\n".join("\n".join(o.get("traceback", [])) for o in cell.outputs if o.output_type == "error"))
 
 
 def dump(graded: GradedClass, student: str) -> str:

@@ -14,25 +14,14 @@ Defences (see coursekit/checks.py and coursekit/kernel.py):
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
-
-def cell(nb, gid):
-    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
-
-
-def error_text(c) -> str:
-    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join("\n".join(o.get("traceback", [])) for o in c.outputs
-                                                 if o.output_type == "error"))
+from builder import cell, read
+from conftest import error_text
 
 
 def submitted_source(graded, student, notebook, gid) -> str:
-    import nbformat
-
-    path = graded.course.root / "submitted" / student / "week2" / f"{notebook}.ipynb"
-    return cell(nbformat.read(path, as_version=4), gid).source
+    return cell(read(graded.submitted_dir(student) / f"{notebook}.ipynb"), gid).source
 
 
 # (submission, notebook, answer cell, what the submission does there, check cell, the genuine failure)

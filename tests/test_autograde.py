@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import csv
 
-import nbformat
 import pytest
 
+from builder import ASSIGNMENT, NOTEBOOKS, release
 from conftest import (EXPECTED_SCORES, LATE_PENALTY, SUBMISSIONS, build_submissions, dump,
                       read_expected_scores, submission_folders)
-from coursekit.course import NOTEBOOKS, REPO_ROOT
+from coursekit.notebook import grade_id, is_graded
 
 
 def grade_ids(notebook: str) -> list[str]:
-    nb = nbformat.read(REPO_ROOT / "release" / "week2" / f"{notebook}.ipynb", as_version=4)
-    return [c.metadata.nbgrader.grade_id for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    return [grade_id(c) for c in release(names=(notebook,))[notebook].cells if is_graded(c)]
 
 
 def mismatches(graded, students) -> list[str]:
@@ -131,18 +130,14 @@ def test_submissions_that_train_score_as_the_table_says(request, graded_class):
 
 @pytest.mark.slow
 def test_perfect_submission_gets_every_autograded_point(graded_class):
-    from nbgrader.api import Gradebook
-
-    with Gradebook(graded_class.course.db_url) as gb:
-        sub = gb.find_submission("week2", "perfect")
+    with graded_class.course.layout.gradebook() as gb:
+        sub = gb.find_submission(ASSIGNMENT, "perfect")
         assert sub.code_score == sub.max_code_score > 0
 
 
 def test_untouched_release_gets_zero_without_crashing(fast_class):
-    from nbgrader.api import Gradebook
-
-    with Gradebook(fast_class.course.db_url) as gb:
-        sub = gb.find_submission("week2", "untouched-release")
+    with fast_class.course.layout.gradebook() as gb:
+        sub = gb.find_submission(ASSIGNMENT, "untouched-release")
         assert sub.max_code_score > 0 and sub.code_score == 0
     assert (fast_class.autograded_dir("untouched-release") / "mnist.ipynb").is_file()
 
@@ -155,10 +150,10 @@ def check_round(graded, students) -> None:
     for student in students:
         for notebook in NOTEBOOKS:
             assert (graded.autograded_dir(student) / f"{notebook}.ipynb").is_file(), f"{student}/{notebook} not graded"
-            page = graded.course.root / "feedback" / student / "week2" / f"{notebook}.html"
+            page = graded.feedback_page(student, notebook)
             assert page.is_file(), f"no feedback for {student}/{notebook}:\n{graded.feedback_log[-3000:]}"
     with open(graded.course.root / "grades.csv", newline="") as f:
-        exported = {row["student_id"] for row in csv.DictReader(f) if row["assignment"] == "week2"}
+        exported = {row["student_id"] for row in csv.DictReader(f) if row["assignment"] == ASSIGNMENT}
     assert exported >= set(students), f"not exported: {set(students) - exported}\n{graded.export_log[-2000:]}"
 
 
@@ -178,13 +173,12 @@ def same_files(a, b) -> list[str]:
 def test_nothing_of_the_course_changes_because_of_a_submission(fast_class):
     from conftest import assignment_rows, course_files
 
-    root = fast_class.course.root
     before, after = fast_class.course_files, course_files(fast_class.course)
     assert before and after.keys() == before.keys(), "files added to or removed from source/ or release/"
     assert [p for p in before if after[p] != before[p]] == [], "course files changed while grading"
     assert assignment_rows(fast_class.course) == fast_class.assignment_rows, "the gradebook's week2 changed"
     for folder in submission_folders(slow=False):
-        changed = same_files(root / "submitted" / folder.name, folder)
+        changed = same_files(fast_class.course.layout.submitted(folder.name, ASSIGNMENT).parent, folder)
         assert not changed, f"submitted/{folder.name} changed while grading: {changed}"
 
 
@@ -195,4 +189,4 @@ def test_grading_more_submissions_changes_no_earlier_row(fast_class, graded_clas
     assert after == before
     assert {k: v for k, v in graded_class.late_penalties.items() if k[0] in fast_class.students} == fast_class.late_penalties
     for folder in submission_folders(slow=True):
-        assert not same_files(graded_class.course.root / "submitted" / folder.name, folder)
+        assert not same_files(graded_class.course.layout.submitted(folder.name, ASSIGNMENT).parent, folder)

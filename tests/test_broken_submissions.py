@@ -15,7 +15,9 @@ import warnings
 import nbformat
 import pytest
 
-from conftest import build_submissions, dump, submission_folders
+from builder import ASSIGNMENT, cell
+from conftest import build_submissions, dump, error_text, submission_folders
+from coursekit.notebook import flags, grade_id, is_graded
 
 # (kind, notebook, cell) of every problem recorded while grading, per submission. Fast
 # submissions not listed must have none (a repair that fires on a sound notebook is a bug).
@@ -66,15 +68,6 @@ def recorded(graded, student) -> set:
     return {(p["kind"], p["notebook"], p["cell"]) for p in graded.problems(student)}
 
 
-def cell(nb, gid):
-    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
-
-
-def error_text(c) -> str:
-    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join("\n".join(o.get("traceback", [])) for o in c.outputs
-                                                 if o.output_type == "error"))
-
-
 FAST = [p.name for p in submission_folders(slow=False)]
 
 
@@ -99,12 +92,12 @@ def test_unreadable_or_missing_notebook_is_graded_from_a_placeholder(fast_class,
     # autograded folder removed); a missing notebook gets 0 but no notebook and no feedback page
     nb = fast_class.autograded_notebook(student, "mnist")
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code and all(c.metadata.get("nbgrader", {}).get("grade") for c in code), "only check cells run"
+    assert code and all(is_graded(c) for c in code), "only check cells run"
     assert fast_class.autograded_notebook(student, "fashion_mnist").cells  # the other notebook graded as usual
 
 
 def test_old_nbformat_is_upgraded_and_graded(fast_class):
-    assert (fast_class.course.root / "submitted" / "old-nbformat-v3" / "week2" / "fashion_mnist.ipynb").read_text().count('"worksheets"')
+    assert (fast_class.submitted_dir("old-nbformat-v3") / "fashion_mnist.ipynb").read_text().count('"worksheets"')
     nb = fast_class.autograded_notebook("old-nbformat-v3", "fashion_mnist")
     assert nb.nbformat == 4
 
@@ -119,10 +112,10 @@ def test_copied_graded_cells_are_graded_once_and_do_not_abort_the_batch(fast_cla
     # stock nbgrader: DeduplicateIds empties the copies' metadata, CheckCellMetadata raises
     # SchemaTooOldError and `nbgrader autograde` stops: no later submission is graded
     nb = fast_class.autograded_notebook("duplicate-cells", "fashion_mnist")
-    ids = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if "nbgrader" in c.metadata]
+    ids = [grade_id(c) for c in nb.cells if grade_id(c)]
     assert len(ids) == len(set(ids))
     copies = [c for c in nb.cells if "second try" in c.source]
-    assert len(copies) == 1 and "nbgrader" in copies[0].metadata, "the last copy is the graded one"
+    assert len(copies) == 1 and flags(copies[0]), "the last copy is the graded one"
     later = [s for s in FAST if s > "duplicate-cells"]
     assert later and all(fast_class.autograded_dir(s).is_dir() for s in later)
 
@@ -130,9 +123,9 @@ def test_copied_graded_cells_are_graded_once_and_do_not_abort_the_batch(fast_cla
 def test_deleted_check_cells_are_put_back_in_place_and_run(fast_class):
     # stock nbgrader: the deleted cells' points are left "needing a manual grade", unscored
     nb = fast_class.autograded_notebook("deleted-test-cell", "fashion_mnist")
-    order = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if "nbgrader" in c.metadata]
-    release = nbformat.read(fast_class.course.root / "release" / "week2" / "fashion_mnist.ipynb", as_version=4)
-    assert order == [c.metadata["nbgrader"]["grade_id"] for c in release.cells if "nbgrader" in c.metadata]
+    order = [grade_id(c) for c in nb.cells if grade_id(c)]
+    release = nbformat.read(fast_class.course.layout.release(ASSIGNMENT) / "fashion_mnist.ipynb", as_version=4)
+    assert order == [grade_id(c) for c in release.cells if grade_id(c)]
     for gid in ("f1_load_hidden", "f5_model_hidden"):
         restored = cell(nb, gid)
         assert "### BEGIN HIDDEN TESTS" in restored.source and not error_text(restored)
@@ -163,7 +156,7 @@ def test_50mb_of_printing_is_cut_down(fast_class):
     # which stays in the autograded notebook and the feedback page
     folder = fast_class.autograded_dir("print-50mb")
     assert (folder / "fashion_mnist.ipynb").stat().st_size < 1_000_000
-    feedback = fast_class.course.root / "feedback" / "print-50mb" / "week2" / "fashion_mnist.html"
+    feedback = fast_class.feedback_page("print-50mb", "fashion_mnist")
     assert feedback.stat().st_size < 2_000_000
     nb = fast_class.autograded_notebook("print-50mb", "fashion_mnist")
     assert "Output truncated" in cell(nb, "f1_load").outputs[0].text  # nbgrader's LimitOutput
@@ -190,10 +183,8 @@ def test_stderr_warnings_cost_no_points(fast_class):
 
 
 def test_late_submission_is_penalised_by_the_policy(fast_class):
-    from nbgrader.api import Gradebook
-
-    with Gradebook(fast_class.course.db_url) as gb:
-        sub = gb.find_submission("week2", "late-submission")
+    with fast_class.course.layout.gradebook() as gb:
+        sub = gb.find_submission(ASSIGNMENT, "late-submission")
         assert 86400 < sub.total_seconds_late <= 2 * 86400
         for nb in sub.notebooks:
             assert nb.late_submission_penalty == pytest.approx(0.2 * nb.score)

@@ -5,10 +5,9 @@ run fails)."""
 import re
 import sys
 
-import nbformat
-import pytest
-
-from coursekit.course import NOTEBOOKS, REPO_ROOT
+import builder
+from coursekit.course import REPO_ROOT
+from coursekit.notebook import grade_id
 
 sys.path.insert(0, str(REPO_ROOT / "calibration"))
 import calibrate  # noqa: E402
@@ -17,14 +16,14 @@ import calibrate  # noqa: E402
 def thresholds_in_notebooks() -> list[tuple[str, float, str]]:
     """(data set, threshold, grade_id) for every accuracy threshold in a hidden check."""
     found = []
-    for name in NOTEBOOKS:
-        for cell in nbformat.read(REPO_ROOT / "source" / "week2" / f"{name}.ipynb", as_version=4).cells:
+    for nb in builder.source().values():
+        for cell in nb.cells:
             source = cell.source
             assigned = dict(re.findall(r"(\w+) = checks\.accuracy_on_test_set\(\w+, \"([\w-]+)\"\)", source))
             for target, value in re.findall(r"expect_at_least\((.+?), (0\.\d+),", source):
                 direct = re.search(r"accuracy_on_test_set\(\w+, \"([\w-]+)\"\)", target)
                 dataset = direct.group(1) if direct else assigned.get(target.strip())
-                found.append((dataset, float(value), cell.metadata.nbgrader.grade_id))
+                found.append((dataset, float(value), grade_id(cell)))
     return found
 
 

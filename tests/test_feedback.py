@@ -10,23 +10,23 @@ against what a real autograde produced.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
 import pytest
-from dateutil.parser import parse as parse_date
 
+import builder
+from builder import ASSIGNMENT, NOTEBOOKS, REPO, Submission
+from conftest import REGIONS as ALL_REGIONS
+from conftest import region_lines
 from coursekit import problems
-from coursekit.course import NOTEBOOKS, REPO_ROOT, Course
+from coursekit.course import Course
+from coursekit.notebook import grade_id, question_of
 
-SOURCE = REPO_ROOT / "source" / "week2"
-RELEASE = REPO_ROOT / "release" / "week2"
-REGIONS = {
-    "hidden test": ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"),
-    "mark scheme": ("### BEGIN MARK SCHEME", "### END MARK SCHEME"),
-}
+SOURCE = REPO.source(ASSIGNMENT)
+RELEASE = REPO.release(ASSIGNMENT)
+REGIONS = {kind: ALL_REGIONS[kind] for kind in ("hidden test", "mark scheme")}
 REDACTED = "line removed from feedback"
 
 
@@ -35,18 +35,6 @@ REDACTED = "line removed from feedback"
 
 def collapse(text: str) -> str:
     return " ".join(text.split())
-
-
-def region_lines(source: str, begin: str, end: str) -> list[str]:
-    lines, inside = [], False
-    for line in source.split("\n"):
-        if begin in line:
-            inside = True
-        elif end in line:
-            inside = False
-        elif inside:
-            lines.append(line)
-    return lines
 
 
 def secret_lines() -> dict[str, set[str]]:
@@ -132,34 +120,21 @@ def boxes(path: Path) -> dict[str, tuple[dict, str]]:
     return found
 
 
-def question(grade_id: str) -> str:
-    return re.match(r"([a-z]+\d+)_", grade_id).group(1).upper()
-
-
 # --- the graded classes --------------------------------------------------------------
 
 
 def feedback_pages(course: Course) -> dict[tuple[str, str], Path]:
-    pages = {}
-    for nb in sorted((course.root / "autograded").glob("*/week2/*.ipynb")):
-        student = nb.parent.parent.name
-        pages[(student, nb.stem)] = course.root / "feedback" / student / "week2" / f"{nb.stem}.html"
-    return pages
+    """(student, notebook) -> the feedback page of every autograded notebook."""
+    layout = course.layout
+    return {(student, nb.stem): layout.feedback(student, ASSIGNMENT) / f"{nb.stem}.html"
+            for student in layout.students(ASSIGNMENT) for nb in sorted(layout.autograded(student, ASSIGNMENT).glob("*.ipynb"))}
 
 
 @pytest.fixture(scope="module")
 def class_feedback(graded_class) -> dict[tuple[str, str], Path]:
     """Feedback of the fixture class: the plain command (it skips pages already generated)."""
-    graded_class.course.nbgrader("generate_feedback", "week2")
+    graded_class.course.nbgrader("generate_feedback", ASSIGNMENT)
     return feedback_pages(graded_class.course)
-
-
-def set_answer(nb, grade_id: str, code: str) -> None:
-    for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
-            cell.source = code
-            return
-    raise KeyError(grade_id)
 
 
 MISTAKES = {
@@ -204,30 +179,24 @@ MISTAKES = {
 def mistakes(tmp_path_factory) -> Course:
     """One submission with known mistakes, 30 hours late, autograded; two problems recorded
     for it as the submission repairs would; feedback generated. Nothing in it trains."""
-    from coursekit.schedule import load_course_config
-
     course = Course.copy_of(tmp_path_factory.mktemp("mistakes") / "course")
-    course.generate()
-    folder = course.submitted_dir("mistakes")
-    folder.mkdir(parents=True)
+    course.generate(ASSIGNMENT)
+    notebooks = builder.release(course.layout)
     for name, answers in MISTAKES.items():
-        nb = nbformat.read(course.root / "release" / "week2" / f"{name}.ipynb", as_version=4)
-        for grade_id, code in answers.items():
-            set_answer(nb, grade_id, code)
-        nbformat.write(nb, folder / f"{name}.ipynb")
-    due = parse_date(load_course_config(course.root).CourseSchedule.due_dates["week2"])
-    (folder / "timestamp.txt").write_text(f"{(due + timedelta(hours=30)).strftime('%Y-%m-%d %H:%M:%S')} UTC\n")
-    course.nbgrader("autograde", "week2")
-    graded = course.root / "autograded" / "mistakes" / "week2"
+        for gid, code in answers.items():
+            builder.set_answer(notebooks[name], gid, code)
+    Submission(notebooks, timestamp=builder.late_by(course.layout, hours=30)).submit(course, "mistakes")
+    course.nbgrader("autograde", ASSIGNMENT)
+    graded = course.layout.autograded("mistakes", ASSIGNMENT)
     problems.record(graded, "duplicate-cell", "fashion_mnist", "f3_scale_hidden",
                     "a copied check cell was ignored; the original was graded")
     problems.record(graded, "stray-file", None, None, "notes.txt is not part of the assignment and was not graded")
-    course.nbgrader("generate_feedback", "week2", "--force")
+    course.nbgrader("generate_feedback", ASSIGNMENT, "--force")
     return course
 
 
 def mistakes_page(course: Course, notebook: str) -> Path:
-    return course.root / "feedback" / "mistakes" / "week2" / f"{notebook}.html"
+    return course.layout.feedback("mistakes", ASSIGNMENT) / f"{notebook}.html"
 
 
 # --- tests: nothing secret -------------------------------------------------------------
@@ -237,7 +206,7 @@ def mistakes_page(course: Course, notebook: str) -> Path:
 def test_every_autograded_notebook_gets_feedback(class_feedback, graded_class):
     assert class_feedback, "no autograded notebooks"
     assert {s for s, _ in class_feedback} >= {s for s in graded_class.students
-                                              if (graded_class.course.root / "autograded" / s).is_dir()}
+                                              if graded_class.autograded_dir(s).is_dir()}
     missing = [str(p) for p in class_feedback.values() if not p.is_file()]
     assert not missing, "no feedback page for:\n" + "\n".join(missing)
 
@@ -262,14 +231,14 @@ def test_leak_search_finds_the_leaks_of_stock_nbgrader_feedback(class_feedback, 
     one student, to save time), it finds hidden test code and mark schemes in every page."""
     student = "perfect" if ("perfect", "fashion_mnist") in class_feedback else sorted(s for s, _ in class_feedback)[0]
     graded_class.course.nbgrader(
-        "generate_feedback", "week2", "--force", f"--student={student}",
+        "generate_feedback", ASSIGNMENT, "--force", f"--student={student}",
         "--CourseDirectory.feedback_directory=stock-feedback",
         "--GenerateFeedback.preprocessors=nbgrader.preprocessors.GetGrades",
         "--GenerateFeedback.preprocessors=nbconvert.preprocessors.CSSHTMLHeaderPreprocessor")
-    stock = sorted((graded_class.course.root / "stock-feedback" / student / "week2").glob("*.html"))
+    stock = sorted(graded_class.course.layout.path("stock-feedback", student, ASSIGNMENT).glob("*.html"))
     assert len(stock) == len([k for k in class_feedback if k[0] == student]) > 0
     for path in stock:
-        graded = graded_class.course.root / "autograded" / student / "week2" / f"{path.stem}.ipynb"
+        graded = graded_class.autograded_dir(student) / f"{path.stem}.ipynb"
         assert REGIONS["hidden test"][0] in graded.read_text(), "autograde restores the hidden tests"
         found = leaks(path)
         assert len(found["hidden test"]) >= 20, path
@@ -286,8 +255,8 @@ def test_mistakes_feedback_shows_no_hidden_test_code_or_mark_scheme(mistakes):
 def test_output_quoting_hidden_code_is_redacted(mistakes):
     """m4_accuracy prints IPython's input history: in the autograded notebook that output holds
     the hidden checks of M1-M3; in the feedback those lines are replaced."""
-    graded = nbformat.read(mistakes.root / "autograded" / "mistakes" / "week2" / "mnist.ipynb", as_version=4)
-    cell = next(c for c in graded.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "m4_accuracy")
+    graded = nbformat.read(mistakes.layout.autograded("mistakes", ASSIGNMENT) / "mnist.ipynb", as_version=4)
+    cell = builder.cell(graded, "m4_accuracy")
     printed = collapse("".join(o.get("text", "") for o in cell.outputs))
     assert sum(s in printed for s in SECRETS["hidden test"]) >= 10, "the adversarial output did not happen"
     assert REDACTED in visible_text(mistakes_page(mistakes, "mnist"))
@@ -299,15 +268,12 @@ def test_output_quoting_hidden_code_is_redacted(mistakes):
 @pytest.mark.slow
 def test_every_check_shows_its_verdict(class_feedback, graded_class):
     """Under each check cell: passed/failed as in the gradebook, hidden or public as in the source."""
-    from nbgrader.api import Gradebook
-
-    hidden_cells = {c.metadata["nbgrader"]["grade_id"] for name in NOTEBOOKS
-                    for c in nbformat.read(SOURCE / f"{name}.ipynb", as_version=4).cells
+    hidden_cells = {grade_id(c) for nb in builder.source().values() for c in nb.cells
                     if REGIONS["hidden test"][0] in c.source}
-    with Gradebook(graded_class.course.db_url) as gb:
+    with graded_class.course.layout.gradebook() as gb:
         for (student, notebook), path in class_feedback.items():
             shown = boxes(path)
-            nb = gb.find_submission_notebook(notebook, "week2", student)
+            nb = gb.find_submission_notebook(notebook, ASSIGNMENT, student)
             checks = {g.name: g for g in nb.grades if g.cell_type == "code"}
             assert set(shown) == set(checks), (student, notebook)
             for gid, grade in checks.items():
@@ -322,15 +288,13 @@ def test_every_check_shows_its_verdict(class_feedback, graded_class):
 
 @pytest.mark.slow
 def test_scores_per_question_match_the_gradebook(class_feedback, graded_class):
-    from nbgrader.api import Gradebook
-
-    with Gradebook(graded_class.course.db_url) as gb:
+    with graded_class.course.layout.gradebook() as gb:
         for (student, notebook), path in class_feedback.items():
-            nb = gb.find_submission_notebook(notebook, "week2", student)
+            nb = gb.find_submission_notebook(notebook, ASSIGNMENT, student)
             want: dict[str, list[float]] = {}
             for g in nb.grades:
                 pending = g.needs_manual_grade and g.manual_score is None
-                row = want.setdefault(question(g.name), [0.0, 0.0, True])
+                row = want.setdefault(question_of(g.name), [0.0, 0.0, True])
                 row[0] += 0.0 if pending else g.score
                 row[1] += g.max_score
                 row[2] = row[2] and pending
@@ -390,12 +354,10 @@ def test_errors_without_a_hint_get_a_generic_one(mistakes):
 
 @pytest.mark.slow
 def test_problems_and_late_penalty_shown_at_the_top(mistakes):
-    from nbgrader.api import Gradebook
-
-    with Gradebook(mistakes.db_url) as gb:
-        penalty = gb.find_submission_notebook("fashion_mnist", "week2", "mistakes").late_submission_penalty
+    with mistakes.layout.gradebook() as gb:
+        penalty = gb.find_submission_notebook("fashion_mnist", ASSIGNMENT, "mistakes").late_submission_penalty
     assert penalty > 0
-    recorded = problems.load(mistakes.root / "autograded" / "mistakes" / "week2")
+    recorded = problems.load(mistakes.layout.autograded("mistakes", ASSIGNMENT))
     late_recorded = any(p["kind"] == "late" for p in recorded)  # when the grading pipeline notes lateness
     for name in NOTEBOOKS:
         path = mistakes_page(mistakes, name)
@@ -426,7 +388,7 @@ def test_mark_schemes_reach_tas_but_not_students(class_feedback, graded_class):
         assert schemes, f"no mark schemes in source/week2/{name}.ipynb"
         release = collapse("\n".join(c.source for c in nbformat.read(RELEASE / f"{name}.ipynb", as_version=4).cells))
         for student in graded_class.students:
-            graded = graded_class.course.root / "autograded" / student / "week2" / f"{name}.ipynb"
+            graded = graded_class.autograded_dir(student) / f"{name}.ipynb"
             if not graded.is_file():
                 continue
             ta_view = collapse("\n".join(c.source for c in nbformat.read(graded, as_version=4).cells))
@@ -488,7 +450,7 @@ def test_redaction_also_reads_outputs_as_html():
 
     nb = nbformat.read(SOURCE / "fashion_mnist.ipynb", as_version=4)
     secrets = secret_lines(nb)
-    hidden = next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "f4_functions_hidden")
+    hidden = builder.cell(nb, "f4_functions_hidden").source
     shown = highlight(hidden, PythonLexer(), HtmlFormatter())
     assert sum(s in collapse(re.sub(r"<[^>]*>", "", shown).replace("&quot;", '"')) for s in SECRETS["hidden test"]) >= 5
     cleaned, count = redact(shown, secrets)

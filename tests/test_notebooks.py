@@ -9,54 +9,57 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from coursekit.course import NOTEBOOKS, REPO_ROOT, grading_env
+from builder import ASSIGNMENT, NOTEBOOKS, REPO
+from coursekit.course import grading_env
+from coursekit.notebook import grade_id, is_graded
 
 
-def nbgrader_validate(*args: str) -> str:
-    proc = subprocess.run([str(Path(sys.executable).with_name("nbgrader")), "validate", *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True, env=grading_env(), timeout=900)
+def nbgrader_validate(path: Path, *args: str) -> str:
+    proc = subprocess.run([str(Path(sys.executable).with_name("nbgrader")), "validate", *args,
+                           str(path.relative_to(REPO.root))],
+                          cwd=REPO.root, capture_output=True, text=True, env=grading_env(), timeout=900)
     return proc.stdout + proc.stderr
 
 
 def grade_cells(path: Path):
     nb = nbformat.read(path, as_version=4)
-    return [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"]
+    return [c for c in nb.cells if is_graded(c) and c.cell_type == "code"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_source_notebooks_pass_nbgrader_validate(notebook):
-    out = nbgrader_validate(f"source/week2/{notebook}.ipynb")
+    out = nbgrader_validate(REPO.source(ASSIGNMENT) / f"{notebook}.ipynb")
     assert "Success! Your notebook passes all the tests." in out, out[-5000:]
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_release_fails_every_check_under_validate_invert(notebook):
-    out = nbgrader_validate("--invert", f"release/week2/{notebook}.ipynb")
+    out = nbgrader_validate(REPO.release(ASSIGNMENT) / f"{notebook}.ipynb", "--invert")
     assert "Success! The notebook does not pass any tests." in out, out[-5000:]
     assert "passed" not in out.replace("does not pass", "")
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_check_cells_never_train(notebook):
-    for cell in grade_cells(REPO_ROOT / "source" / "week2" / f"{notebook}.ipynb"):
-        assert not re.search(r"\.fit\s*\(", cell.source), f"{cell.metadata.nbgrader.grade_id} calls fit"
+    for cell in grade_cells(REPO.source(ASSIGNMENT) / f"{notebook}.ipynb"):
+        assert not re.search(r"\.fit\s*\(", cell.source), f"{grade_id(cell)} calls fit"
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_every_hidden_check_has_a_visible_line_that_fails_on_the_release(notebook):
-    for cell in grade_cells(REPO_ROOT / "source" / "week2" / f"{notebook}.ipynb"):
+    for cell in grade_cells(REPO.source(ASSIGNMENT) / f"{notebook}.ipynb"):
         if "### BEGIN HIDDEN TESTS" in cell.source:
             visible = cell.source.split("### BEGIN HIDDEN TESTS")[0]
-            assert "checks.expect_names(globals()" in visible, cell.metadata.nbgrader.grade_id
+            assert "checks.expect_names(globals()" in visible, grade_id(cell)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_check_cells_of_a_graded_solution_write_no_stderr_and_return_no_value(graded_class, notebook):
-    path = graded_class.course.root / "autograded" / "perfect" / "week2" / f"{notebook}.ipynb"
+    path = graded_class.autograded_dir("perfect") / f"{notebook}.ipynb"
     for cell in grade_cells(path):
-        gid = cell.metadata.nbgrader.grade_id
+        gid = grade_id(cell)
         for out in cell.outputs:
             assert not (out.output_type == "stream" and out.name == "stderr"), f"{gid} wrote to stderr: {out.text[:500]}"
             assert out.output_type not in ("execute_result", "error"), f"{gid}: {out.output_type}"

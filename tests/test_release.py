@@ -1,39 +1,21 @@
 """release/week2/ is exactly what nbgrader generates from source/, and gives nothing away."""
 
-import re
-from pathlib import Path
-
 import nbformat
 import pytest
 
-from coursekit.course import NOTEBOOKS, REPO_ROOT
+from builder import ASSIGNMENT, NOTEBOOKS, REPO
+from conftest import REGIONS, region_lines
+from coursekit.notebook import is_answer_cell
 
-RELEASE = REPO_ROOT / "release" / "week2"
-SOURCE = REPO_ROOT / "source" / "week2"
-REGIONS = {
-    "solution": ("### BEGIN SOLUTION", "### END SOLUTION"),
-    "hidden test": ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"),
-    "mark scheme": ("### BEGIN MARK SCHEME", "### END MARK SCHEME"),
-}
-
-
-def region_lines(cell_source: str, begin: str, end: str) -> list[str]:
-    lines, inside = [], False
-    for line in cell_source.split("\n"):
-        if begin in line:
-            inside = True
-        elif end in line:
-            inside = False
-        elif inside:
-            lines.append(line.strip())
-    return lines
+RELEASE = REPO.release(ASSIGNMENT)
+SOURCE = REPO.source(ASSIGNMENT)
 
 
 def public_text(nb) -> str:
     """What the source shows outside every secret region (instructions, read-only code)."""
     kept = []
     for cell in nb.cells:
-        if cell.cell_type == "markdown" and cell.metadata.get("nbgrader", {}).get("solution"):
+        if cell.cell_type == "markdown" and is_answer_cell(cell):
             continue
         inside = False
         for line in cell.source.split("\n"):
@@ -55,9 +37,8 @@ def secret_lines(notebook: str) -> dict[str, set[str]]:
     for kind, (begin, end) in REGIONS.items():
         found = set()
         for cell in nb.cells:
-            meta = cell.metadata.get("nbgrader", {})
-            lines = region_lines(cell.source, begin, end)
-            if kind == "solution" and cell.cell_type == "markdown" and meta.get("solution"):
+            lines = [line.strip() for line in region_lines(cell.source, begin, end)]
+            if kind == "solution" and cell.cell_type == "markdown" and is_answer_cell(cell):
                 lines = [l.strip() for l in cell.source.split("\n")]  # a written model answer
             found.update(l for l in lines if len(l) > 12 and not l.startswith("#") and l not in shown)
         secrets[kind] = found
@@ -66,10 +47,10 @@ def secret_lines(notebook: str) -> dict[str, set[str]]:
 
 def test_release_matches_a_fresh_generate_assignment(course):
     for name in NOTEBOOKS:
-        fresh = (course.root / "release" / "week2" / f"{name}.ipynb").read_bytes()
+        fresh = (course.layout.release(ASSIGNMENT) / f"{name}.ipynb").read_bytes()
         committed = (RELEASE / f"{name}.ipynb").read_bytes()
         assert fresh == committed, f"release/week2/{name}.ipynb is stale: run `nbgrader generate_assignment week2 --force`"
-    assert sorted(p.name for p in (course.root / "release" / "week2").iterdir()) == sorted(p.name for p in RELEASE.iterdir())
+    assert sorted(p.name for p in course.layout.release(ASSIGNMENT).iterdir()) == sorted(p.name for p in RELEASE.iterdir())
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS)

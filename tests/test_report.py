@@ -12,17 +12,18 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
-from dateutil.parser import parse as parse_date
 
+import builder
+from builder import ASSIGNMENT, NOTEBOOKS, Submission
 from coursekit import problems
 from coursekit.course import Course, grading_env
+from coursekit.notebook import is_answer_cell, question_of
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 def run_report(course: Course) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "coursekit.report", "week2"], cwd=course.root,
+    proc = subprocess.run([sys.executable, "-m", "coursekit.report", ASSIGNMENT], cwd=course.root,
                           capture_output=True, text=True, env=grading_env(), timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -84,18 +85,16 @@ def body_rows(table: list[list[str]]) -> list[list[str]]:
     return table[1:]  # the first row holds the headings
 
 
-def gradebook_view(db_url: str) -> dict[str, dict]:
+def gradebook_view(course: Course) -> dict[str, dict]:
     """Per student, computed here from the gradebook: score, pending answers, per question."""
-    from nbgrader.api import Gradebook
-
     view = {}
-    with Gradebook(db_url) as gb:
-        for sub in gb.assignment_submissions("week2"):
+    with course.layout.gradebook() as gb:
+        for sub in gb.assignment_submissions(ASSIGNMENT):
             per_q, pending, score, max_score = {}, [], 0.0, 0.0
             for nb in sub.notebooks:
                 for g in nb.grades:
                     waiting = g.needs_manual_grade and g.manual_score is None
-                    q = re.match(r"([a-z]+\d+)_", g.name).group(1).upper()
+                    q = question_of(g.name)
                     per_q[q] = per_q.get(q, 0.0) + (0.0 if waiting else g.score)
                     score += 0.0 if waiting else g.score
                     max_score += g.max_score
@@ -113,7 +112,7 @@ def gradebook_view(db_url: str) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def report(graded_class):
     proc = run_report(graded_class.course)
-    folder = graded_class.course.root / "reports" / "week2"
+    folder = graded_class.course.root / "reports" / ASSIGNMENT
     html_text = (folder / "report.html").read_text(encoding="utf-8")
     with open(folder / "report.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -126,9 +125,9 @@ def test_command_writes_html_and_csv_and_says_where(report):
 
 
 def test_csv_has_every_submission_with_its_gradebook_score(report, graded_class):
-    view = gradebook_view(graded_class.course.db_url)
+    view = gradebook_view(graded_class.course)
     assert {r["student"] for r in report["csv"]} == set(view)
-    assert set(view) >= {s for s in graded_class.students if (graded_class.course.root / "autograded" / s).is_dir()}
+    assert set(view) >= {s for s in graded_class.students if graded_class.autograded_dir(s).is_dir()}
     for row in report["csv"]:
         want = view[row["student"]]
         assert float(row["score"]) == pytest.approx(want["score"]), row["student"]
@@ -140,7 +139,7 @@ def test_csv_has_every_submission_with_its_gradebook_score(report, graded_class)
 
 
 def test_summary_statistics_and_histogram(report, graded_class):
-    view = gradebook_view(graded_class.course.db_url)
+    view = gradebook_view(graded_class.course)
     scores = sorted(v["score"] for v in view.values())
     stats = {r[0]: r[1] for r in report["page"].tables["summary-stats"]}
     assert stats["submissions"] == str(len(scores))
@@ -151,20 +150,18 @@ def test_summary_statistics_and_histogram(report, graded_class):
 
 
 def test_per_question_mean_points_and_pass_rate(report, graded_class):
-    view = gradebook_view(graded_class.course.db_url)
+    view = gradebook_view(graded_class.course)
     rows = {r[0].split(" ·")[0]: r for r in body_rows(report["page"].tables["question-table"])}
     questions = {q for v in view.values() for q in v["per_q"]}
     assert set(rows) == questions
-    from nbgrader.api import Gradebook
-
-    with Gradebook(graded_class.course.db_url) as gb:
+    with graded_class.course.layout.gradebook() as gb:
         for q, row in rows.items():
             mean = sum(v["per_q"].get(q, 0.0) for v in view.values()) / len(view)
             assert row[2].startswith(f"{mean:.2f}"), (q, row)
             passed, with_checks = 0, 0
-            for sub in gb.assignment_submissions("week2"):
+            for sub in gb.assignment_submissions(ASSIGNMENT):
                 checks = [g for nb in sub.notebooks for g in nb.grades
-                          if g.cell_type == "code" and g.name.upper().startswith(q + "_")]
+                          if g.cell_type == "code" and question_of(g.name) == q]
                 if checks:
                     with_checks += 1
                     passed += all(g.score >= g.max_score for g in checks)
@@ -175,7 +172,7 @@ def test_failure_messages_come_from_the_autograded_notebooks(report, graded_clas
     """Each question some check of which failed lists failures, and each listed message is
     (part of) an error a check cell printed in an autograded notebook."""
     errors = []
-    for path in (graded_class.course.root / "autograded").glob("*/week2/*.ipynb"):
+    for path in [p for s in graded_class.students for p in graded_class.autograded_dir(s).glob("*.ipynb")]:
         for cell in nbformat.read(path, as_version=4).cells:
             errors += [f"{o.get('ename')}: {o.get('evalue')}" for o in cell.get("outputs", [])
                        if o.get("output_type") == "error"]
@@ -200,21 +197,18 @@ def test_manual_grading_queue_is_the_gradebook_queue(report, graded_class):
 def test_problems_and_late_submissions_listed(report, graded_class):
     page = report["page"]
     problem_rows = body_rows(page.tables.get("problem-table", [[]]))
-    root = graded_class.course.root / "autograded"
     for student in graded_class.students:
-        for p in problems.load(root / student / "week2"):
+        for p in problems.load(graded_class.autograded_dir(student)):
             row = [student, p["kind"], p["notebook"] or "", p["cell"] or "", " ".join(str(p["message"]).split()),
                    "grading-problems.json"]
             assert row in problem_rows, (student, p)
     if "untouched-release" in graded_class.students:  # every answer cell raises NotImplementedError:
-        answer_cells = sum(1 for name in ("fashion_mnist", "mnist")  # unanswered, not an error
-                           for c in nbformat.read(graded_class.course.root / "release" / "week2" / f"{name}.ipynb",
-                                                  as_version=4).cells
-                           if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution"))
+        answer_cells = sum(1 for nb in builder.release(graded_class.course.layout).values()  # unanswered,
+                           for c in nb.cells if c.cell_type == "code" and is_answer_cell(c))  # not an error
         row = next(r for r in report["csv"] if r["student"] == "untouched-release")
         assert int(row["unanswered_cells"]) == answer_cells > 10
         assert not [r for r in problem_rows if r[0] == "untouched-release" and r[1] == "errors-in-answers"]
-    late = {s for s, v in gradebook_view(graded_class.course.db_url).items() if v["late"]}
+    late = {s for s, v in gradebook_view(graded_class.course).items() if v["late"]}
     assert {r[0] for r in body_rows(page.tables.get("late-table", [[]]))} == late
 
 
@@ -225,27 +219,20 @@ def test_problems_and_late_submissions_listed(report, graded_class):
 def troubled(tmp_path_factory) -> Course:
     """One submission whose first answer loops forever, handed in 30 hours late, graded with
     a 40 s cell time limit; a tampered cell recorded for it as the repairs would."""
-    from coursekit.schedule import load_course_config
-
     course = Course.copy_of(tmp_path_factory.mktemp("troubled") / "course")
-    course.generate()
-    folder = course.submitted_dir("loops")
-    shutil.copytree(course.root / "release" / "week2", folder)
-    nb = nbformat.read(folder / "fashion_mnist.ipynb", as_version=4)
-    next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "f1_load").source = \
-        "while True:\n    pass\n"
-    nbformat.write(nb, folder / "fashion_mnist.ipynb")
-    due = parse_date(load_course_config(course.root).CourseSchedule.due_dates["week2"])
-    (folder / "timestamp.txt").write_text(f"{(due + timedelta(hours=30)).strftime('%Y-%m-%d %H:%M:%S')} UTC\n")
-    course.nbgrader("autograde", "week2", "--Execute.timeout=40")
-    problems.record(course.root / "autograded" / "loops" / "week2", "tampered-cell", "mnist", "m1_shapes_public",
+    course.generate(ASSIGNMENT)
+    notebooks = builder.release(course.layout, NOTEBOOKS)
+    builder.set_answer(notebooks["fashion_mnist"], "f1_load", "while True:\n    pass\n")
+    Submission(notebooks, timestamp=builder.late_by(course.layout, hours=30)).submit(course, "loops")
+    course.nbgrader("autograde", ASSIGNMENT, "--Execute.timeout=40")
+    problems.record(course.layout.autograded("loops", ASSIGNMENT), "tampered-cell", "mnist", "m1_shapes_public",
                     "a read-only check cell was edited; the original was restored")
     return course
 
 
 def test_timeouts_late_and_recorded_problems_are_reported(troubled):
     run_report(troubled)
-    page = parse((troubled.root / "reports" / "week2" / "report.html").read_text(encoding="utf-8"))
+    page = parse((troubled.root / "reports" / ASSIGNMENT / "report.html").read_text(encoding="utf-8"))
     rows = body_rows(page.tables["problem-table"])
     # found in the outputs, or recorded by the grading pipeline (then listed once)
     assert len([r for r in rows if r[:4] == ["loops", "timeout", "fashion_mnist", "f1_load"]]) == 1, rows
@@ -253,7 +240,7 @@ def test_timeouts_late_and_recorded_problems_are_reported(troubled):
             "a read-only check cell was edited; the original was restored", "grading-problems.json"] in rows
     late = body_rows(page.tables["late-table"])
     assert [r[0] for r in late] == ["loops"] and late[0][2] == "1 d 6 h"
-    view = gradebook_view(troubled.db_url)
+    view = gradebook_view(troubled)
     assert float(late[0][3]) == pytest.approx(view["loops"]["penalty"])
 
 

@@ -3,6 +3,7 @@ sequential `nbgrader autograde` would, isolates failures, and resumes after bein
 
 from __future__ import annotations
 
+import glob
 import os
 import sqlite3
 import subprocess
@@ -10,53 +11,34 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 
+import builder
 import sandbox_attacks as attacks
+from builder import ASSIGNMENT, Submission
 from coursekit import problems, runner
-from coursekit.course import REPO_ROOT, Course, grading_env
+from coursekit.course import Course, grading_env
 
-LATE = "2026-12-06 12:00:00 UTC"  # two days after the due date in nbgrader_config.py
 MEMORY = "3G"  # the sandbox's memory limit in these courses: "zed" goes over it
 
 
-def solve(nb, grade_ids: set[str]):
-    """Fill these answer cells with the instructor's solution (markers removed)."""
-    source = nbformat.read(REPO_ROOT / "source" / "week2" / "fashion_mnist.ipynb", as_version=4)
-    solutions = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
-                 if c.metadata.get("nbgrader", {}).get("grade_id") in grade_ids}
-    for cell in nb.cells:
-        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if gid in solutions:
-            cell.source = "\n".join(l for l in solutions[gid].split("\n") if "### BEGIN SOLUTION" not in l
-                                    and "### END SOLUTION" not in l)
-    return nb
-
-
-def make_class(course: Course, tmp: Path, students: dict) -> None:
+def make_class(course: Course, students: dict) -> None:
     """students: id -> (notebooks, timestamp or None); a notebook is a node or None for untouched."""
-    release = course.root / "release" / "week2"
+    release = builder.release(course.layout)
     for student, (notebooks, timestamp) in students.items():
-        folder = tmp / "submissions" / student / "week2"
-        folder.mkdir(parents=True)
-        for name, nb in notebooks.items():
-            nb = nb if nb is not None else nbformat.read(release / f"{name}.ipynb", as_version=4)
-            (folder / f"{name}.ipynb").write_text(nbformat.writes(nb))
-        if timestamp:
-            (folder / "timestamp.txt").write_text(timestamp + "\n")
-        course.submit(student, folder)
+        nbs = {name: nb if nb is not None else release[name] for name, nb in notebooks.items()}
+        Submission(nbs, timestamp).submit(course, student)
 
 
 def run_runner(root: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "coursekit.runner", "week2", "--no-progress", "--course", str(root), *args]
+    cmd = [sys.executable, "-m", "coursekit.runner", ASSIGNMENT, "--no-progress", "--course", str(root), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=grading_env())
 
 
-def gradebook_rows(root: Path, students: list[str] | None = None) -> dict:
+def gradebook_rows(course: Course, students: list[str] | None = None) -> dict:
     """Every field nbgrader's autograde writes, by natural key."""
     rows = {}
-    with sqlite3.connect(root / "gradebook" / "gradebook.db") as db:
+    with sqlite3.connect(course.layout.gradebook_path) as db:
         for student, nb, cell, table, auto, needs, comment in db.execute(
                 "SELECT sa.student_id, n.name, c.name, 'grade', g.auto_score, g.needs_manual_grade, NULL "
                 "FROM grade g JOIN base_cell c ON g.cell_id = c.id JOIN submitted_notebook sn ON g.notebook_id = sn.id "
@@ -75,37 +57,45 @@ def gradebook_rows(root: Path, students: list[str] | None = None) -> dict:
 
 
 def fashion(*solved: str):
-    def build(release: Path):
-        return solve(nbformat.read(release / "fashion_mnist.ipynb", as_version=4), set(solved))
+    """fashion_mnist with these answers solved, the others as released."""
+    def build(course: Course):
+        return builder.solve(builder.release(course.layout, ("fashion_mnist",)), set(solved))["fashion_mnist"]
     return build
 
 
 # --- many at once --------------------------------------------------------------------------------
 
-CLASS = {  # id -> (notebooks, timestamp); a notebook left out is graded as missing
+LATE_HOURS = 36  # "cy" hands in a day and a half after the due date
+CLASS = {  # id -> (notebooks, hours late or None); a notebook left out is graded as missing
     "ada": ({"fashion_mnist": fashion("f4_functions")}, None),
-    "cy": ({"fashion_mnist": fashion("f4_functions", "f1_load")}, LATE),
+    "cy": ({"fashion_mnist": fashion("f4_functions", "f1_load")}, LATE_HOURS),
     "dee": ({"fashion_mnist": None, "mnist": None}, None),
 }
 
 
-def build_class(course: Course, tmp: Path, extra: dict | None = None) -> None:
-    release = course.root / "release" / "week2"
-    students = {s: ({n: (b(release) if callable(b) else b) for n, b in nbs.items()}, ts)
-                for s, (nbs, ts) in {**CLASS, **(extra or {})}.items()}
-    make_class(course, tmp, students)
+def build_class(course: Course, extra: dict | None = None) -> None:
+    students = {s: ({n: (b(course) if callable(b) else b) for n, b in nbs.items()},
+                    builder.late_by(course.layout, hours) if hours else None)
+                for s, (nbs, hours) in {**CLASS, **(extra or {})}.items()}
+    make_class(course, students)
+
+
+def limited_course(tmp: Path) -> Course:
+    """A generated course whose sandbox has the memory limit MEMORY."""
+    course = Course.copy_of(tmp / "course")
+    course.generate(ASSIGNMENT)
+    attacks.configure(course.root, memory=MEMORY)
+    return course
 
 
 @pytest.fixture(scope="module")
 def parallel(tmp_path_factory):
     """The class graded by the runner with 3 workers, plus one submission that the sandbox stops."""
     tmp = tmp_path_factory.mktemp("parallel")
-    course = Course.copy_of(tmp / "course")
-    course.generate()
-    attacks.configure(course.root, memory=MEMORY)
-    target = attacks.Target(course.root / "release" / "week2", tmp / "unused")
+    course = limited_course(tmp)
+    target = attacks.Target(course.layout.release(ASSIGNMENT), tmp / "unused")
     hog = attacks.combined(target, attacks.hog_many(target, 4, 800))
-    build_class(course, tmp, {"zed": ({"fashion_mnist": hog}, None)})
+    build_class(course, {"zed": ({"fashion_mnist": hog}, None)})
     proc = run_runner(course.root, "-j", "3")
     return course, proc
 
@@ -113,23 +103,20 @@ def parallel(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sequential(tmp_path_factory):
     """The same class (without the submission that fails) by plain `nbgrader autograde`."""
-    tmp = tmp_path_factory.mktemp("sequential")
-    course = Course.copy_of(tmp / "course")
-    course.generate()
-    attacks.configure(course.root, memory=MEMORY)
-    build_class(course, tmp)
-    course.nbgrader("autograde", "week2")
+    course = limited_course(tmp_path_factory.mktemp("sequential"))
+    build_class(course)
+    course.nbgrader("autograde", ASSIGNMENT)
     return course
 
 
 def test_parallel_gradebook_equals_sequential_nbgrader(parallel, sequential):
     course, proc = parallel
-    ours, stock = gradebook_rows(course.root, list(CLASS)), gradebook_rows(sequential.root, list(CLASS))
+    ours, stock = gradebook_rows(course, list(CLASS)), gradebook_rows(sequential, list(CLASS))
     assert len(stock) > 60
     assert ours == stock, proc.stderr[-3000:]
     # The late submission lost points, so the late policy went through the merge too.
     assert ours[("cy", "fashion_mnist", "", "notebook")][0] > 0
-    with sqlite3.connect(course.root / "gradebook" / "gradebook.db") as db:
+    with sqlite3.connect(course.layout.gradebook_path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert db.execute("SELECT COUNT(*) FROM submitted_assignment").fetchone() == (len(CLASS),)
 
@@ -137,8 +124,8 @@ def test_parallel_gradebook_equals_sequential_nbgrader(parallel, sequential):
 def test_parallel_autograded_folders_match_sequential(parallel, sequential):
     course, _ = parallel
     for student in CLASS:
-        ours = sorted(p.name for p in (course.root / "autograded" / student / "week2").iterdir())
-        stock = sorted(p.name for p in (sequential.root / "autograded" / student / "week2").iterdir())
+        ours = sorted(p.name for p in course.layout.autograded(student, ASSIGNMENT).iterdir())
+        stock = sorted(p.name for p in sequential.layout.autograded(student, ASSIGNMENT).iterdir())
         assert ours == stock
 
 
@@ -147,39 +134,39 @@ def test_a_failure_is_isolated_recorded_and_listed(parallel):
     assert proc.returncode == 1
     assert f"graded {len(CLASS)} of {len(CLASS) + 1} submissions" in proc.stdout
     assert "zed: sandbox:" in proc.stdout and f"more than the limit of {MEMORY}" in proc.stdout
-    recorded = problems.load(course.root / "autograded" / "zed" / "week2")
+    recorded = problems.load(course.layout.autograded("zed", ASSIGNMENT))
     assert [p["kind"] for p in recorded] == ["sandbox"]
-    assert (course.root / "gradebook" / "runner-logs" / "week2-zed.log").is_file()
-    assert not runner.is_graded(course.root, "zed", "week2")
-    with sqlite3.connect(course.root / "gradebook" / "gradebook.db") as db:
+    assert (course.layout.gradebook_path.parent / runner.LOG_DIR / f"{ASSIGNMENT}-zed.log").is_file()
+    assert not runner.is_graded(course.layout, "zed", ASSIGNMENT)
+    with sqlite3.connect(course.layout.gradebook_path) as db:
         assert db.execute("SELECT COUNT(*) FROM submitted_assignment WHERE student_id = 'zed'").fetchone() == (0,)
 
 
 def test_nothing_left_behind(parallel):
     course, _ = parallel
-    work = runner.Runner(course.root, "week2").work
+    work = runner.Runner(course.root, ASSIGNMENT).work
     assert not work.exists()
-    assert list((course.root / "autograded").glob("*/.week2.runner-*")) == []
+    assert glob.glob(str(course.layout.autograded("*", f".{ASSIGNMENT}.runner-*"))) == []  # staging folders
 
 
 def test_regrading_keeps_the_tas_marks(parallel):
     """--force grades again like `nbgrader autograde --force`: manual scores stay, and are
     flagged for review."""
     course, _ = parallel
-    db_path = course.root / "gradebook" / "gradebook.db"
+    db_path = course.layout.gradebook_path
     with sqlite3.connect(db_path) as db:
         (grade_id,) = db.execute(
             "SELECT g.id FROM grade g JOIN base_cell c ON g.cell_id = c.id JOIN submitted_notebook sn ON "
             "g.notebook_id = sn.id JOIN submitted_assignment sa ON sn.assignment_id = sa.id "
             "WHERE sa.student_id = 'ada' AND c.name = 'f4_functions_hidden'").fetchone()
         db.execute("UPDATE grade SET manual_score = 1.5, needs_manual_grade = 0 WHERE id = ?", (grade_id,))
-    before = gradebook_rows(course.root, ["ada"])
+    before = gradebook_rows(course, ["ada"])
     proc = run_runner(course.root, "--force", "--student", "ada")
     assert proc.returncode == 0, proc.stderr[-3000:]
     with sqlite3.connect(db_path) as db:
         assert db.execute("SELECT manual_score, needs_manual_grade FROM grade WHERE id = ?",
                           (grade_id,)).fetchone() == (1.5, 1)
-    after = gradebook_rows(course.root, ["ada"])
+    after = gradebook_rows(course, ["ada"])
     changed = {k for k in before if before[k] != after[k]}
     assert changed == {("ada", "fashion_mnist", "f4_functions_hidden", "grade")}
 
@@ -188,7 +175,7 @@ def test_refuses_a_second_runner_on_the_same_course(parallel):
     course, _ = parallel
     import fcntl
 
-    with open(course.root / "gradebook" / runner.LOCK_NAME, "w") as lock:
+    with open(course.layout.gradebook_path.parent / runner.LOCK_NAME, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         proc = run_runner(course.root)
     assert proc.returncode == 2 and "another runner is grading this course" in proc.stderr
@@ -199,23 +186,23 @@ def test_refuses_a_second_runner_on_the_same_course(parallel):
 
 def test_killed_run_resumes_with_nothing_lost_or_graded_twice(tmp_path):
     course = Course.copy_of(tmp_path / "course")
-    course.generate()
+    course.generate(ASSIGNMENT)
     students = {s: ({"fashion_mnist": None}, None) for s in ("s1", "s2", "s3", "s4")}
-    make_class(course, tmp_path, students)
-    cmd = [sys.executable, "-m", "coursekit.runner", "week2", "-j", "1", "--no-progress", "--course", str(course.root)]
+    make_class(course, students)
+    cmd = [sys.executable, "-m", "coursekit.runner", ASSIGNMENT, "-j", "1", "--no-progress", "--course", str(course.root)]
     first = subprocess.Popen(cmd, env=grading_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     graded = []
     while len(graded) < 2 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-        graded = [s for s in students if runner.is_graded(course.root, s, "week2")]
+        graded = [s for s in students if runner.is_graded(course.layout, s, ASSIGNMENT)]
     assert first.poll() is None, "the first run ended before it could be killed"
     first.kill()  # SIGKILL: no clean-up of any kind
     first.wait()
-    graded = [s for s in students if runner.is_graded(course.root, s, "week2")]
+    graded = [s for s in students if runner.is_graded(course.layout, s, ASSIGNMENT)]
     assert 2 <= len(graded) < len(students)
-    kept = {s: (course.root / "autograded" / s / "week2").stat().st_ino for s in graded}
-    rows = gradebook_rows(course.root, graded)
+    kept = {s: course.layout.autograded(s, ASSIGNMENT).stat().st_ino for s in graded}
+    rows = gradebook_rows(course, graded)
     # The nbgrader process that was grading and its sandboxed kernel die with the runner.
     assert _wait_until(lambda: not _processes_in(course.root)), _processes_in(course.root)
 
@@ -223,15 +210,15 @@ def test_killed_run_resumes_with_nothing_lost_or_graded_twice(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"{len(graded)} already graded" in second.stderr
     assert f"graded {len(students) - len(graded)} of {len(students) - len(graded)} submissions" in second.stdout
-    assert all(runner.is_graded(course.root, s, "week2") for s in students)
+    assert all(runner.is_graded(course.layout, s, ASSIGNMENT) for s in students)
     # Graded once: the first run's results are untouched ...
-    assert {s: (course.root / "autograded" / s / "week2").stat().st_ino for s in graded} == kept
-    assert gradebook_rows(course.root, graded) == rows
+    assert {s: course.layout.autograded(s, ASSIGNMENT).stat().st_ino for s in graded} == kept
+    assert gradebook_rows(course, graded) == rows
     # ... and every submission has exactly one complete record.
-    with sqlite3.connect(course.root / "gradebook" / "gradebook.db") as db:
+    with sqlite3.connect(course.layout.gradebook_path) as db:
         assert db.execute("SELECT COUNT(*), COUNT(DISTINCT student_id) FROM submitted_assignment").fetchone() == (4, 4)
         assert db.execute("SELECT COUNT(*) FROM grade WHERE auto_score IS NULL AND needs_manual_grade = 0").fetchone() == (0,)
-    per_student = {s: len([k for k in gradebook_rows(course.root, [s]) if k[3] == "grade"]) for s in students}
+    per_student = {s: len([k for k in gradebook_rows(course, [s]) if k[3] == "grade"]) for s in students}
     assert len(set(per_student.values())) == 1 and min(per_student.values()) > 20
 
     third = run_runner(course.root)
@@ -241,7 +228,7 @@ def test_killed_run_resumes_with_nothing_lost_or_graded_twice(tmp_path):
 def test_refuses_when_the_sandbox_cannot_start(tmp_path):
     course = Course.copy_of(tmp_path / "course")
     env = dict(grading_env(), PATH=str(Path(sys.executable).parent))  # no bwrap on PATH
-    proc = subprocess.run([sys.executable, "-m", "coursekit.runner", "week2", "--course", str(course.root)],
+    proc = subprocess.run([sys.executable, "-m", "coursekit.runner", ASSIGNMENT, "--course", str(course.root)],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert "cannot start the sandbox" in proc.stderr and "bubblewrap" in proc.stderr
@@ -256,7 +243,7 @@ def test_default_workers_fit_the_machine():
 def _processes_in(root: Path) -> list[int]:
     """Processes of a course's grading: nbgrader run for it, or a sandboxed kernel."""
     found = []
-    work = str(runner.Runner(root, "week2").work)
+    work = str(runner.Runner(root, ASSIGNMENT).work)
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue

@@ -23,8 +23,9 @@ import nbformat
 import pytest
 
 import sandbox_attacks as attacks
+from builder import ASSIGNMENT
 from conftest import LATE_PENALTY, SUBMISSIONS, read_expected_scores
-from coursekit import datasets, sandbox
+from coursekit import datapaths, sandbox
 from coursekit.course import REPO_ROOT, Course, grading_env
 
 # Limits of the sandboxed attack course: small, so that the attacks hit them quickly.
@@ -69,7 +70,7 @@ class Graded:
     source: dict[str, bytes] = field(default_factory=dict)  # source/week2 before grading
 
     def autograded(self, student: str) -> Path:
-        return self.course.root / "autograded" / student / "week2"
+        return self.course.layout.autograded(student, ASSIGNMENT)
 
     def report(self, student: str, attack: str | None = None) -> dict | None:
         """What an attack reported: from the autograded notebook, else from the file it wrote."""
@@ -80,7 +81,7 @@ class Graded:
         return found.get(attack)
 
     def scores(self, student: str) -> dict[tuple[str, str], float | None]:
-        with sqlite3.connect(self.course.root / "gradebook" / "gradebook.db") as db:
+        with sqlite3.connect(self.course.layout.gradebook_path) as db:
             rows = db.execute(
                 "SELECT n.name, c.name, g.auto_score FROM grade g JOIN base_cell c ON g.cell_id = c.id "
                 "JOIN submitted_notebook sn ON g.notebook_id = sn.id JOIN notebook n ON sn.notebook_id = n.id "
@@ -90,15 +91,15 @@ class Graded:
 
 def probes() -> list[Path]:
     """Shared files student code must never be able to change (opened for append only)."""
-    cache = sorted(Path(datasets._cache_dir()).rglob("*.npy"))
-    data = sorted(Path(datasets.data_dirs()[0]).rglob("*.gz"))
+    cache = sorted(datapaths.cache_dir().rglob("*.npy"))
+    data = sorted(datapaths.data_dirs()[0].rglob("*.gz"))
     return [REPO_ROOT / "coursekit" / "checks.py", Path(sys.prefix) / "pyvenv.cfg", *cache[:1], *data[:1]]
 
 
 def grade(base: Path, settings: dict, submissions: dict, *args: str) -> Graded:
     """A fresh course copy under ``base`` with these submissions, autograded once."""
     course = Course.copy_of(base / "course")
-    course.generate()
+    course.generate(ASSIGNMENT)
     attacks.configure(course.root, **settings)
     home = base / "home"
     home.mkdir(exist_ok=True)
@@ -107,15 +108,14 @@ def grade(base: Path, settings: dict, submissions: dict, *args: str) -> Graded:
     listener = Listener()
     for student, make in submissions.items():
         if make is None:  # a normal submission
-            course.submit(student, SUBMISSIONS / "untouched-release" / "week2")
+            course.submit(student, SUBMISSIONS / "untouched-release" / ASSIGNMENT, ASSIGNMENT)
             continue
-        target = attacks.Target(course.root / "release" / "week2", base / f"report-{student}",
+        target = attacks.Target(course.layout.release(ASSIGNMENT), base / f"report-{student}",
                                 course.root, listener.port, home, tuple(probes()))
-        attacks.write_submission(base / "submissions" / student, attacks.combined(target, *make(target)))
-        course.submit(student, base / "submissions" / student / "week2")
-    source = {p.name: p.read_bytes() for p in (course.root / "source" / "week2").iterdir()}
+        attacks.submission(target, *make(target)).submit(course, student)
+    source = {p.name: p.read_bytes() for p in course.layout.source(ASSIGNMENT).iterdir()}
     env = dict(grading_env(), HOME=str(home), **{sandbox.EVENTS_ENV: str(events)})
-    cmd = [str(Path(sys.executable).with_name("nbgrader")), "autograde", "week2", *args]
+    cmd = [str(Path(sys.executable).with_name("nbgrader")), "autograde", ASSIGNMENT, *args]
     proc = subprocess.run(cmd, cwd=course.root, env=env, capture_output=True, text=True, timeout=900)
     listener.close()
     graded = Graded(course, home, proc.returncode, proc.stdout + proc.stderr, listener=listener, source=source)
@@ -173,11 +173,11 @@ def test_sandbox_has_no_network(sandboxed):
 
 
 def test_read_attack_finds_hidden_tests_and_gradebook_without_the_sandbox(unsandboxed):
-    report, root = unsandboxed.report("snoop"), unsandboxed.course.root
-    own = root / "autograded" / "snoop" / "week2" / "fashion_mnist.ipynb"
+    report, layout = unsandboxed.report("snoop"), unsandboxed.course.layout
+    own = layout.autograded("snoop", ASSIGNMENT) / "fashion_mnist.ipynb"
     assert str(own) in report["hidden"], "its own autograded notebook, hidden tests included"
-    assert str(root / "gradebook" / "gradebook.db") in report["sqlite"]
-    assert str(root / "source" / "week2" / "mnist.ipynb") in report["hidden"]
+    assert str(layout.gradebook_path) in report["sqlite"]
+    assert str(layout.source(ASSIGNMENT) / "mnist.ipynb") in report["hidden"]
     assert report["home_secret"] == "grader secret"
     assert {"gradebook", "source", "submitted", "release"} <= set(report["course_listing"]["."])
     assert report["course_listing"]["autograded"] == ["hog-many", "multi", "snoop"]
@@ -199,21 +199,21 @@ def test_sandbox_hides_hidden_tests_gradebook_course_and_home(sandboxed):
 
 
 def test_write_attack_destroys_the_gradebook_without_the_sandbox(unsandboxed):
-    report, root = unsandboxed.report("snoop"), unsandboxed.course.root
-    assert str(root / "gradebook" / "gradebook.db") in report["written"]
-    assert str(root / "source" / "week2" / "fashion_mnist.ipynb") in report["written"]
-    assert (root / "gradebook" / "gradebook.db").read_text() == "pwned"
+    report, layout = unsandboxed.report("snoop"), unsandboxed.course.layout
+    assert str(layout.gradebook_path) in report["written"]
+    assert str(layout.source(ASSIGNMENT) / "fashion_mnist.ipynb") in report["written"]
+    assert layout.gradebook_path.read_text() == "pwned"
     assert sorted(report["appendable"]) == sorted(str(p) for p in probes())
 
 
 def test_sandbox_writes_only_its_scratch_copy(sandboxed):
-    report, root = sandboxed.report("snoop"), sandboxed.course.root
+    report, layout = sandboxed.report("snoop"), sandboxed.course.layout
     assert report["written"] == [] and report["appendable"] == []
     assert report["uid"] >= sandbox.UID_BASE
     # The course is intact: gradebook readable, source notebooks unchanged ...
-    with sqlite3.connect(root / "gradebook" / "gradebook.db") as db:
+    with sqlite3.connect(layout.gradebook_path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    assert {p.name: p.read_bytes() for p in (root / "source" / "week2").iterdir()} == sandboxed.source
+    assert {p.name: p.read_bytes() for p in layout.source(ASSIGNMENT).iterdir()} == sandboxed.source
     # ... and what it wrote in its own folder stayed in the scratch copy.
     graded = sandboxed.autograded("snoop")
     assert not (graded / "pwned.txt").exists()
@@ -249,7 +249,7 @@ def test_memory_spread_over_processes_works_without_the_sandbox(unsandboxed):
 
 def test_sandbox_bounds_the_memory_of_all_its_processes(sandboxed):
     assert sandboxed.report("hog-many") is None, "the kernel should have been stopped"
-    stopped = [e for e in sandboxed.events if e["cwd"].endswith("/hog-many/week2")]
+    stopped = [e for e in sandboxed.events if Path(e["cwd"]) == sandboxed.autograded("hog-many").resolve()]
     assert [e["kind"] for e in stopped] == ["sandbox"]
     assert "memory" in stopped[0]["message"]
     assert "There was an error processing assignment" in sandboxed.log
@@ -269,7 +269,7 @@ def test_sandbox_takes_every_process_down_with_the_kernel(sandboxed):
 def test_sandbox_bounds_wall_time(sandboxed):
     """Its cell ignores nbgrader's interrupt; the per-cell timeout (240 s here) would come after
     the sandbox's wall-time limit, which stops the kernel and everything in it."""
-    stopped = [e for e in sandboxed.events if e["cwd"].endswith("/sleeper/week2")]
+    stopped = [e for e in sandboxed.events if Path(e["cwd"]) == sandboxed.autograded("sleeper").resolve()]
     assert [e["kind"] for e in stopped] == ["timeout"]
     assert f"wall-time limit of {LIMITS['wall_time']} s" in sandboxed.log
 
@@ -312,15 +312,15 @@ def _cwd(proc: Path) -> str:
 
 
 def test_autograde_refuses_when_the_sandbox_cannot_start(course):
-    course.submit("normal", SUBMISSIONS / "untouched-release" / "week2")
+    course.submit("normal", SUBMISSIONS / "untouched-release" / ASSIGNMENT, ASSIGNMENT)
     env = dict(grading_env(), PATH=str(Path(sys.executable).parent))  # no bwrap on PATH
-    proc = subprocess.run([str(Path(sys.executable).with_name("nbgrader")), "autograde", "week2"],
+    proc = subprocess.run([str(Path(sys.executable).with_name("nbgrader")), "autograde", ASSIGNMENT],
                           cwd=course.root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "cannot start the sandbox" in proc.stderr and "bubblewrap" in proc.stderr
     assert "Settings(enabled=False)" in proc.stderr  # how to opt out
-    assert not (course.root / "autograded" / "normal").exists()
-    with sqlite3.connect(course.root / "gradebook" / "gradebook.db") as db:
+    assert not course.layout.autograded("normal", ASSIGNMENT).exists()
+    with sqlite3.connect(course.layout.gradebook_path) as db:
         assert db.execute("SELECT COUNT(*) FROM submitted_assignment").fetchone() == (0,)
 
 
@@ -346,8 +346,20 @@ def test_settings_travel_through_the_kernel_command_line():
     assert sandbox.parse_size("1.5G") == 3 * 2**29 and sandbox.parse_size("512M") == 2**29
 
 
-def test_the_sandbox_finds_the_data_where_coursekit_datasets_does():
-    assert sandbox.data_paths() == [*datasets.data_dirs(), datasets._cache_dir()]
+def test_the_sandbox_shows_student_code_the_data_coursekit_datasets_reads(tmp_path, monkeypatch):
+    """Every data folder datasets searches, and its cache, is mounted read-only at the same path."""
+    chosen = tmp_path / "data"
+    chosen.mkdir()
+    monkeypatch.setenv(datapaths.DATA_DIR_ENV, str(chosen))
+    box = sandbox.Sandbox([sys.executable, "-m", "ipykernel_launcher"], sandbox.Settings(), cwd=None)
+    try:
+        box.prepare()
+        readonly = {Path(src): Path(dest) for kind, src, dest in box.mounts() if kind == "ro"}
+    finally:
+        box.cleanup()
+    wanted = [p for p in datapaths.readable() if p.exists()]
+    assert chosen in wanted and datapaths.cache_dir() in wanted
+    assert all(readonly.get(p) == p for p in wanted), (wanted, readonly)
 
 
 def test_nothing_of_the_course_or_home_is_mounted(tmp_path):

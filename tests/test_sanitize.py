@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import copy
 import json
-from types import SimpleNamespace
 
 import nbformat
 import pytest
+from nbgrader.coursedir import CourseDirectory
 from traitlets.config import Configurable
 
+import builder
+from builder import ASSIGNMENT
 from coursekit import problems, sanitize
-from coursekit.course import REPO_ROOT
+from coursekit.notebook import grade_id, is_answer_cell, is_graded
 
 
 def release(name="fashion_mnist"):
-    return nbformat.read(REPO_ROOT / "release" / "week2" / f"{name}.ipynb", as_version=4)
+    return builder.release(names=(name,))[name]
 
 
 def write(path, text):
@@ -55,8 +57,8 @@ def test_repeated_cell_ids_are_reported(tmp_path):
 def test_placeholder_runs_nothing_but_the_checks():
     nb = sanitize.placeholder(release())
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code and all(sanitize._flags(c).get("grade") for c in code)
-    written = [c for c in nb.cells if sanitize._flags(c).get("solution") and c.cell_type == "markdown"]
+    assert code and all(is_graded(c) for c in code)
+    written = [c for c in nb.cells if is_answer_cell(c) and c.cell_type == "markdown"]
     assert written and all(c.source == "YOUR ANSWER HERE" for c in written)
 
 
@@ -85,21 +87,20 @@ class FakeConverter(Configurable):
 
     def __init__(self, root, **kw):
         super().__init__(**kw)
-        self.coursedir = SimpleNamespace(
-            autograded_directory="autograded",
-            format_path=lambda step, student, assignment: str(root / step / student / assignment))
+        self.coursedir = CourseDirectory(root=str(root))
 
 
 def repaired(tmp_path, nb):
-    repair = sanitize.RepairCells(parent=FakeConverter(tmp_path))
-    resources = {"nbgrader": {"student": "s", "assignment": "week2", "notebook": "fashion_mnist"}}
+    converter = FakeConverter(tmp_path)
+    repair = sanitize.RepairCells(parent=converter)
+    resources = {"nbgrader": {"student": "s", "assignment": ASSIGNMENT, "notebook": "fashion_mnist"}}
     repair.match_release(nb, release(), resources)
-    found = {(p["kind"], p["cell"]) for p in problems.load(tmp_path / "autograded" / "s" / "week2")}
+    found = {(p["kind"], p["cell"]) for p in problems.load(sanitize.course_of(converter).autograded("s", ASSIGNMENT))}
     return nb, found
 
 
 def ids(nb):
-    return [sanitize.grade_id(c) for c in nb.cells if sanitize.grade_id(c)]
+    return [grade_id(c) for c in nb.cells if grade_id(c)]
 
 
 def test_a_sound_notebook_is_left_as_it_is(tmp_path):
@@ -109,12 +110,12 @@ def test_a_sound_notebook_is_left_as_it_is(tmp_path):
 
 def test_changed_settings_of_a_check_are_put_back(tmp_path):
     nb = release()
-    check = next(c for c in nb.cells if sanitize.grade_id(c) == "f7_train_hidden")
+    check = next(c for c in nb.cells if grade_id(c) == "f7_train_hidden")
     check.metadata.nbgrader.update(points=30, locked=False, solution=True)
     nb, found = repaired(tmp_path, nb)
-    restored = next(c for c in nb.cells if sanitize.grade_id(c) == "f7_train_hidden")
+    restored = next(c for c in nb.cells if grade_id(c) == "f7_train_hidden")
     assert restored.metadata.nbgrader == next(c for c in release().cells
-                                              if sanitize.grade_id(c) == "f7_train_hidden").metadata.nbgrader
+                                              if grade_id(c) == "f7_train_hidden").metadata.nbgrader
     assert found == {("tampered-cell", "f7_train_hidden")}
 
 
@@ -122,7 +123,7 @@ def test_unknown_markers_are_dropped_and_copies_keep_only_the_last_marker(tmp_pa
     nb = release()
     stranger = nbformat.v4.new_code_cell("x = 1", metadata={"nbgrader": {
         "grade": True, "grade_id": "not_in_week2", "locked": True, "points": 5, "schema_version": 3, "solution": False}})
-    copied = copy.deepcopy(next(c for c in nb.cells if sanitize.grade_id(c) == "f1_load_public"))
+    copied = copy.deepcopy(next(c for c in nb.cells if grade_id(c) == "f1_load_public"))
     nb.cells[1:1] = [stranger, copied]  # a copy pasted above the original
     nb, found = repaired(tmp_path, nb)
     assert ids(nb) == ids(release()) and "nbgrader" not in stranger.metadata and "nbgrader" not in copied.metadata
@@ -132,7 +133,46 @@ def test_unknown_markers_are_dropped_and_copies_keep_only_the_last_marker(tmp_pa
 def test_deleted_course_cells_come_back_where_they_were(tmp_path):
     nb = release()
     gone = {"f1_load_hidden", "f1_show_hidden", "f2_why_split", "setup", "md_02"}  # adjacent ones too
-    nb.cells = [c for c in nb.cells if sanitize.grade_id(c) not in gone]
+    nb.cells = [c for c in nb.cells if grade_id(c) not in gone]
     nb, found = repaired(tmp_path, nb)
     assert ids(nb) == ids(release())
     assert found == {("deleted-test-cell", g) for g in ("f1_load_hidden", "f1_show_hidden", "f2_why_split", "setup")}
+
+
+def test_nbgraders_add_missing_cells_is_no_substitute_for_putting_deleted_cells_back(course, tmp_path):
+    """Why RepairCells restores deleted cells itself (its docstring): nbgrader 0.9.6's
+    OverwriteCells.add_missing_cells fails on a check deleted after a read-only prompt, leaves a
+    deleted read-only cell out, and changes the source of what it restores."""
+    from nbgrader.preprocessors import OverwriteCells
+
+    def stock(gone):
+        nb = release()
+        nb.cells = [c for c in nb.cells if grade_id(c) not in gone]
+        resources = {"nbgrader": {"notebook": "fashion_mnist", "assignment": ASSIGNMENT, "db_url": course.db_url}}
+        return OverwriteCells(add_missing_cells=True).preprocess(nb, resources)[0]
+
+    with pytest.raises(KeyError, match="f2_prompt"):
+        stock({"f2_why_split"})
+    assert "setup" not in ids(stock({"setup"}))
+    restored = builder.cell(stock({"f1_load_hidden"}), "f1_load_hidden")
+    assert restored.source != builder.cell(release(), "f1_load_hidden").source
+
+    ours = release()
+    ours.cells = [c for c in ours.cells if grade_id(c) not in {"f2_why_split", "setup", "f1_load_hidden"}]
+    ours, found = repaired(tmp_path, ours)
+    assert ids(ours) == ids(release())
+    assert [c.source for c in ours.cells] == [c.source for c in release().cells]
+    assert found == {("deleted-test-cell", g) for g in ("f2_why_split", "setup", "f1_load_hidden")}
+
+
+def test_the_exporter_finds_the_sanitize_hook_behind_other_hooks(tmp_path):
+    """nbgrader gives its pre-convert hook only paths: the exporter nbgrader makes for the same
+    converter attaches itself to the hook (through the sandbox's PreflightHook, which runs first)."""
+    from coursekit.sandbox import PreflightHook
+
+    converter = FakeConverter(tmp_path)
+    hook = sanitize.ExpectedNotebooks()
+    converter.pre_convert_hook = PreflightHook(then=hook)
+    exporter = sanitize.SubmissionExporter(parent=converter)
+    assert hook.exporter is exporter and exporter.plans == {}
+    assert sanitize.course_of(exporter).root == tmp_path
