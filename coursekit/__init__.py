@@ -1,8 +1,8 @@
 """Course tools for the week-2 nbgrader assignment (what nbgrader itself does not do).
 
-Modules, one job each:
-
-- ``datasets``: offline, checksum-verified Fashion-MNIST and MNIST loaders.
+One job per module (README, "Layout", has the table). Two hold what the others share:
+``layout`` (``CourseLayout``: where everything of a course is, and what its
+``nbgrader_config.py`` says) and ``notebook`` (the notebook vocabulary: check and answer
+cells, questions, check failures, cells stopped by a limit). Problem kinds and their labels
+are in ``problems``; the HTML templates in ``templates/``.
 """
-
-__all__ = ["datasets"]
