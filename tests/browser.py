@@ -147,6 +147,20 @@ class Browser:
             return None
         return self.wait_for(found, timeout, f"{css} with text {text!r}")
 
+    def find_innermost(self, text: str, timeout: float = 60) -> WebElement:
+        """The visible element whose own text (not a descendant's) contains ``text``."""
+        literal = "concat('" + "', \"'\", '".join(text.split("'")) + "', '')"
+        def found():
+            for element in self.driver.find_elements(By.XPATH, f"//*[text()[contains(., {literal})]]"):
+                if element.is_displayed():
+                    return element
+            return None
+        return self.wait_for(found, timeout, f"text {text!r}")
+
+    def scroll_to(self, element: WebElement, block: str = "center") -> None:
+        self.script("arguments[0].scrollIntoView({block: arguments[1]})", element, block)
+        time.sleep(0.5)  # let the page settle before a screenshot
+
     def wait_for_text(self, text: str, timeout: float = 60) -> None:
         self.wait_for(lambda: text in self.text(), timeout, f"text {text!r}")
 
