@@ -136,8 +136,8 @@ def ensure_env(env: Path, wheel: Path, log=print) -> Path:
         run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
              "--force-reinstall", str(wheel)])
         done["wheel"] = wheel_key
-    run(["chmod", "-R", "a+rX,go-w", str(env)])
-    stamp.write_text(json.dumps(done))
+        run(["chmod", "-R", "a+rX,go-w", str(env)])  # every account's server runs from it
+        stamp.write_text(json.dumps(done))
     return env
 
 
@@ -229,10 +229,10 @@ def prepare_course(course: Path, group: str, log=print) -> None:
     gid = grp.getgrnam(group).gr_gid
     for closed in {REPO_ROOT, course}:
         restrict(closed, gid, 0o750)
-    if not (course / "gradebook" / "gradebook.db").is_file():
-        log("hub: generating week2 into the course's gradebook")
-        from coursekit.course import Course
+    from coursekit.course import ASSIGNMENT, Course
 
+    if not gradebook_knows(course, ASSIGNMENT):
+        log(f"hub: generating {ASSIGNMENT} into the course's gradebook (nbgrader generate_assignment)")
         Course(course).generate()
     for name in ("submitted", "feedback", "gradebook"):  # what staff write
         folder = course / name
@@ -243,6 +243,23 @@ def prepare_course(course: Path, group: str, log=print) -> None:
     autograded = course / "autograded"  # written by root's runner, read by staff
     autograded.mkdir(exist_ok=True)
     restrict(autograded, gid, 0o2750)
+
+
+def gradebook_knows(course: Path, assignment: str) -> bool:
+    """Whether the course's gradebook has the assignment's notebooks (what autograde needs; the
+    due date alone, which bin/setup writes, is not enough)."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    from coursekit.schedule import load_course_config
+
+    db = course / "gradebook" / "gradebook.db"
+    if not db.is_file():
+        return False
+    with Gradebook(f"sqlite:///{db}", load_course_config(course).CourseDirectory.course_id) as gb:
+        try:
+            return bool(gb.find_assignment(assignment).notebooks)
+        except MissingEntry:
+            return False
 
 
 def prepare_exchange(exchange: Path, course_id: str, roster: Roster) -> Path:

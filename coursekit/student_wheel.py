@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import os
 import re
 import shutil
@@ -141,12 +142,31 @@ def build(out_dir: Path = DEFAULT_OUT, python: str = sys.executable) -> Path:
     return target
 
 
+def inputs_digest() -> str:
+    """What the wheel is made of: the students' modules, this builder and the version."""
+    digest = hashlib.sha256(project_version().encode())
+    for path in [Path(__file__), *(PACKAGE_DIR / f"{m}.py" for m in STUDENT_MODULES)]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def build_if_changed(out_dir: Path = DEFAULT_OUT) -> Path:
+    """The wheel in ``out_dir``, built again only when its inputs changed (bin/setup)."""
+    stamp, wheel = out_dir / ".inputs-sha256", out_dir / wheel_name()
+    if wheel.is_file() and stamp.is_file() and stamp.read_text() == inputs_digest():
+        return wheel
+    wheel = build(out_dir)
+    stamp.write_text(inputs_digest())
+    return wheel
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the students' coursekit wheel (data loaders and check helpers only).")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for the wheel (default {DEFAULT_OUT})")
+    parser.add_argument("--if-changed", action="store_true", help="keep the wheel that is there if its sources did not change")
     args = parser.parse_args(argv)
     try:
-        print(build(args.out))
+        print(build_if_changed(args.out) if args.if_changed else build(args.out))
     except StudentWheelError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
