@@ -207,12 +207,21 @@ def ensure_accounts(roster: Roster, homes: Path, passwords_file: Path) -> dict[s
     return passwords
 
 
-def remove_accounts(roster: Roster) -> None:
-    """Remove the accounts bin/hub made (and their home folders) and the staff group."""
+def remove_accounts(roster: Roster, closed: tuple[Path, ...] = ()) -> None:
+    """Remove the accounts bin/hub made (and their home folders) and the staff group; the
+    folders in ``closed`` that belonged to that group go to group root (a group made later
+    could otherwise get its number, and with it their contents)."""
     for name in roster.roles():
         entry = _exists(name)
         if entry is not None and MARKER in entry.pw_gecos:
             subprocess.run(["userdel", "--remove", name], capture_output=True)
+    try:
+        gid = grp.getgrnam(roster.group).gr_gid
+    except KeyError:
+        return
+    for folder in closed:
+        if folder.exists() and folder.stat().st_gid == gid:
+            os.chown(folder, 0, 0)
     subprocess.run(["groupdel", roster.group], capture_output=True)
 
 
@@ -340,7 +349,7 @@ class Hub:
             "roles": self.roster.roles(), "role_config": install_role_configs(self.home / "etc"),
         }
         (self.state / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
-        if self.data_dir:
+        if self.data_dir and self.roster.students:
             probe = subprocess.run(["runuser", "-u", self.roster.students[0], "--", "test", "-r", str(self.data_dir)])
             if probe.returncode != 0:
                 log(f"hub: warning: students cannot read {self.data_dir}: their loaders will try Keras' download")
@@ -409,8 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     args, hub = parse_args(argv)
     try:
         if args.remove_accounts:
-            remove_accounts(hub.roster)
-            print(f"hub: removed the accounts of {', '.join(hub.roster.roles())} and the group {hub.roster.group}")
+            remove_accounts(hub.roster, closed=(REPO_ROOT, hub.course))
+            print(f"hub: removed the accounts of {', '.join(hub.roster.roles())} (with their home folders) and "
+                  f"the group {hub.roster.group}; {REPO_ROOT} and {hub.course} stay closed (root only)")
             return 0
         passwords = hub.prepare()
         process = hub.start()
