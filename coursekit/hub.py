@@ -418,9 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     args, hub = parse_args(argv)
     try:
         if args.remove_accounts:
-            remove_accounts(hub.roster, closed=(REPO_ROOT, hub.course))
+            closed = tuple(sorted({REPO_ROOT, hub.course}))
+            remove_accounts(hub.roster, closed)
             print(f"hub: removed the accounts of {', '.join(hub.roster.roles())} (with their home folders) and "
-                  f"the group {hub.roster.group}; {REPO_ROOT} and {hub.course} stay closed (root only)")
+                  f"the group {hub.roster.group}; {' and '.join(map(str, closed))} stay closed (root only)")
             return 0
         passwords = hub.prepare()
         process = hub.start()
