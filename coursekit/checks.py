@@ -274,7 +274,7 @@ def forward(model, images) -> _ndarray:
         if kind != "Dense":
             continue
         require(x.shape[1] == weights[0].shape[0], "model input size", weights[0].shape[0], x.shape[1],
-                "the model should take 28x28 images: tf.keras.Input(shape=(28, 28)), then Flatten()")
+                "the model should take 28x28 images: an Input layer of shape (28, 28), then Flatten()")
         x = x @ weights[0] + (weights[1] if _len(weights) > 1 else 0.0)
         if activation == "relu":
             x = _np.maximum(x, 0.0)

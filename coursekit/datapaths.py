@@ -11,6 +11,10 @@ to Keras' own download):
 
 Decoded copies are cached under ``$COURSEKIT_CACHE_DIR`` (default ``<repository>/.cache/datasets``).
 
+Installed from the students' wheel (``coursekit.student_wheel``), site-packages is no course
+repository: only ``$COURSEKIT_DATA_DIR`` is searched, and the cache goes to the user's
+``~/.cache/coursekit/datasets``.
+
 Standard library only: the sandbox wrapper imports this once per notebook graded.
 """
 
@@ -23,8 +27,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR_ENV = "COURSEKIT_DATA_DIR"
 CACHE_DIR_ENV = "COURSEKIT_CACHE_DIR"
 MIRROR = REPO_ROOT.parent / "shared" / "data"
+# False when installed from the students' wheel: site-packages is no course repository.
+IN_CHECKOUT = (REPO_ROOT / "nbgrader_config.py").is_file()
 COURSE_DATA_DIR = REPO_ROOT / "data"
-DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "datasets"
+DEFAULT_CACHE_DIR = (REPO_ROOT / ".cache" / "datasets" if IN_CHECKOUT else
+                     Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "coursekit" / "datasets")
 
 
 def data_dirs() -> list[Path]:
@@ -33,9 +40,10 @@ def data_dirs() -> list[Path]:
     dirs = []
     if chosen:
         dirs.append(Path(chosen).expanduser())
-    elif MIRROR.is_dir():
+    elif IN_CHECKOUT and MIRROR.is_dir():
         dirs.append(MIRROR)
-    dirs.append(COURSE_DATA_DIR)
+    if IN_CHECKOUT:
+        dirs.append(COURSE_DATA_DIR)
     return dirs
 
 

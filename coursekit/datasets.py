@@ -7,8 +7,10 @@ Each loader returns exactly what ``tf.keras.datasets.<name>.load_data()`` return
 Where the IDX files are looked for, first hit wins:
 
 1. ``<folder>/<name>/`` for each folder of ``coursekit.datapaths.data_dirs()``
-   (``$COURSEKIT_DATA_DIR`` or the offline mirror ``../shared/data``; then ``<repository>/data``);
-2. Keras' normal download (``tf.keras.datasets.<name>.load_data()``), which needs internet.
+   (``$COURSEKIT_DATA_DIR`` or the offline mirror ``../shared/data``; then ``<repository>/data``;
+   installed from the students' wheel, only ``$COURSEKIT_DATA_DIR``);
+2. Keras' normal download (``tf.keras.datasets.<name>.load_data()``), which needs internet;
+   what Keras returns is verified against the same checksums before it is used.
 
 Each file may be gzipped or not. The SHA-256 of every *uncompressed* payload is verified
 against the published value, so a truncated or altered file is refused with a message
@@ -20,6 +22,10 @@ Decoding the gzip files takes ~0.4 s per data set; a verified, decoded copy is c
 later loads (every hidden check loads the test set) take a few milliseconds. The cache key
 includes the source file's path, size and modification time, so replacing a file
 invalidates its cache entry. ``benchmarks/dataset_loading.py`` measures both paths.
+
+Students get this module in the ``coursekit-student`` wheel (``coursekit/student_wheel.py``),
+outside any checkout of the course: there is no course data folder then, and the cache goes
+to the user's cache folder (``$XDG_CACHE_HOME/coursekit/datasets``, default ``~/.cache``).
 """
 
 from __future__ import annotations
@@ -66,6 +72,10 @@ HOW_TO_GET = (
     "export {env}=$(realpath ../shared/data)), or copy the four IDX files of '{name}' "
     "(gzipped or not, from {source}) into {course_dir}/{name}/."
 )
+HOW_TO_GET_INSTALLED = (  # the students' wheel: no course folder to copy files into
+    "To fix it: connect to the internet so that Keras can download '{name}', or set {env} to a "
+    "folder holding '{name}/<file>' (the four IDX files, gzipped or not, from {source})."
+)
 SOURCES = {
     "fashion-mnist": "https://github.com/zalandoresearch/fashion-mnist or Debian's dataset-fashion-mnist package",
     "mnist": "http://yann.lecun.com/exdb/mnist/",
@@ -83,7 +93,8 @@ class Located:
 
 
 def _how_to_get(name: str) -> str:
-    return HOW_TO_GET.format(env=DATA_DIR_ENV, name=name, course_dir=datapaths.COURSE_DATA_DIR, source=SOURCES[name])
+    template = HOW_TO_GET if datapaths.IN_CHECKOUT else HOW_TO_GET_INSTALLED
+    return template.format(env=DATA_DIR_ENV, name=name, course_dir=datapaths.COURSE_DATA_DIR, source=SOURCES[name])
 
 
 def locate(name: str, stem: str) -> Located | None:
@@ -188,18 +199,48 @@ def load(name: str, use_cache: bool = True):
     return _load_with_keras(name)
 
 
+def idx_header(arr: np.ndarray) -> bytes:
+    """The IDX header of an unsigned-byte array: what precedes its pixels in the data files."""
+    return bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+
+
+def verify_arrays(name: str, arrays, origin: str) -> None:
+    """Check arrays from anywhere but our own files (Keras' download) against the payload
+    checksums: an IDX payload is its header and the bytes of the array, so the SHA-256 of the
+    array rebuilt as IDX is the published one exactly when every pixel and label is."""
+    for (stem, shape), arr in zip(SPLITS, arrays):
+        arr = np.asarray(arr)
+        if arr.dtype != np.uint8 or arr.shape != shape:
+            actual = f"{arr.dtype} array of shape {arr.shape}"
+        else:
+            digest = hashlib.sha256(idx_header(arr))
+            digest.update(np.ascontiguousarray(arr).data)
+            if digest.hexdigest() == PAYLOAD_SHA256[name][stem]:
+                continue
+            actual = f"SHA-256 {digest.hexdigest()}"
+        raise DatasetError(
+            f"{origin} of '{name}' was refused: its {stem} does not match the published data set "
+            f"({actual}, expected uint8 {shape} with SHA-256 {PAYLOAD_SHA256[name][stem]}). "
+            f"Keras keeps its downloads in {keras_home() / 'datasets'}: delete the '{name}' files "
+            f"there and load again. {_how_to_get(name)}"
+        )
+
+
 def _load_with_keras(name: str):
     import tensorflow as tf  # only on this path: the fast path must not import TensorFlow
 
     module = {"fashion-mnist": tf.keras.datasets.fashion_mnist, "mnist": tf.keras.datasets.mnist}[name]
     try:
-        return module.load_data()
+        (x_train, y_train), (x_test, y_test) = module.load_data()
     except Exception as err:  # Keras raises plain Exception on a failed download
         searched = " and ".join(str(d / name) for d in data_dirs())
         raise DatasetError(
             f"data set '{name}' was not found in {searched}, and Keras could not download "
             f"it ({type(err).__name__}: {err}). {_how_to_get(name)}"
         ) from None
+    # Keras checks no hash at all for Fashion-MNIST, and only its own file hash for MNIST.
+    verify_arrays(name, (x_train, y_train, x_test, y_test), "Keras' download")
+    return (x_train, y_train), (x_test, y_test)
 
 
 def load_fashion_mnist():
@@ -244,10 +285,9 @@ def install_for_keras() -> Path:
                     continue
             except DatasetError:
                 pass  # a bad copy from an earlier run: replace it
-        header = bytes([0, 0, 8, arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape)
         tmp = dest.with_suffix(".gz.tmp")
         with gzip.open(tmp, "wb", compresslevel=6) as f:
-            f.write(header + arr.tobytes())
+            f.write(idx_header(arr) + arr.tobytes())
         os.replace(tmp, dest)
     return target
 
