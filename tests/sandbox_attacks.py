@@ -82,7 +82,7 @@ def snoop(t: Target):
     """Network, reading and writing: everything an honest kernel never needs."""
     port, blast, grader_home, probes = t.port, t.blast, t.grader_home, t.probes
     code = f'''
-    import os, socket, time
+    import os, socket, stat, time
     report = {{}}
     # 1. Network: a listener on the grader's loopback.
     try:
@@ -112,6 +112,9 @@ def snoop(t: Target):
             for name in files:
                 path = os.path.join(folder, name)
                 try:
+                    # A FIFO or device left by another program would block the walk for good.
+                    if not stat.S_ISREG(os.stat(path).st_mode):
+                        continue
                     with open(path, "rb") as f:
                         head = f.read(16)
                         if head.startswith(b"SQLite format 3"):

@@ -80,6 +80,12 @@ class Graded:
         found = found or attacks.reports(self.autograded(student) / "fashion_mnist.ipynb")
         return found.get(attack)
 
+    def reported(self, student: str, attack: str | None = None) -> dict:
+        """The report of an attack that must have finished, or nbgrader's log to say why not."""
+        report = self.report(student, attack)
+        assert report is not None, f"no report from {attack or student!r}; nbgrader said:\n{self.log[-4000:]}"
+        return report
+
     def scores(self, student: str) -> dict[tuple[str, str], float | None]:
         with sqlite3.connect(self.course.layout.gradebook_path) as db:
             rows = db.execute(
@@ -159,12 +165,12 @@ def sandboxed(tmp_path_factory):
 
 
 def test_network_attack_works_without_the_sandbox(unsandboxed):
-    assert unsandboxed.report("snoop")["network"] == "sent"
+    assert unsandboxed.reported("snoop")["network"] == "sent"
     assert unsandboxed.listener.received == [b"pwned"]
 
 
 def test_sandbox_has_no_network(sandboxed):
-    report = sandboxed.report("snoop")
+    report = sandboxed.reported("snoop")
     assert report["network"].startswith(("ConnectionRefusedError", "OSError")), report["network"]
     assert sandboxed.listener.received == []
 
@@ -173,7 +179,7 @@ def test_sandbox_has_no_network(sandboxed):
 
 
 def test_read_attack_finds_hidden_tests_and_gradebook_without_the_sandbox(unsandboxed):
-    report, layout = unsandboxed.report("snoop"), unsandboxed.course.layout
+    report, layout = unsandboxed.reported("snoop"), unsandboxed.course.layout
     own = layout.autograded("snoop", ASSIGNMENT) / "fashion_mnist.ipynb"
     assert str(own) in report["hidden"], "its own autograded notebook, hidden tests included"
     assert str(layout.gradebook_path) in report["sqlite"]
@@ -184,7 +190,7 @@ def test_read_attack_finds_hidden_tests_and_gradebook_without_the_sandbox(unsand
 
 
 def test_sandbox_hides_hidden_tests_gradebook_course_and_home(sandboxed):
-    report = sandboxed.report("snoop")
+    report = sandboxed.reported("snoop")
     assert report["hidden"] == []
     # The only database it finds is IPython's history of its own session, in its private home.
     assert [p for p in report["sqlite"] if not p.startswith(sandbox.INNER_HOME + "/")] == []
@@ -199,7 +205,7 @@ def test_sandbox_hides_hidden_tests_gradebook_course_and_home(sandboxed):
 
 
 def test_write_attack_destroys_the_gradebook_without_the_sandbox(unsandboxed):
-    report, layout = unsandboxed.report("snoop"), unsandboxed.course.layout
+    report, layout = unsandboxed.reported("snoop"), unsandboxed.course.layout
     assert str(layout.gradebook_path) in report["written"]
     assert str(layout.source(ASSIGNMENT) / "fashion_mnist.ipynb") in report["written"]
     assert layout.gradebook_path.read_text() == "pwned"
@@ -207,7 +213,7 @@ def test_write_attack_destroys_the_gradebook_without_the_sandbox(unsandboxed):
 
 
 def test_sandbox_writes_only_its_scratch_copy(sandboxed):
-    report, layout = sandboxed.report("snoop"), sandboxed.course.layout
+    report, layout = sandboxed.reported("snoop"), sandboxed.course.layout
     assert report["written"] == [] and report["appendable"] == []
     assert report["uid"] >= sandbox.UID_BASE
     # The course is intact: gradebook readable, source notebooks unchanged ...
@@ -224,27 +230,27 @@ def test_sandbox_writes_only_its_scratch_copy(sandboxed):
 
 
 def test_fork_attack_works_without_the_sandbox(unsandboxed):
-    assert unsandboxed.report("multi", "forker") == {"forked": FORKS, "error": None}
+    assert unsandboxed.reported("multi", "forker") == {"forked": FORKS, "error": None}
 
 
 def test_sandbox_bounds_the_number_of_processes(sandboxed):
-    report = sandboxed.report("multi", "forker")
+    report = sandboxed.reported("multi", "forker")
     assert report["forked"] < LIMITS["processes"]
     assert "Resource temporarily unavailable" in report["error"]
 
 
 def test_allocation_attack_works_without_the_sandbox(unsandboxed):
-    assert unsandboxed.report("multi", "hog") == {"error": None, "allocated_gb": 30}
+    assert unsandboxed.reported("multi", "hog") == {"error": None, "allocated_gb": 30}
 
 
 def test_sandbox_bounds_the_memory_of_a_process(sandboxed):
-    report = sandboxed.report("multi", "hog")
+    report = sandboxed.reported("multi", "hog")
     assert report["error"] == "MemoryError"
     assert report["allocated_gb"] < 3
 
 
 def test_memory_spread_over_processes_works_without_the_sandbox(unsandboxed):
-    assert unsandboxed.report("hog-many") == {"exits": [0, 0, 0, 0]}
+    assert unsandboxed.reported("hog-many") == {"exits": [0, 0, 0, 0]}
 
 
 def test_sandbox_bounds_the_memory_of_all_its_processes(sandboxed):
@@ -257,12 +263,12 @@ def test_sandbox_bounds_the_memory_of_all_its_processes(sandboxed):
 
 def test_daemon_outlives_grading_without_the_sandbox(unsandboxed):
     """nbgrader kills the kernel's process group when it is done; a detached process stays."""
-    assert unsandboxed.report("multi", "daemon") == {"started": True}
+    assert unsandboxed.reported("multi", "daemon") == {"started": True}
     assert len(attacks.processes_with_argument(daemon_mark(unsandboxed.course.root))) == 1
 
 
 def test_sandbox_takes_every_process_down_with_the_kernel(sandboxed):
-    assert sandboxed.report("multi", "daemon") == {"started": True}
+    assert sandboxed.reported("multi", "daemon") == {"started": True}
     assert attacks.processes_with_argument(daemon_mark(sandboxed.course.root)) == []
 
 
