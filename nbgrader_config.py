@@ -32,7 +32,8 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 # --- Execution (validate, autograde) ---------------------------------------------------
 # Run every notebook in the course's own kernel (coursekit/kernel.py): the course venv's
-# Python, with the check helpers preloaded and the submission folder off sys.path.
+# Python, with the submission folder off sys.path. Check cells run in a kernel of their own:
+# section "Split execution" below.
 c.Execute.kernel_name = GRADER_KERNEL
 # Per-cell timeout. A 5-epoch fit of the tutorial model takes ~16 s on an idle 2-core
 # machine and 3-4x that when the machine is loaded (parallel grading, a shared host);
@@ -120,3 +121,33 @@ c.Execute.extra_arguments = SANDBOX.kernel_arguments()  # nbgrader appends them 
 # Runs first, then the hook set above (sanitize's): keep this line after any other pre_convert_hook.
 c.Autograde.pre_convert_hook = PreflightHook(then=c.Autograde.get("pre_convert_hook"))
 # --- end of Sandbox ---------------------------------------------------------------------
+
+# --- Split execution (coursekit/split_execute.py; owner: issue 10) ----------------------
+# Check cells run in a second, trusted kernel (week2-checker, in a sandbox of its own) that
+# never executes student code; answer cells run in the student's kernel as before. Before each
+# check cell, the values it reads are taken from the student's kernel as data (arrays, numbers,
+# strings, a model as its layers and weights, a figure as its panels), never as code or pickles;
+# a student function a check calls runs in the student's kernel with the checker's arguments,
+# and only its result comes back. Hidden tests never enter the student's kernel, and nothing
+# the student's code does in its process (input transformers, hooks, patched NumPy or Keras)
+# changes a verdict. `--SplitExecute.split=False` runs every cell in the student's kernel, as
+# stock nbgrader does (for comparisons only). README: "Grading: what nbgrader is told".
+from coursekit.split_execute import SplitExecute  # noqa: E402
+from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
+from nbgrader.preprocessors import AssignLatePenalties, IgnorePattern, LimitOutput, SaveAutoGrades  # noqa: E402
+from nbgrader.validator import Validator  # noqa: E402
+
+c.Autograde.autograde_preprocessors = [
+    SplitExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades, AssignLatePenalties,
+    CheckCellMetadata,
+]
+# nbgrader 0.9.6 hard-codes the Validator's preprocessors (not a config option); let this file set them.
+Validator.preprocessors.tag(config=True)
+c.Validator.preprocessors = [CheckCellMetadata, ClearOutput, SplitExecute]
+# The checker's own names (never read from the student's kernel): what the check cells use.
+c.SplitExecute.checker_preamble = (
+    "import numpy as np\n"
+    "from coursekit import checks\n"
+    "from coursekit.datasets import load_fashion_mnist, load_mnist\n"
+)
+# --- end of Split execution -------------------------------------------------------------

@@ -4,12 +4,14 @@ The helpers are generic (shapes, closeness, a model's own forward pass, what a f
 shows); the expected values and thresholds of the hidden checks stay in the hidden test
 cells, so reading this module reveals none of them.
 
-Tamper resistance: the grading kernel imports this module and installs its guard
-(``install_guard``) before any cell runs (coursekit/kernel.py), so the NumPy and Keras
-functions bound below are the genuine ones even when student code later redefines
-``np.argmax`` or ``keras.Model.predict``. The
-helpers never call methods of student objects when a genuine function can do the work:
-accuracy and predictions are recomputed here, in NumPy, from the model's weights.
+Two worlds: during grading, check cells run in a trusted checker kernel that never runs
+student code (coursekit/split_execute.py) and receives the student's values as data: arrays,
+numbers, strings, and for live objects the records of coursekit/values.py (ModelData,
+HistoryData, FigureData...). In a student's own Jupyter the same helpers get the live Keras
+model or Matplotlib figure and read it the same way (coursekit/live.py). The helpers never
+call methods of student objects when a genuine function can do the work: accuracy and
+predictions are recomputed here, in NumPy, from the model's weights. Importing this module
+does not import TensorFlow or Matplotlib (the checker never loads them).
 
 Every failure raises ``CheckFailed`` whose message reads::
 
@@ -27,7 +29,12 @@ import random
 
 import numpy as _np
 
-# Genuine functions, bound once at import time (see module docstring).
+from coursekit import live as _live
+from coursekit.values import FigureData, ModelData, UnreadableValue, type_name
+
+# Genuine functions, bound once at import time: in a student's own Jupyter, where the checks
+# run beside the student's code, redefining np.argmax does not change what the helpers compute
+# (during grading the checker runs no student code at all).
 _array = _np.array
 _asarray = _np.asarray
 _argmax = _np.argmax
@@ -42,22 +49,6 @@ _ndarray = _np.ndarray
 _isinstance = isinstance
 _len = len
 _type = type
-
-try:  # TensorFlow/Keras are optional for the pure-NumPy helpers
-    import keras as _keras
-    import tensorflow as _tf
-
-    _Sequential = _keras.Sequential
-    _Flatten = _keras.layers.Flatten
-    _Dense = _keras.layers.Dense
-    _Dropout = _keras.layers.Dropout
-    _InputLayer = _keras.layers.InputLayer
-    _Model = _keras.Model
-    _layer_get_weights = _keras.layers.Layer.get_weights
-    _get_compile_config = _keras.Model.get_compile_config
-    _convert_to_tensor = _tf.convert_to_tensor
-except ImportError:  # pragma: no cover - the course environment always has TensorFlow
-    _keras = _tf = None
 
 
 class CheckFailed(AssertionError):
@@ -83,10 +74,12 @@ def require(condition, what, expected=None, found=None, hint=""):
 
 def as_array(value, name: str) -> _ndarray:
     """A plain ndarray copy of ``value`` (no subclass, so no student-defined behaviour)."""
+    if _isinstance(value, UnreadableValue):
+        value.fail()
     try:
         return _array(value, copy=True, subok=False)
     except Exception as err:
-        raise CheckFailed(f"{name} should be array-like", "an array", f"{_type(value).__name__} ({err})",
+        raise CheckFailed(f"{name} should be array-like", "an array", f"{type_name(value)} ({err})",
                           "store a NumPy array (or a list of numbers) in this variable")
 
 
@@ -110,6 +103,9 @@ def expect_names(namespace: dict, *names: str) -> None:
     missing = [n for n in names if n not in namespace]
     require(not missing, f"not defined: {', '.join(missing)}", hint=
             "run the cells above in order (Kernel > Restart & Run All) and keep the variable names the question asks for")
+    for n in names:
+        if _isinstance(namespace[n], UnreadableValue):
+            namespace[n].fail()
 
 
 def expect_equal(value, expected, name: str, hint: str = ""):
@@ -167,40 +163,25 @@ def expect_scaled_pixels(images, name: str, shape) -> None:
 # --- models -----------------------------------------------------------------------------
 
 
-def _activation_name(layer) -> str:
-    """'relu', 'softmax' or 'linear', found by what the activation does to a probe."""
-    probe = _array([[-2.0, -0.5, 0.0, 0.5, 3.0]], dtype="float32")
-    try:
-        out = _array(layer.activation(_convert_to_tensor(probe)), dtype=_float64)
-    except Exception:
-        return "unknown"
-    if _allclose(out, probe, atol=1e-6):
-        return "linear"
-    if _allclose(out, _np.maximum(probe, 0), atol=1e-6):
-        return "relu"
-    if _allclose(out, softmax_reference(probe), atol=1e-6):
-        return "softmax"
-    return "other"
+def model_data(model, name: str = "model") -> ModelData:
+    """The model as the checks read it: a ModelData as it comes (the checker's copy of the
+    student's model), a live Keras model read by coursekit/live.py."""
+    if _isinstance(model, ModelData):
+        return model
+    if _isinstance(model, UnreadableValue):
+        model.fail()
+    require(_live.is_keras_model(model), f"{name} should be a Keras model", "tf.keras.Sequential",
+            type_name(model), "build it with tf.keras.Sequential([...])")
+    return _live.model_data(model)
+
+
+def expect_keras_model(model, name: str = "model") -> None:
+    model_data(model, name)
 
 
 def describe_layers(model) -> list[tuple]:
     """The model's layers as ('Flatten',), ('Dense', units, activation), ('Dropout', rate)."""
-    require(_isinstance(model, _Model), "model should be a Keras model", "tf.keras.Sequential",
-            _type(model).__name__, "build it with tf.keras.Sequential([...])")
-    layers = []
-    for layer in model.layers:
-        kind = _type(layer)
-        if kind is _InputLayer:
-            continue
-        if kind is _Flatten:
-            layers.append(("Flatten",))
-        elif kind is _Dense:
-            layers.append(("Dense", int(layer.units), _activation_name(layer)))
-        elif kind is _Dropout:
-            layers.append(("Dropout", float(layer.rate)))
-        else:
-            layers.append((kind.__name__,))
-    return layers
+    return list(model_data(model).layers)
 
 
 def expect_architecture(model, expected: list[tuple], name: str = "model"):
@@ -223,41 +204,22 @@ def expect_architecture(model, expected: list[tuple], name: str = "model"):
 
 def compile_settings(model) -> dict:
     """The optimizer class name, loss and metrics that ``model.compile`` was given."""
-    require(_isinstance(model, _Model), "model should be a Keras model", "tf.keras.Sequential",
-            _type(model).__name__, "build it with tf.keras.Sequential([...])")
-    require(getattr(model, "compiled", False), "model should be compiled", "model.compile(...) called",
-            "not compiled", "call model.compile(optimizer=..., loss=..., metrics=[...])")
-    config = _get_compile_config(model) or {}
-    optimizer = config.get("optimizer")
-    if _isinstance(optimizer, dict):
-        optimizer = optimizer.get("class_name") or optimizer.get("config", {}).get("name")
-    loss = config.get("loss")
-    if _isinstance(loss, dict):
-        loss = loss.get("config", {}).get("name") or loss.get("class_name")
-    metrics = config.get("metrics") or []
-    metrics = [m if _isinstance(m, str) else (m.get("config", {}).get("name") if _isinstance(m, dict) else str(m))
-               for m in (metrics if _isinstance(metrics, (list, tuple)) else [metrics])]
-    return {"optimizer": str(optimizer).lower(), "loss": _snake(str(loss)), "metrics": [_snake(str(m)) for m in metrics]}
-
-
-def _snake(name: str) -> str:
-    out = ""
-    for i, ch in enumerate(name):
-        if ch.isupper() and i and not name[i - 1].isupper():
-            out += "_"
-        out += ch.lower()
-    return out
+    data = model_data(model)
+    require(data.compiled and data.compile_settings is not None, "model should be compiled",
+            "model.compile(...) called", "not compiled", "call model.compile(optimizer=..., loss=..., metrics=[...])")
+    return dict(data.compile_settings)
 
 
 def model_weights(model) -> list[tuple]:
-    """(kind, arrays, activation) per layer, read with the genuine Layer.get_weights."""
+    """(kind, arrays, activation) per layer, from the weights Keras' own get_weights read."""
+    data = model_data(model)
     plan = []
-    for spec, layer in zip(describe_layers(model), [l for l in model.layers if _type(l) is not _InputLayer]):
+    for index, (spec, weights) in enumerate(zip(data.layers, data.weights)):
         if spec[0] == "Dense":
-            require(spec[2] in ("linear", "relu", "softmax"), f"activation of layer {layer.name}",
+            require(spec[2] in ("linear", "relu", "softmax"), f"activation of layer {index + 1}",
                     "relu, softmax or none", spec[2],
                     "use activation='relu' in the hidden layer and activation='softmax' in the output layer")
-            plan.append(("Dense", [_array(w, dtype=_float64) for w in _layer_get_weights(layer)], spec[2]))
+            plan.append(("Dense", [_array(w, dtype=_float64) for w in weights], spec[2]))
         elif spec[0] in ("Flatten", "Dropout"):  # Dropout is the identity at inference time
             plan.append((spec[0], [], None))
         else:
@@ -310,28 +272,19 @@ def softmax_reference(x) -> _ndarray:
 
 
 def expect_figure(fig, name: str):
-    import matplotlib.figure
-
-    require(_isinstance(fig, matplotlib.figure.Figure), f"{name} should be a matplotlib figure",
-            "the Figure returned by plt.figure()", _type(fig).__name__,
-            f"write {name} = plt.figure(...) before drawing, and keep that variable")
-    return fig
+    if _isinstance(fig, FigureData) or _live.is_figure(fig):
+        return fig
+    if _isinstance(fig, UnreadableValue):
+        fig.fail()
+    raise CheckFailed(f"{name} should be a matplotlib figure", "the Figure returned by plt.figure()", type_name(fig),
+                      f"write {name} = plt.figure(...) before drawing, and keep that variable")
 
 
 def figure_panels(fig, name: str) -> list[dict]:
     """What each axes of ``fig`` shows: its image (if any), bar heights, x-label text."""
     expect_figure(fig, name)
-    panels = []
-    for ax in fig.axes:
-        images = ax.get_images()
-        bars = [p.get_height() for p in ax.patches if _type(p).__name__ == "Rectangle"]
-        panels.append({
-            "image": _array(images[0].get_array(), dtype=_float64) if images else None,
-            "bars": _array(bars, dtype=_float64) if bars else None,
-            "xlabel": ax.get_xlabel(),
-            "title": ax.get_title(),
-        })
-    return panels
+    data = fig if _isinstance(fig, FigureData) else _live.figure_data(fig)
+    return [dict(panel) for panel in data.panels]
 
 
 def find_image(image, candidates, atol: float = 1e-6) -> int | None:
@@ -355,65 +308,8 @@ def seed_everything(seed: int) -> None:
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     _np.random.seed(seed)
-    if _keras is not None:
-        _keras.utils.set_random_seed(seed)
-
-
-# --- tamper guard (the grading kernel) -----------------------------------------------------
-# The bindings at the top keep the helpers' own calls genuine, but check cells also call NumPy
-# directly (np.array_equal, np.argmax) and reach the helpers through the notebook name
-# `checks`. Before every cell, the guard puts back whatever earlier student code replaced:
-# NumPy's functions, the methods of the Keras classes the checks look at, this module's
-# helpers, and the notebook names bound to these (checks, np, tf, load_fashion_mnist...). A
-# redefinition thus lasts only for the cell that makes it. Code written to switch the guard
-# itself off (IPython's event hooks) is not stopped: the checks run in the student's process.
-#
-# Importing this module installs nothing: the grading kernel calls install_guard() once, before
-# any cell runs (coursekit/kernel.py, PRELOAD), so that what the guard saves is genuine.
-
-
-def _callables(owner) -> dict:
-    return {k: v for k, v in vars(owner).items() if callable(v) or _isinstance(v, (staticmethod, classmethod, property))}
-
-
-def _guarded_owners() -> list:
-    owners = [_np]
-    if _keras is not None:
-        for cls in (_Sequential, _Dense, _Flatten, _Dropout, _InputLayer):
-            owners += [c for c in cls.__mro__ if c is not object and c not in owners]
-    return owners
-
-
-def install_guard(shell) -> None:
-    """Put back, before every cell ``shell`` runs, what earlier cells replaced (see above)."""
-    import sys
-
-    from coursekit import datasets
-
-    module = sys.modules[__name__]
-    saved = [(owner, _callables(owner)) for owner in _guarded_owners()]
-    saved.append((module, {k: v for k, v in vars(module).items() if not k.startswith("__")}))
-    genuine = {id(o): o for o in (_np, _tf, _keras, module, datasets, datasets.load_fashion_mnist,
-                                  datasets.load_mnist, datasets.load) if o is not None}
-    names: dict = {}  # notebook name -> the genuine object it was bound to
-
-    def after_cell(*_):
-        for name, value in list(shell.user_ns.items()):
-            if id(value) in genuine and genuine[id(value)] is value:
-                names.setdefault(name, value)
-
-    def before_cell(*_):
-        for owner, attrs in saved:
-            for name, value in attrs.items():
-                if vars(owner).get(name) is not value:
-                    setattr(owner, name, value)
-            if _isinstance(owner, type):
-                inherited = {n for o, a in saved if _isinstance(o, type) and o in owner.__mro__[1:] for n in a}
-                for name in [n for n in vars(owner) if n not in attrs and n in inherited]:
-                    delattr(owner, name)  # e.g. Model.predict set over the inherited method
-        for name, value in names.items():
-            if shell.user_ns.get(name) is not value:
-                shell.user_ns[name] = value
-
-    shell.events.register("post_run_cell", after_cell)
-    shell.events.register("pre_run_cell", before_cell)
+    try:
+        import keras
+    except ImportError:  # pragma: no cover - the course environment always has Keras
+        return
+    keras.utils.set_random_seed(seed)

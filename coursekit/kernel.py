@@ -1,22 +1,26 @@
-"""The Jupyter kernel that nbgrader uses to run submissions: this environment's Python.
+"""The Jupyter kernels nbgrader uses: this environment's Python, for the student's code and
+for the checks.
 
 ``nbgrader_config.py`` sets ``c.Execute.kernel_name = GRADER_KERNEL``, so every notebook
 nbgrader executes (validate, autograde) runs in the kernel installed here, whatever kernel
-the student's notebook names. The kernel:
+the student's notebook names; its check cells run in ``CHECKER_KERNEL`` instead
+(coursekit/split_execute.py). Both kernels:
 
-- is ``sys.executable`` of the course's virtual environment;
-- starts with ``-P`` (safe path): the submission folder is *not* on ``sys.path``, so a
-  ``coursekit.py`` or ``numpy.py`` a student leaves there cannot stand in for the real one;
-- imports ``coursekit.checks`` and installs its tamper guard before any cell runs, so the check
-  helpers hold the genuine NumPy/Keras functions even if student code later redefines them, and
-  what a cell redefines is put back before the next one;
-- silences TensorFlow's C++ log lines, which would otherwise reach stderr and cost points;
-- runs in the sandbox: the kernel command is started by ``python -I -m coursekit.sandbox``,
-  which puts it in bubblewrap with no network, only a scratch copy of the submission's folder
-  and resource limits (coursekit/sandbox.py; nbgrader_config.py, section "Sandbox", passes the
-  limits or the explicit opt-out). The wrapper runs with ``-I``: the submission folder, its
-  working directory, must not be able to stand in for ``coursekit.sandbox`` either. The kernel
-  is interrupted by a message, not a signal: a signal would have to cross the sandbox.
+- are ``sys.executable`` of the course's virtual environment;
+- start with ``-P`` (safe path): the working directory is *not* on ``sys.path``, so a
+  ``coursekit.py`` or ``numpy.py`` a student leaves in the submission folder cannot stand in
+  for the real one;
+- silence TensorFlow's C++ log lines, which would otherwise reach stderr and cost points;
+- run in the sandbox, each in its own: the kernel command is started by ``python -I -m
+  coursekit.sandbox``, which puts it in bubblewrap with no network, a scratch copy of its
+  working directory and resource limits (coursekit/sandbox.py; nbgrader_config.py, section
+  "Sandbox", passes the limits or the explicit opt-out). The wrapper runs with ``-I``: the
+  submission folder, its working directory, must not be able to stand in for
+  ``coursekit.sandbox`` either. The kernel is interrupted by a message, not a signal: a signal
+  would have to cross the sandbox.
+
+Nothing is preloaded in the student's kernel: the checks do not run there. The checker kernel
+imports ``coursekit.checker`` (NumPy, the check helpers; not TensorFlow) when it starts.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 from pathlib import Path
 
 GRADER_KERNEL = "week2-grader"
+CHECKER_KERNEL = "week2-checker"
 
 KERNEL_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow's C++ logs go to fd 2, which ipykernel forwards as stderr
@@ -35,20 +40,20 @@ KERNEL_ENV = {
     "PYTHONNOUSERSITE": "1",  # nothing from the grader's ~/.local
 }
 
-# Run before any cell: bind the genuine functions the checks use, and put them back before every cell.
-PRELOAD = "import coursekit.checks; coursekit.checks.install_guard(get_ipython())"
 
-
-def kernel_spec(python: str | None = None) -> dict:
+def kernel_spec(python: str | None = None, checker: bool = False) -> dict:
+    """The student's kernel, or (``checker``) the kernel that runs check cells."""
     python = python or sys.executable
+    argv = [
+        python, "-I", "-m", "coursekit.sandbox", "--",  # the sandbox wrapper (see above)
+        python, "-P", "-m", "ipykernel_launcher",
+        "-f", "{connection_file}",
+    ]
+    if checker:
+        argv.append("--IPKernelApp.exec_lines=import coursekit.checker")
     return {
-        "argv": [
-            python, "-I", "-m", "coursekit.sandbox", "--",  # the sandbox wrapper (see above)
-            python, "-P", "-m", "ipykernel_launcher",
-            "-f", "{connection_file}",
-            f"--IPKernelApp.exec_lines={PRELOAD}",
-        ],
-        "display_name": "Week 2 grader (course environment)",
+        "argv": argv,
+        "display_name": "Week 2 checker (course environment)" if checker else "Week 2 grader (course environment)",
         "language": "python",
         "env": KERNEL_ENV,
         "interrupt_mode": "message",
@@ -56,13 +61,17 @@ def kernel_spec(python: str | None = None) -> dict:
     }
 
 
-def install(prefix: str | None = None) -> Path:
-    """Write the kernel spec into ``<prefix>/share/jupyter/kernels`` (default: this venv)."""
-    target = Path(prefix or sys.prefix) / "share" / "jupyter" / "kernels" / GRADER_KERNEL
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "kernel.json").write_text(json.dumps(kernel_spec(), indent=1) + "\n")
-    return target
+def install(prefix: str | None = None) -> list[Path]:
+    """Write both kernel specs into ``<prefix>/share/jupyter/kernels`` (default: this venv)."""
+    written = []
+    for name, checker in ((GRADER_KERNEL, False), (CHECKER_KERNEL, True)):
+        target = Path(prefix or sys.prefix) / "share" / "jupyter" / "kernels" / name
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "kernel.json").write_text(json.dumps(kernel_spec(checker=checker), indent=1) + "\n")
+        written.append(target)
+    return written
 
 
 if __name__ == "__main__":
-    print(f"installed kernel '{GRADER_KERNEL}' in {install()}")
+    for path in install():
+        print(f"installed kernel '{path.name}' in {path}")

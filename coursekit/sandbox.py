@@ -56,6 +56,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # every task of a user) is its own: UID_BASE + the PID of its wrapper, unique while it lives.
 UID_BASE = 2_000_000_000
 OPTION = "--coursekit-sandbox"
+# A folder shared with the grader, mounted at its own path: --coursekit-sandbox-bind-rw=/path
+# (made the sandbox user's) or -bind-ro= (coursekit/split_execute.py: the transfer folders).
+BIND_OPTION = OPTION + "-bind-"
 EVENTS_ENV = "COURSEKIT_SANDBOX_EVENTS"
 INNER_HOME = "/home/student"
 INNER_RUN = "/run/jupyter"  # the kernel's connection file and Unix sockets, inside
@@ -191,7 +194,35 @@ def split_arguments(argv: list[str]) -> tuple[Settings, list[str]]:
     command = [a for a in args if a not in ours]
     if not command:
         raise ValueError("no kernel command given (usage: python -m coursekit.sandbox -- <kernel command>)")
-    return Settings.from_arguments(ours), command
+    return Settings.from_arguments([a for a in ours if not a.startswith(BIND_OPTION)]), command
+
+
+def bind_argument(mode: str, path: str | os.PathLike) -> str:
+    """The kernel-command option that mounts ``path`` in the sandbox, at the same path."""
+    if mode not in ("ro", "rw"):
+        raise ValueError(f"bind mode {mode!r}: expected 'ro' or 'rw'")
+    return f"{BIND_OPTION}{mode}={os.fspath(path)}"
+
+
+def bind_arguments(argv: list[str]) -> list[tuple[str, Path]]:
+    """(mode, folder) of each bind option. A folder must be an absolute path to a real folder
+    (not a symbolic link) owned by the grader; shared read-write, it becomes the sandbox user's."""
+    binds = []
+    for arg in argv:
+        if not arg.startswith(BIND_OPTION):
+            continue
+        mode, _, path = arg[len(BIND_OPTION):].partition("=")
+        if mode not in ("ro", "rw") or not os.path.isabs(path):
+            raise ValueError(f"{arg}: expected {BIND_OPTION}ro=/absolute/path or {BIND_OPTION}rw=/absolute/path")
+        folder = Path(os.path.normpath(path))
+        try:
+            st = os.lstat(folder)
+        except OSError as err:
+            raise ValueError(f"{arg}: {err.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise ValueError(f"{arg}: not a folder owned by the grader")
+        binds.append((mode, folder))
+    return binds
 
 
 # --- what the sandbox sees -------------------------------------------------------------------------
@@ -249,7 +280,9 @@ def _require_tools() -> tuple[str, str]:
 class Sandbox:
     """One kernel in one sandbox: ``prepare()``, then ``run()`` (which cleans up)."""
 
-    def __init__(self, command: list[str], settings: Settings, cwd: str | Path | None):
+    def __init__(self, command: list[str], settings: Settings, cwd: str | Path | None,
+                 binds: list[tuple[str, Path]] = ()):
+        self.binds = list(binds)
         self.command = list(command)
         self.settings = settings
         self.cwd = Path(cwd).resolve() if cwd is not None else None  # None: no working directory
@@ -277,6 +310,9 @@ class Sandbox:
         self._write_passwd()
         for name in ("work", "home", "tmp", "run"):
             _chown_tree(self.scratch / name, self.uid)
+        for mode, folder in self.binds:
+            if mode == "rw":
+                os.chown(folder, self.uid, self.uid, follow_symlinks=False)
         return self.bwrap_command()
 
     def _copy_working_directory(self) -> None:
@@ -342,6 +378,11 @@ class Sandbox:
             plan.append(("ro", str(keras_datasets()), f"{INNER_HOME}/.keras/datasets"))
         plan.append(("rw", str(self.scratch / "tmp"), "/tmp"))
         plan.append(("rw", str(self.scratch / "run"), INNER_RUN))
+        for mode, folder in self.binds:
+            for secret in [p for p in (self.cwd, Path.home().resolve(), REPO_ROOT) if p is not None]:
+                if _within(secret, folder):
+                    raise SandboxUnavailable(f"{folder} would be visible to student code, and it contains {secret}")
+            plan.append((mode, str(folder), str(folder)))
         if self.cwd is not None:
             plan.append(("rw", str(self.scratch / "work"), str(self.cwd)))
         # Parents before children (a bind over /tmp must come before one inside it).
@@ -621,7 +662,12 @@ def main(argv: list[str] | None = None) -> int:
     if connection_file is None:
         print(refusal("the kernel command has no '-f <connection file>'"), file=sys.stderr)
         return 78
-    sandbox = Sandbox(command, settings, cwd=os.getcwd())
+    try:
+        binds = bind_arguments(argv)
+    except ValueError as err:
+        print(refusal(str(err)), file=sys.stderr, flush=True)
+        return 78
+    sandbox = Sandbox(command, settings, cwd=os.getcwd(), binds=binds)
     try:
         check(settings)
         argv = sandbox.prepare(connection_file)

@@ -1,0 +1,385 @@
+"""Check cells that student code cannot reach: every check cell runs outside the student's kernel.
+
+``SplitExecute`` replaces nbgrader's ``Execute`` preprocessor for the course (``nbgrader_config.py``,
+section "Split execution": ``nbgrader autograde`` and ``nbgrader validate``). For each notebook it
+starts two kernels:
+
+- the **student's kernel** (``week2-grader``, sandboxed as before) runs every cell that is not a
+  check cell: answers, the set-up cell, the instructor's helper cells;
+- the **checker kernel** (``week2-checker``, a sandbox of its own) runs every check cell (a code
+  cell with nbgrader ``grade`` and not ``solution``), public and hidden parts, and never runs
+  student code. During ``autograde`` a cell is run there only if its source is the gradebook's
+  source for its grade id (nbgrader's OverwriteCells restored it), so a cell a student marked
+  as a check never reaches the checker.
+
+nbclient records each cell as usual (outputs, errors, tracebacks, time limits): for a check cell
+the client it talks to is the checker's, so nbgrader's verdict for that cell is the checker's.
+
+Before a check cell, the names it reads (the AST's free names, and the names its
+``checks.expect_names`` line lists, minus what the checker provides itself: its preamble, the
+names check cells assign, builtins) are exported by the student's kernel as data
+(coursekit/export.py) into a transfer folder, and loaded into the checker (coursekit/checker.py),
+which decodes them strictly (coursekit/wire.py). A student function the check calls is a proxy:
+the checker asks this process over a Unix socket, this process runs the function in the
+student's kernel (coursekit/export.py, ``serve_call``) and the checker reads back the data.
+
+The transfer folder of a notebook (a fresh temporary folder of the grader) holds:
+
+- ``student/``: written by the student's kernel only (read-write in its sandbox, read-only in
+  the checker's): exported values and call results;
+- ``checker/``: written by the checker only (read-write in its sandbox, read-only in the
+  student's): arguments of calls to student functions;
+- ``call/``: the Unix socket this process serves, mounted in the checker's sandbox only;
+- ``checker-cwd/``: the checker's (empty) working directory.
+
+Requests to the student's kernel are silent executions (not stored in its history); each is
+bounded by the cell's time limit, and a student kernel that does not answer in time is
+interrupted: the check that needed it fails with the reason, never the grader. What the student's
+kernel sees of a check: the names it reads and the arguments it passes to the student's functions.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import builtins
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from queue import Empty
+from time import monotonic
+
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import ensure_async, run_sync
+from nbclient.client import NotebookClient
+from nbclient.exceptions import DeadKernelError
+from nbformat import NotebookNode
+from nbgrader.preprocessors import Execute
+from traitlets import Bool, Unicode
+
+from coursekit import sandbox
+from coursekit.feedback import is_check_cell
+from coursekit.kernel import CHECKER_KERNEL
+
+DEFAULT_PREAMBLE = ("import numpy as np\n"
+                    "from coursekit import checks\n"
+                    "from coursekit.datasets import load_fashion_mnist, load_mnist\n")
+CHECKER_MODULE = "__coursekit_checker__"
+CALL_MARGIN = 2.0  # s left to the checker, after a call to a student function timed out, to fail cleanly
+MAX_REQUEST_LINE = 4096
+FUNCTION_REFERENCE = re.compile(r"f[0-9]{1,9}")
+CALL_ID = re.compile(r"c[0-9]{1,9}")
+# Names IPython puts in a kernel's builtins.
+KERNEL_BUILTINS = {"get_ipython", "display", "__IPYTHON__", "exit", "quit"}
+
+
+class CheckerFailed(RuntimeError):
+    """The checker kernel could not be started or set up: a problem of the grader, not of the
+    submission."""
+
+
+# --- which names a check cell reads --------------------------------------------------------------
+
+
+def parse_cell(source: str) -> ast.Module | None:
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        source = TransformerManager().transform_cell(source)
+    except Exception:
+        pass
+    try:
+        return ast.parse(source)
+    except SyntaxError:
+        return None
+
+
+def names_assigned(source: str) -> set[str]:
+    """Names a cell binds (assignments, imports, definitions, loop and comprehension variables)."""
+    tree = parse_cell(source)
+    found: set[str] = set()
+    if tree is None:
+        return found
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            found.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.add(node.name)
+        elif isinstance(node, ast.alias):
+            found.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.arg):
+            found.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            found.add(node.name)
+    return found
+
+
+def names_read(source: str) -> set[str]:
+    """Names a cell loads, plus the names its ``expect_names(globals(), ...)`` calls list."""
+    tree = parse_cell(source)
+    found: set[str] = set()
+    if tree is None:
+        return found
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            found.add(node.id)
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "expect_names":
+            found.update(a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str))
+    return found
+
+
+def student_names(cell_source: str, provided: set[str]) -> list[str]:
+    """The student's names a check cell reads: what it reads minus what the checker provides."""
+    skip = provided | set(dir(builtins)) | KERNEL_BUILTINS | names_assigned(cell_source)
+    return sorted(n for n in names_read(cell_source) - skip if n.isidentifier())
+
+
+# --- the transfer folder --------------------------------------------------------------------------
+
+
+class Transfer:
+    """The folders one notebook's two kernels exchange data through (see the module docstring)."""
+
+    def __init__(self):
+        self.root = Path(tempfile.mkdtemp(prefix="coursekit-split-"))
+        self.student = self.root / "student"
+        self.checker = self.root / "checker"
+        self.call = self.root / "call"
+        self.checker_cwd = self.root / "checker-cwd"
+        for folder, mode in ((self.student, 0o755), (self.checker, 0o755), (self.call, 0o700), (self.checker_cwd, 0o700)):
+            folder.mkdir()
+            os.chmod(folder, mode)
+        self.socket = self.call / "call.sock"
+
+    def student_arguments(self) -> list[str]:
+        return [sandbox.bind_argument("rw", self.student), sandbox.bind_argument("ro", self.checker)]
+
+    def checker_arguments(self) -> list[str]:
+        return [sandbox.bind_argument("ro", self.student), sandbox.bind_argument("rw", self.checker),
+                sandbox.bind_argument("rw", self.call)]
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --- the preprocessor -------------------------------------------------------------------------------
+
+
+class SplitExecute(Execute):
+    """nbgrader's Execute, with check cells run in a checker kernel (see the module docstring)."""
+
+    split = Bool(True, help="Run check cells in the checker kernel. False: every cell runs in the "
+                            "student's kernel, as stock nbgrader does (student code can then change "
+                            "the verdicts and read the hidden tests).").tag(config=True)
+    checker_kernel_name = Unicode(CHECKER_KERNEL, help="Kernel that runs the check cells.").tag(config=True)
+    checker_preamble = Unicode(DEFAULT_PREAMBLE, help="Code the checker runs before the first check cell; "
+                               "the names it binds are the checker's own (never read from the "
+                               "student's kernel).").tag(config=True)
+
+    def preprocess(self, nb: NotebookNode, resources=None, km=None):
+        if not self.split:
+            return super().preprocess(nb, resources, km)
+        NotebookClient.__init__(self, nb, km)
+        self.reset_execution_trackers()
+        self._check_assign_resources(resources)
+        run_sync(self._async_split_preprocess)()
+        self.set_widgets_metadata()
+        return self.nb, self.resources
+
+    # -- the notebook --
+
+    async def _async_split_preprocess(self) -> None:
+        self._trusted = self._trusted_check_sources()
+        check_sources = [c.source for c in self.nb.cells if self._runs_in_checker(c)]
+        self._provided = set(names_assigned(self.checker_preamble)) | {CHECKER_MODULE}
+        for source in check_sources:
+            self._provided |= names_assigned(source)
+        self._transfer = Transfer()
+        self._requests = 0
+        self._cell_deadline = monotonic()
+        self._checker_km = self._checker_kc = None
+        base_arguments = list(self.extra_arguments)
+        server = await asyncio.start_unix_server(self._serve_call, path=str(self._transfer.socket),
+                                                 limit=MAX_REQUEST_LINE)
+        os.chmod(self._transfer.socket, 0o666)  # its folder is the checker's alone
+        try:
+            self.extra_arguments = [*base_arguments, *self._transfer.student_arguments()]
+            checker = asyncio.ensure_future(self._start_checker()) if check_sources else None
+            try:
+                async with self.async_setup_kernel():
+                    self._student_km, self._student_kc = self.km, self.kc
+                    info = await self.async_wait_for_reply(await ensure_async(self.kc.kernel_info()))
+                    if info is not None:
+                        self.nb.metadata["language_info"] = info["content"]["language_info"]
+                    if checker is not None:
+                        await checker
+                        checker = None
+                    for index, cell in enumerate(self.nb.cells):
+                        if self._runs_in_checker(cell):
+                            await self._run_check(cell, index)
+                        elif is_check_cell(cell):
+                            self._refuse(cell)
+                        else:
+                            await self.async_execute_cell(cell, index, execution_count=self.code_cells_executed + 1,
+                                                          store_history=True)
+            finally:
+                if checker is not None:
+                    checker.cancel()
+                await self._stop_checker()
+        finally:
+            self.extra_arguments = base_arguments
+            server.close()
+            self._transfer.remove()
+
+    def _trusted_check_sources(self) -> dict[str, str] | None:
+        """grade id -> source of each check cell in the gradebook, during autograde; None when
+        there is no gradebook (validate: the notebook is the instructor's, or the student's own)."""
+        info = (self.resources or {}).get("nbgrader") or {}
+        if not info.get("db_url"):
+            return None
+        from nbgrader.api import Gradebook
+
+        with Gradebook(info["db_url"]) as gb:
+            notebook = gb.find_notebook(info["notebook"], info["assignment"])
+            sources = {c.name: c.source for c in notebook.source_cells if c.cell_type == "code"}
+            return {c.name: sources[c.name] for c in notebook.grade_cells if c.name in sources and c.cell_type == "code"}
+
+    def _runs_in_checker(self, cell) -> bool:
+        if not is_check_cell(cell):
+            return False
+        if self._trusted is None:
+            return True
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        return grade_id in self._trusted and cell.source == self._trusted[grade_id]
+
+    def _refuse(self, cell) -> None:
+        """A cell marked as a check that is not one of the assignment's (never reached after
+        nbgrader's OverwriteCells): it runs nowhere and scores nothing."""
+        cell.outputs = [NotebookNode(output_type="error", ename="CheckCellRefused",
+                                     evalue="this cell is not one of the assignment's checks: it was not run",
+                                     traceback=["CheckCellRefused: this cell is not one of the assignment's checks"])]
+
+    # -- the checker kernel --
+
+    async def _start_checker(self) -> None:
+        options = [a for a in self.extra_arguments if a.startswith(sandbox.OPTION) and not a.startswith(sandbox.BIND_OPTION)]
+        km = AsyncKernelManager(kernel_name=self.checker_kernel_name, config=self.config)
+        await km.start_kernel(extra_arguments=[*options, "--HistoryManager.hist_file=:memory:",
+                                               *self._transfer.checker_arguments()],
+                              cwd=str(self._transfer.checker_cwd))
+        self._checker_km = km
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=self.startup_timeout)
+        except RuntimeError as err:
+            raise CheckerFailed(f"the checker kernel did not start: {err}") from err
+        kc.allow_stdin = False
+        self._checker_kc = kc
+        t = self._transfer
+        setup = (f"import coursekit.checker as {CHECKER_MODULE}\n"
+                 f"{CHECKER_MODULE}.setup({str(t.student)!r}, {str(t.checker)!r}, {str(t.socket)!r}, globals())\n"
+                 + self.checker_preamble)
+        failure = await self._request(km, kc, setup, monotonic() + self.startup_timeout)
+        if failure is not None:
+            raise CheckerFailed(f"the checker kernel could not be set up: {failure}")
+
+    async def _stop_checker(self) -> None:
+        kc, km = self._checker_kc, self._checker_km
+        self._checker_kc = self._checker_km = None
+        if kc is not None:
+            kc.stop_channels()
+        if km is not None:
+            try:
+                await km.shutdown_kernel(now=True)
+            except Exception as err:  # already gone
+                self.log.debug("checker shutdown: %s", err)
+            await ensure_async(km.cleanup_resources())
+
+    # -- one check cell --
+
+    async def _run_check(self, cell, index: int) -> None:
+        timeout = self._get_timeout(cell)
+        names = student_names(cell.source, self._provided)
+        self._requests += 1
+        message = f"r{self._requests}"
+        deadline = monotonic() + (timeout or 3600)
+        failure = None
+        if names:
+            failure = await self._student_request(
+                f"__import__('coursekit.export', fromlist=['export_values']).export_values("
+                f"globals(), {names!r}, {str(self._transfer.student / message)!r})", deadline)
+        load = f"{CHECKER_MODULE}.load({message!r}, {names!r}, {failure!r})"
+        problem = await self._request(self._checker_km, self._checker_kc, load, monotonic() + (timeout or 3600))
+        if problem is not None:
+            raise CheckerFailed(f"the checker could not load the values of {cell.metadata.nbgrader.get('grade_id')}: {problem}")
+        student = (self.km, self.kc)
+        self.km, self.kc = self._checker_km, self._checker_kc
+        self._cell_deadline = monotonic() + (timeout or 3600)
+        try:
+            await self.async_execute_cell(cell, index, execution_count=self.code_cells_executed + 1, store_history=True)
+        except DeadKernelError:
+            cell.outputs.append(NotebookNode(
+                output_type="error", ename="DeadKernelError", evalue="the checker stopped while running this check",
+                traceback=["DeadKernelError: the checker stopped while running this check"]))
+            self.km, self.kc = student
+            await self._stop_checker()
+            await self._start_checker()
+        finally:
+            self.km, self.kc = student
+
+    # -- requests to a kernel, silent (not in its history, outputs not recorded) --
+
+    async def _request(self, km, kc, code: str, deadline: float) -> str | None:
+        """None when ``code`` ran; otherwise why not (error, time limit, kernel gone)."""
+        msg_id = kc.execute(code, silent=True, store_history=False, allow_stdin=False, stop_on_error=False)
+        while True:
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                await ensure_async(km.interrupt_kernel())
+                return "it did not answer within the time limit"
+            try:
+                msg = await ensure_async(kc.shell_channel.get_msg(timeout=min(1.0, remaining)))
+            except Empty:
+                if not await ensure_async(km.is_alive()):
+                    return "its kernel stopped (it may have used too much memory)"
+                continue
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            content = msg.get("content", {})
+            if content.get("status") == "ok":
+                return None
+            return f"{content.get('ename', 'error')}: {str(content.get('evalue', ''))[:300]}"
+
+    async def _student_request(self, code: str, deadline: float) -> str | None:
+        failure = await self._request(self._student_km, self._student_kc, code, deadline)
+        if failure is None:
+            return None
+        return f"your notebook's kernel could not hand it over ({failure})"
+
+    async def _serve_call(self, reader, writer) -> None:
+        """One call of a student function, asked by the checker: run it in the student's kernel."""
+        try:
+            try:
+                request = json.loads(await reader.readline())
+            except (ValueError, asyncio.LimitOverrunError):
+                request = {}
+            call, function = request.get("call"), request.get("function")
+            if not (isinstance(call, str) and CALL_ID.fullmatch(call) and isinstance(function, str)
+                    and FUNCTION_REFERENCE.fullmatch(function)):
+                reply = {"status": "refused", "reason": "malformed request"}
+            else:
+                code = (f"__import__('coursekit.export', fromlist=['serve_call']).serve_call(globals(), {function!r}, "
+                        f"{str(self._transfer.checker / call)!r}, {str(self._transfer.student / call)!r})")
+                failure = await self._student_request(code, self._cell_deadline - CALL_MARGIN)
+                reply = {"status": "ok"} if failure is None else {"status": "failed", "reason": failure}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (ConnectionError, OSError) as err:
+            self.log.debug("checker call: %s", err)
+        finally:
+            writer.close()
+

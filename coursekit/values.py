@@ -1,0 +1,120 @@
+"""What the checker kernel holds in place of a student's live objects.
+
+During grading, check cells run in a trusted kernel that never executes student code
+(coursekit/split_execute.py). The student's values reach it as data (coursekit/wire.py):
+arrays, numbers, strings and containers as themselves, and the few live objects the checks
+read as the plain records below. The check helpers (coursekit/checks.py) accept both these
+records and the real objects, so a released notebook still works in a student's own Jupyter.
+
+Only NumPy is imported here: the checker never imports TensorFlow or Matplotlib.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelData:
+    """A Keras model as the checks read it.
+
+    ``layers`` are the descriptions ``checks.describe_layers`` gives a live model:
+    ``("Flatten",)``, ``("Dense", units, activation)``, ``("Dropout", rate)`` or ``(class name,)``;
+    ``weights`` holds each layer's arrays (a Dense layer's kernel and bias), in the same order.
+    The activation was named in the student's kernel by what it does to a probe.
+    """
+
+    layers: list[tuple]
+    weights: list[list]
+    input_shape: tuple | None
+    output_shape: tuple | None
+    compiled: bool
+    compile_settings: dict | None  # {"optimizer", "loss", "metrics"} when compiled
+    type_name: str = "Sequential"
+
+
+@dataclass
+class HistoryData:
+    """A Keras ``History``: what ``model.fit`` recorded."""
+
+    history: dict
+    params: dict = field(default_factory=dict)
+    epoch: list = field(default_factory=list)
+    type_name: str = "History"
+
+
+@dataclass
+class FigureData:
+    """A Matplotlib figure as the checks read it: one dict per axes, with its first image
+    (float64 array or None), its bar heights (float64 array or None), x-label and title."""
+
+    panels: list[dict]
+    type_name: str = "Figure"
+
+
+class ObjectData:
+    """Any other object, as its type name and its public data attributes (read once, in the
+    student's kernel): ``history.history`` of a hand-made history class still reads."""
+
+    def __init__(self, type_name: str, attributes: dict):
+        object.__setattr__(self, "type_name", type_name)
+        object.__setattr__(self, "_attributes", dict(attributes))
+
+    def __getattr__(self, name):
+        attributes = object.__getattribute__(self, "_attributes")
+        if name in attributes:
+            return attributes[name]
+        raise AttributeError(f"'{self.type_name}' object has no attribute '{name}'")
+
+    def __repr__(self) -> str:
+        return f"<{self.type_name} object>"
+
+
+class OpaqueValue:
+    """A value the checks cannot use (a module, a generator, an object array...): only its type."""
+
+    def __init__(self, type_name: str):
+        self.type_name = type_name
+
+    def __repr__(self) -> str:
+        return f"<{self.type_name} object>"
+
+
+class UnreadableValue:
+    """A value that could not be read from the student's kernel (too large, malformed, a kernel
+    that died or did not answer). Any use of it fails the check with the reason."""
+
+    def __init__(self, name: str, reason: str):
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "reason", reason)
+
+    @property
+    def message(self) -> str:
+        return f"{self.name} could not be read from your notebook: {self.reason}"
+
+    def fail(self, *_args, **_kwargs):
+        from coursekit.checks import CheckFailed
+
+        raise CheckFailed(self.message, hint="make sure the cells above run without errors and that "
+                          f"{self.name} holds the kind of value the question asks for")
+
+    def __getattr__(self, name):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)  # protocols Python probes for (copy, pickle, NumPy)
+        self.fail()
+
+    __call__ = __getitem__ = __iter__ = __len__ = __bool__ = __float__ = __int__ = __index__ = fail
+    __array__ = __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __contains__ = fail
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"<unreadable: {self.reason}>"
+
+
+def type_name(value) -> str:
+    """The student's type name for a record, else the value's own type name."""
+    if isinstance(value, (ModelData, HistoryData, FigureData, ObjectData, OpaqueValue)):
+        return value.type_name
+    if isinstance(value, UnreadableValue):
+        return "unreadable value"
+    return type(value).__name__
