@@ -313,3 +313,65 @@ def seed_everything(seed: int) -> None:
     except ImportError:  # pragma: no cover - the course environment always has Keras
         return
     keras.utils.set_random_seed(seed)
+
+
+# --- tamper guard (the student's kernel) ---------------------------------------------------
+# Not a defence any more: during grading the checks run in the checker kernel, which never runs
+# student code (coursekit/split_execute.py). What it still does, in the student's kernel, is keep
+# a library redefinition to the cell that makes it: before every cell it puts back NumPy's
+# functions, the methods of the Keras classes the checks look at, this module's helpers, and
+# the notebook names bound to these (checks, np, tf, load_fashion_mnist...). A student who
+# redefines np.argmax or Model.predict at the end of one answer gets the genuine ones in the
+# next answer (tests/fixtures: redefined-functions, whose later answers are graded so).
+#
+# Importing this module installs nothing: the student's kernel calls install_guard() once, before
+# any cell runs (coursekit/kernel.py, PRELOAD), so that what the guard saves is genuine.
+
+
+def _callables(owner) -> dict:
+    return {k: v for k, v in vars(owner).items() if callable(v) or _isinstance(v, (staticmethod, classmethod, property))}
+
+
+def _guarded_owners(keras) -> list:
+    owners = [_np]
+    for cls in (keras.Sequential, keras.layers.Dense, keras.layers.Flatten, keras.layers.Dropout, keras.layers.InputLayer):
+        owners += [c for c in cls.__mro__ if c is not object and c not in owners]
+    return owners
+
+
+def install_guard(shell) -> None:
+    """Put back, before every cell ``shell`` runs, what earlier cells replaced (see above)."""
+    import sys
+
+    import keras
+    import tensorflow as tf
+
+    from coursekit import datasets
+
+    module = sys.modules[__name__]
+    saved = [(owner, _callables(owner)) for owner in _guarded_owners(keras)]
+    saved.append((module, {k: v for k, v in vars(module).items() if not k.startswith("__")}))
+    genuine = {id(o): o for o in (_np, tf, keras, module, datasets, datasets.load_fashion_mnist,
+                                  datasets.load_mnist, datasets.load)}
+    names: dict = {}  # notebook name -> the genuine object it was bound to
+
+    def after_cell(*_):
+        for name, value in list(shell.user_ns.items()):
+            if id(value) in genuine and genuine[id(value)] is value:
+                names.setdefault(name, value)
+
+    def before_cell(*_):
+        for owner, attrs in saved:
+            for name, value in attrs.items():
+                if vars(owner).get(name) is not value:
+                    setattr(owner, name, value)
+            if _isinstance(owner, type):
+                inherited = {n for o, a in saved if _isinstance(o, type) and o in owner.__mro__[1:] for n in a}
+                for name in [n for n in vars(owner) if n not in attrs and n in inherited]:
+                    delattr(owner, name)  # e.g. Model.predict set over the inherited method
+        for name, value in names.items():
+            if shell.user_ns.get(name) is not value:
+                shell.user_ns[name] = value
+
+    shell.events.register("post_run_cell", after_cell)
+    shell.events.register("pre_run_cell", before_cell)

@@ -19,8 +19,11 @@ the student's notebook names; its check cells run in ``CHECKER_KERNEL`` instead
   ``coursekit.sandbox`` either. The kernel is interrupted by a message, not a signal: a signal
   would have to cross the sandbox.
 
-Nothing is preloaded in the student's kernel: the checks do not run there. The checker kernel
-imports ``coursekit.checker`` (NumPy, the check helpers; not TensorFlow) when it starts.
+Before any cell runs, the student's kernel imports the grader's agent (``coursekit.export``,
+which hands values to the checker) and installs the check helpers' guard, which keeps a library
+redefinition to the cell that makes it (``coursekit.checks.install_guard``; no longer a defence:
+the checks do not run there). The checker kernel imports ``coursekit.checker`` (NumPy, the check
+helpers; not TensorFlow) when it starts.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from pathlib import Path
 
 GRADER_KERNEL = "week2-grader"
 CHECKER_KERNEL = "week2-checker"
+PRELOAD = "import coursekit.checks, coursekit.export; coursekit.checks.install_guard(get_ipython())"
+CHECKER_PRELOAD = "import coursekit.checker"
 
 KERNEL_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow's C++ logs go to fd 2, which ipykernel forwards as stderr
@@ -48,9 +53,8 @@ def kernel_spec(python: str | None = None, checker: bool = False) -> dict:
         python, "-I", "-m", "coursekit.sandbox", "--",  # the sandbox wrapper (see above)
         python, "-P", "-m", "ipykernel_launcher",
         "-f", "{connection_file}",
+        f"--IPKernelApp.exec_lines={CHECKER_PRELOAD if checker else PRELOAD}",
     ]
-    if checker:
-        argv.append("--IPKernelApp.exec_lines=import coursekit.checker")
     return {
         "argv": argv,
         "display_name": "Week 2 checker (course environment)" if checker else "Week 2 grader (course environment)",

@@ -206,7 +206,8 @@ def bind_argument(mode: str, path: str | os.PathLike) -> str:
 
 def bind_arguments(argv: list[str]) -> list[tuple[str, Path]]:
     """(mode, folder) of each bind option. A folder must be an absolute path to a real folder
-    (not a symbolic link) owned by the grader; shared read-write, it becomes the sandbox user's."""
+    (not a symbolic link) in a folder that only the grader can change; shared read-write, it
+    becomes the sandbox user's (another sandbox may already own a folder it reads)."""
     binds = []
     for arg in argv:
         if not arg.startswith(BIND_OPTION):
@@ -216,11 +217,11 @@ def bind_arguments(argv: list[str]) -> list[tuple[str, Path]]:
             raise ValueError(f"{arg}: expected {BIND_OPTION}ro=/absolute/path or {BIND_OPTION}rw=/absolute/path")
         folder = Path(os.path.normpath(path))
         try:
-            st = os.lstat(folder)
+            st, parent = os.lstat(folder), os.lstat(folder.parent)
         except OSError as err:
             raise ValueError(f"{arg}: {err.strerror}") from None
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-            raise ValueError(f"{arg}: not a folder owned by the grader")
+        if not stat.S_ISDIR(st.st_mode) or parent.st_uid != os.geteuid() or parent.st_mode & 0o022:
+            raise ValueError(f"{arg}: not a folder in a folder that only the grader can change")
         binds.append((mode, folder))
     return binds
 

@@ -68,12 +68,19 @@ DEFAULT_PREAMBLE = ("import numpy as np\n"
                     "from coursekit import checks\n"
                     "from coursekit.datasets import load_fashion_mnist, load_mnist\n")
 CHECKER_MODULE = "__coursekit_checker__"
+# Decoding one check's values in the checker is bounded by the data limits of coursekit/wire.py
+# (1.5 GB), not by the student: give it at least this long even when the cell's limit is shorter.
+LOAD_TIMEOUT = 300.0
 CALL_MARGIN = 2.0  # s left to the checker, after a call to a student function timed out, to fail cleanly
 MAX_REQUEST_LINE = 4096
 FUNCTION_REFERENCE = re.compile(r"f[0-9]{1,9}")
 CALL_ID = re.compile(r"c[0-9]{1,9}")
 # Names IPython puts in a kernel's builtins.
 KERNEL_BUILTINS = {"get_ipython", "display", "__IPYTHON__", "exit", "quit"}
+
+
+def _error_output(ename: str, evalue: str) -> NotebookNode:
+    return NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
 
 
 class CheckerFailed(RuntimeError):
@@ -144,7 +151,8 @@ class Transfer:
     """The folders one notebook's two kernels exchange data through (see the module docstring)."""
 
     def __init__(self):
-        self.root = Path(tempfile.mkdtemp(prefix="coursekit-split-"))
+        _sweep()
+        self.root = Path(tempfile.mkdtemp(prefix=f"coursekit-split-{os.getpid()}-"))
         self.student = self.root / "student"
         self.checker = self.root / "checker"
         self.call = self.root / "call"
@@ -163,6 +171,14 @@ class Transfer:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _sweep() -> None:
+    """Remove the transfer folders of grader processes that were killed before cleaning up."""
+    for folder in Path(tempfile.gettempdir()).glob("coursekit-split-*-*"):
+        pid = folder.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- the preprocessor -------------------------------------------------------------------------------
@@ -258,9 +274,7 @@ class SplitExecute(Execute):
     def _refuse(self, cell) -> None:
         """A cell marked as a check that is not one of the assignment's (never reached after
         nbgrader's OverwriteCells): it runs nowhere and scores nothing."""
-        cell.outputs = [NotebookNode(output_type="error", ename="CheckCellRefused",
-                                     evalue="this cell is not one of the assignment's checks: it was not run",
-                                     traceback=["CheckCellRefused: this cell is not one of the assignment's checks"])]
+        cell.outputs = [_error_output("CheckCellRefused", "this cell is not one of the assignment's checks: it was not run")]
 
     # -- the checker kernel --
 
@@ -313,18 +327,23 @@ class SplitExecute(Execute):
                 f"__import__('coursekit.export', fromlist=['export_values']).export_values("
                 f"globals(), {names!r}, {str(self._transfer.student / message)!r})", deadline)
         load = f"{CHECKER_MODULE}.load({message!r}, {names!r}, {failure!r})"
-        problem = await self._request(self._checker_km, self._checker_kc, load, monotonic() + (timeout or 3600))
-        if problem is not None:
-            raise CheckerFailed(f"the checker could not load the values of {cell.metadata.nbgrader.get('grade_id')}: {problem}")
+        problem = await self._request(self._checker_km, self._checker_kc, load,
+                                      monotonic() + max(timeout or 0, LOAD_TIMEOUT))
+        if problem is not None:  # the grader's side failed (it is bounded by the data limits): say so, go on
+            self.log.error("checker: could not load the values of %s: %s", cell.metadata.nbgrader.get("grade_id"), problem)
+            self.code_cells_executed += 1
+            cell.execution_count = self.code_cells_executed
+            cell.outputs = [_error_output("CheckerError", f"the grader could not prepare this check ({problem})")]
+            await self._stop_checker()
+            await self._start_checker()
+            return
         student = (self.km, self.kc)
         self.km, self.kc = self._checker_km, self._checker_kc
         self._cell_deadline = monotonic() + (timeout or 3600)
         try:
             await self.async_execute_cell(cell, index, execution_count=self.code_cells_executed + 1, store_history=True)
         except DeadKernelError:
-            cell.outputs.append(NotebookNode(
-                output_type="error", ename="DeadKernelError", evalue="the checker stopped while running this check",
-                traceback=["DeadKernelError: the checker stopped while running this check"]))
+            cell.outputs.append(_error_output("DeadKernelError", "the checker stopped while running this check"))
             self.km, self.kc = student
             await self._stop_checker()
             await self._start_checker()

@@ -160,6 +160,8 @@ def grade_round(course: Course, submissions: list[Path], *autograde_args: str) -
     for folder in submissions:
         course.submit(folder.name, folder / ASSIGNMENT, ASSIGNMENT)
     proc = course.nbgrader("autograde", ASSIGNMENT, *autograde_args, check=False)
+    with open(course.root / "autograde.log", "a") as log:  # kept for a failing test's post-mortem
+        log.write(proc.stdout + proc.stderr)
     feedback = course.nbgrader("generate_feedback", ASSIGNMENT, check=False)
     export = course.nbgrader("export", check=False)
     graded = GradedClass(course, course.students(ASSIGNMENT), proc.stdout + proc.stderr,

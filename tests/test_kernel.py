@@ -1,6 +1,6 @@
 """nbgrader's kernels are the course environment's Python with the submission folder off
-sys.path: the student's kernel preloads nothing (the checks do not run there), the checker
-kernel loads the checker's side without TensorFlow."""
+sys.path: the student's kernel preloads the grader's agent and the guard (not the checker's
+side), the checker kernel loads the checker's side without TensorFlow."""
 
 import sys
 
@@ -17,14 +17,14 @@ def run_cells(tmp_path, *sources, kernel=GRADER_KERNEL):
     return ["".join(o.get("text", "") for o in c.outputs if o.output_type == "stream") for c in nb.cells]
 
 
-def test_grading_kernel_is_this_environments_python_and_preloads_nothing(tmp_path):
+def test_grading_kernel_is_this_environments_python_with_the_agent_preloaded(tmp_path):
     (tmp_path / "coursekit.py").write_text("raise SystemExit('student file imported')\n")
     out = run_cells(tmp_path,
                     "import sys; print(sys.prefix)",
-                    "import sys; print(sorted(m for m in sys.modules if m.startswith('coursekit')))",
+                    "import sys; print(*[m in sys.modules for m in ('coursekit.export', 'coursekit.checks', 'coursekit.checker')])",
                     "import coursekit; print(coursekit.__file__)")
     assert out[0].strip() == sys.prefix
-    assert out[1].strip() == "[]"
+    assert out[1].split() == ["True", "True", "False"]
     assert str(tmp_path) not in out[2] and out[2].strip().endswith("coursekit/__init__.py")
 
 
