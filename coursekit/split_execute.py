@@ -278,19 +278,34 @@ class SplitExecute(Execute):
 
     # -- the checker kernel --
 
-    async def _start_checker(self) -> None:
+    def create_kernel_manager(self):
+        """The student's kernel, reached over Unix sockets in the transfer root (no TCP port to
+        race for with other processes; the folder is the grader's alone)."""
+        km = super().create_kernel_manager()
+        if self.split:
+            km.transport, km.ip = "ipc", str(self._transfer.root / "student-kernel")
+        return km
+
+    async def _start_checker(self, attempts: int = 3) -> None:
         options = [a for a in self.extra_arguments if a.startswith(sandbox.OPTION) and not a.startswith(sandbox.BIND_OPTION)]
-        km = AsyncKernelManager(kernel_name=self.checker_kernel_name, config=self.config)
-        await km.start_kernel(extra_arguments=[*options, "--HistoryManager.hist_file=:memory:",
-                                               *self._transfer.checker_arguments()],
-                              cwd=str(self._transfer.checker_cwd))
-        self._checker_km = km
-        kc = km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=self.startup_timeout)
-        except RuntimeError as err:
-            raise CheckerFailed(f"the checker kernel did not start: {err}") from err
+        for attempt in range(1, attempts + 1):
+            km = AsyncKernelManager(kernel_name=self.checker_kernel_name, config=self.config, transport="ipc",
+                                    ip=str(self._transfer.root / f"checker-kernel{attempt}"))
+            self._checker_km = km
+            await km.start_kernel(extra_arguments=[*options, "--HistoryManager.hist_file=:memory:",
+                                                   *self._transfer.checker_arguments()],
+                                  cwd=str(self._transfer.checker_cwd))
+            kc = km.client()
+            kc.start_channels()
+            try:
+                await kc.wait_for_ready(timeout=self.startup_timeout)
+                break
+            except RuntimeError as err:
+                self.log.warning("checker kernel did not start (attempt %d of %d): %s", attempt, attempts, err)
+                self._checker_kc = kc
+                await self._stop_checker()
+                if attempt == attempts:
+                    raise CheckerFailed(f"the checker kernel did not start: {err}") from err
         kc.allow_stdin = False
         self._checker_kc = kc
         t = self._transfer

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
-import gzip
 import re
 import zlib
 from functools import lru_cache
@@ -46,12 +45,16 @@ def hidden_lines() -> frozenset[str]:
 
 
 def _unpack(data: bytes) -> list[bytes]:
+    """``data``, and what it inflates to as zlib or gzip data (as far as it goes: a stream cut
+    short by an output limit still gives its beginning)."""
     out = [data]
-    for unpack in (zlib.decompress, gzip.decompress):
+    for wbits in (zlib.MAX_WBITS, 16 + zlib.MAX_WBITS):
         try:
-            out.append(unpack(data))
-        except (zlib.error, OSError, EOFError, ValueError):
-            pass
+            inflated = zlib.decompressobj(wbits).decompress(data)
+        except zlib.error:
+            continue
+        if inflated:
+            out.append(inflated)
     return out
 
 
@@ -87,16 +90,21 @@ def leaked(texts) -> set[str]:
 
 
 def notebook_texts(nb) -> list[str]:
-    """Everything a notebook's cells printed or displayed, as text."""
+    """Everything the student's code could have printed or displayed in a graded notebook, as
+    text: every stream and display output, and the errors of answer cells. (The error of a check
+    cell is the checker's own record, for TAs: its traceback quotes the check's code, hidden part
+    included, and the feedback shows none of it.)"""
     texts = []
     for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        is_check = meta.get("grade") and not meta.get("solution")
         for out in cell.get("outputs", []):
             if "text" in out:
                 texts.append(out["text"])
             texts.extend(str(v) for v in out.get("data", {}).values())
-            texts.extend(out.get("traceback", []))
-            if "evalue" in out:
-                texts.append(out["evalue"])
+            if out.get("output_type") == "error" and not is_check:
+                texts.extend(out.get("traceback", []))
+                texts.append(out.get("evalue", ""))
     return texts
 
 

@@ -87,7 +87,7 @@ def test_shadowing_package_is_ignored_and_recorded(fast_class):
 DOOR_DEFENCES = [
     ("input-transformer", "input_transformers_post.append", "f1_load_public", "NameError"),
     ("input-transformer", "input_transformers_post.append", "f10_single_hidden", "not defined: single_index"),
-    ("ast-transformer", "ast_transformers.append", "f4_functions_public", "NameError"),
+    ("ast-transformer", "ast_transformers.append", "f4_functions_public", "NotImplementedError"),
     ("patched-run-cell", "_shell.run_cell_async = ", "f5_model_hidden", "not defined: model"),
     ("patched-do-execute", "_kernel.do_execute = ", "f3_scale_public", "NameError"),
     ("pre-run-cell-hook", 'events.register("pre_run_cell"', "f7_train_hidden",

@@ -368,6 +368,38 @@ def test_the_sandbox_shows_student_code_the_data_coursekit_datasets_reads(tmp_pa
     assert all(readonly.get(p) == p for p in wanted), (wanted, readonly)
 
 
+def test_shared_folders_travel_through_the_kernel_command_line_and_are_checked(tmp_path):
+    private = tmp_path / "transfer"
+    private.mkdir(mode=0o700)
+    (private / "student").mkdir()
+    args = [sandbox.bind_argument("rw", private / "student"), "--coursekit-sandbox=on"]
+    found, command = sandbox.split_arguments(["--", "python", "-f", "k.json", *args])
+    assert found.enabled and command == ["python", "-f", "k.json"]
+    assert sandbox.bind_arguments(args) == [("rw", private / "student")]
+    (private / "link").symlink_to(private / "student")
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    (shared / "student").mkdir()
+    for bad in (sandbox.bind_argument("ro", private / "link"), sandbox.bind_argument("rw", shared / "student"),
+                "--coursekit-sandbox-bind-rw=relative/path", f"--coursekit-sandbox-bind-xx={private / 'student'}"):
+        with pytest.raises(ValueError):
+            sandbox.bind_arguments([bad])
+    box = sandbox.Sandbox([sys.executable], sandbox.Settings(), cwd=None, binds=[("ro", private / "student")])
+    try:
+        box.prepare()
+        assert ("ro", str(private / "student"), str(private / "student")) in box.mounts()
+    finally:
+        box.cleanup()
+    home = sandbox.Sandbox([sys.executable], sandbox.Settings(), cwd=None, binds=[("ro", Path.home().parent)])
+    try:
+        with pytest.raises(sandbox.SandboxUnavailable, match="would be visible"):
+            home.prepare()
+    finally:
+        home.cleanup()
+
+
+
 def test_nothing_of_the_course_or_home_is_mounted(tmp_path):
     course = tmp_path / "course"
     cwd = course / "autograded" / "alice" / "week2"

@@ -94,10 +94,20 @@ def test_values_and_calls_cross_as_data(tmp_path):
                   "_a = np.ones(3)\n_total = double_in_place(_a)\nprint(_a, _total)"),
         ("check", "unanswered(1)"),
         ("check", "checks.expect_names(globals(), 'not_defined')"),
+        ("answer", "import tensorflow as tf\nimport matplotlib.pyplot as plt\n"
+                   "model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(3, activation='softmax')])\n"
+                   "fig = plt.figure()\nplt.bar(range(3), [0.2, 0.3, 0.5])\nplt.xlabel('bars')"),
+        ("check", "assert checks.describe_layers(model) == [('Dense', 3, 'softmax')], checks.describe_layers(model)\n"
+                  "checks.expect_probability_rows(checks.forward(model, np.ones((4, 2))), 'outputs')\n"
+                  "_panel, = checks.figure_panels(fig, 'fig')\n"
+                  "assert _panel['xlabel'] == 'bars' and np.allclose(_panel['bars'], [0.2, 0.3, 0.5])\n"
+                  "import sys\n"
+                  "assert not {'tensorflow', 'keras', 'matplotlib'} & set(sys.modules), 'the checker loaded them'"),
     ))
     assert not error(out["check1"]) and printed(out["check1"]) == "called with (3,)\n[2. 2. 2.] 6.0\n"
     assert error(out["check2"]).startswith("NotImplementedError")
     assert error(out["check3"]).startswith("CheckFailed: not defined: not_defined")
+    assert not error(out["check5"]), error(out["check5"])
 
 
 HOSTILE_EXPORTER = '''import json, os
@@ -286,3 +296,18 @@ def test_printed_history_leaks_hidden_tests_when_checks_share_the_kernel(unsplit
 def log_tail(graded, student) -> str:
     return graded.autograde_log[-3000:]
 
+
+
+def test_the_checks_still_run_beside_the_answers_in_a_students_own_jupyter(tmp_path):
+    """A student's own Jupyter has no checker: the check cells (hidden parts included, here from
+    the source notebook) run in the student's kernel on the live model and figures."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(REPO_ROOT / "source" / "week2" / "fashion_mnist.ipynb", as_version=4)
+    for c in nb.cells:
+        if c.metadata.get("nbgrader", {}).get("grade_id") == "f7_train":  # a token fit: quick
+            c.source = c.source.replace("model.fit(train_images, train_labels,", "model.fit(train_images[:600], train_labels[:600],")
+    NotebookClient(nb, kernel_name="python3", timeout=300, allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    failed = {c.metadata.nbgrader.grade_id: error(c.outputs) for c in nb.cells
+              if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code" and error(c.outputs)}
+    assert list(failed) == ["f7_train_hidden"] and "measured by the check" in failed["f7_train_hidden"], failed
