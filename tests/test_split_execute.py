@@ -13,6 +13,8 @@ damage, so that the defence is what stops it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
@@ -311,3 +313,25 @@ def test_the_checks_still_run_beside_the_answers_in_a_students_own_jupyter(tmp_p
     failed = {c.metadata.nbgrader.grade_id: error(c.outputs) for c in nb.cells
               if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code" and error(c.outputs)}
     assert list(failed) == ["f7_train_hidden"] and "measured by the check" in failed["f7_train_hidden"], failed
+
+
+def test_nbgrader_validate_runs_the_checks_in_the_checker(tmp_path):
+    """nbgrader's Validator hard-codes its preprocessors; nbgrader_config.py makes it use
+    SplitExecute. An input transformer in an answer then cannot turn a failing check into `pass`."""
+    import subprocess
+    import sys
+
+    from coursekit.course import grading_env
+
+    nb = notebook(("answer", "get_ipython().input_transformers_post.append(\n"
+                             "    lambda lines: ['pass\\n'] if any('checks.' in l for l in lines) else lines)"),
+                  ("check", "checks.require(False, 'this check always fails')"))
+    nbformat.write(nb, tmp_path / "attempt.ipynb")
+    out = {}
+    for split in (True, False):
+        proc = subprocess.run([str(Path(sys.executable).with_name("nbgrader")), "validate", str(tmp_path / "attempt.ipynb"),
+                               f"--SplitExecute.split={split}"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              env=grading_env(), timeout=600)
+        out[split] = proc.stdout + proc.stderr
+    assert "VALIDATION FAILED ON 1 CELL" in out[True] and "this check always fails" in out[True], out[True][-3000:]
+    assert "Success! Your notebook passes all the tests." in out[False], out[False][-3000:]
