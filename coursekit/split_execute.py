@@ -61,7 +61,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Bool, Unicode
 
 from coursekit import sandbox
-from coursekit.feedback import is_check_cell
+from coursekit.notebook import grade_id, is_check_cell
 from coursekit.kernel import CHECKER_KERNEL
 
 DEFAULT_PREAMBLE = ("import numpy as np\n"
@@ -268,8 +268,8 @@ class SplitExecute(Execute):
             return False
         if self._trusted is None:
             return True
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        return grade_id in self._trusted and cell.source == self._trusted[grade_id]
+        gid = grade_id(cell)
+        return gid in self._trusted and cell.source == self._trusted[gid]
 
     def _refuse(self, cell) -> None:
         """A cell marked as a check that is not one of the assignment's (never reached after
@@ -345,7 +345,7 @@ class SplitExecute(Execute):
         problem = await self._request(self._checker_km, self._checker_kc, load,
                                       monotonic() + max(timeout or 0, LOAD_TIMEOUT))
         if problem is not None:  # the grader's side failed (it is bounded by the data limits): say so, go on
-            self.log.error("checker: could not load the values of %s: %s", cell.metadata.nbgrader.get("grade_id"), problem)
+            self.log.error("checker: could not load the values of %s: %s", grade_id(cell), problem)
             self.code_cells_executed += 1
             cell.execution_count = self.code_cells_executed
             cell.outputs = [_error_output("CheckerError", f"the grader could not prepare this check ({problem})")]

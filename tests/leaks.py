@@ -16,9 +16,8 @@ import zlib
 from functools import lru_cache
 from pathlib import Path
 
-import nbformat
 
-from coursekit.course import NOTEBOOKS, REPO_ROOT
+import builder
 
 BASE64 = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
 HEX = re.compile(r"(?:[0-9a-fA-F]{2}){12,}")
@@ -29,8 +28,8 @@ MIN_LINE = 20  # shorter hidden lines (``### END HIDDEN TESTS``, ``else:``) say 
 def hidden_lines() -> frozenset[str]:
     """Lines of hidden test regions (stripped, at least MIN_LINE long) that the release lacks."""
     hidden, public = set(), set()
-    for name in NOTEBOOKS:
-        for cell in nbformat.read(REPO_ROOT / "source" / "week2" / f"{name}.ipynb", as_version=4).cells:
+    for nb in builder.source().values():
+        for cell in nb.cells:
             inside = False
             for line in cell.source.splitlines():
                 if "BEGIN HIDDEN TESTS" in line:
@@ -39,7 +38,8 @@ def hidden_lines() -> frozenset[str]:
                     inside = False
                 elif inside and len(line.strip()) >= MIN_LINE:
                     hidden.add(line.strip())
-        for cell in nbformat.read(REPO_ROOT / "release" / "week2" / f"{name}.ipynb", as_version=4).cells:
+    for nb in builder.release().values():
+        for cell in nb.cells:
             public.update(line.strip() for line in cell.source.splitlines())
     return frozenset(hidden - public)
 

@@ -20,9 +20,11 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 from traitlets.config.loader import PyFileConfigLoader
 
+import builder
 import leaks
 from conftest import SUBMISSIONS, grade_class, read_expected_scores
 from coursekit.course import REPO_ROOT
+from coursekit.notebook import grade_id, is_check_cell
 from coursekit.split_execute import SplitExecute, student_names
 
 # --- which names a check reads ------------------------------------------------------------------
@@ -76,7 +78,7 @@ def run(tmp_path, nb, timeout=60, **options) -> dict[str, list]:
     nb, _ = pp.preprocess(nb, {"metadata": {"path": str(folder)}})
     if options.get("split", True):
         assert not pp._transfer.root.exists(), "the transfer folder is removed with the notebook"
-    return {c.metadata.nbgrader.grade_id: c.outputs for c in nb.cells}
+    return {grade_id(c): c.outputs for c in nb.cells}
 
 
 def error(outputs) -> str:
@@ -305,13 +307,11 @@ def test_the_checks_still_run_beside_the_answers_in_a_students_own_jupyter(tmp_p
     the source notebook) run in the student's kernel on the live model and figures."""
     from nbclient import NotebookClient
 
-    nb = nbformat.read(REPO_ROOT / "source" / "week2" / "fashion_mnist.ipynb", as_version=4)
-    for c in nb.cells:
-        if c.metadata.get("nbgrader", {}).get("grade_id") == "f7_train":  # a token fit: quick
-            c.source = c.source.replace("model.fit(train_images, train_labels,", "model.fit(train_images[:600], train_labels[:600],")
+    nb = builder.source(names=["fashion_mnist"])["fashion_mnist"]
+    builder.replace_in(nb, "f7_train", "model.fit(train_images, train_labels,",  # a token fit: quick
+                       "model.fit(train_images[:600], train_labels[:600],")
     NotebookClient(nb, kernel_name="python3", timeout=300, allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}).execute()
-    failed = {c.metadata.nbgrader.grade_id: error(c.outputs) for c in nb.cells
-              if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code" and error(c.outputs)}
+    failed = {grade_id(c): error(c.outputs) for c in nb.cells if is_check_cell(c) and error(c.outputs)}
     assert list(failed) == ["f7_train_hidden"] and "measured by the check" in failed["f7_train_hidden"], failed
 
 
