@@ -228,3 +228,32 @@ def test_a_training_history_and_a_hand_made_one_both_read(tmp_path):
         history = {"accuracy": [0.8], "val_accuracy": [0.7]}
 
     assert through_the_wire(tmp_path / "2", _History()).history == _History.history
+
+
+GUARD_DEMO = """
+import numpy
+from IPython.core.interactiveshell import InteractiveShell
+
+shell = InteractiveShell.instance()
+genuine = numpy.argmax
+shell.run_cell("import coursekit.checks")
+for step in ("imported", "installed"):
+    if step == "installed":
+        numpy.argmax = genuine
+        shell.run_cell("coursekit.checks.install_guard(get_ipython())")
+    shell.run_cell("import numpy as np; np.argmax = lambda *a, **k: 0")
+    shell.run_cell("print('%s', np.argmax([1, 3, 2]))" % step)
+"""
+
+
+def test_the_tamper_guard_is_installed_by_the_kernel_not_by_the_import():
+    """A redefinition of np.argmax outlives its cell when coursekit.checks is only imported, and
+    lasts only for that cell once the guard is installed (as the student kernel's preload does)."""
+    import subprocess
+    import sys
+
+    from coursekit.kernel import PRELOAD
+
+    proc = subprocess.run([sys.executable, "-c", GUARD_DEMO], capture_output=True, text=True, timeout=300)
+    assert "imported 0" in proc.stdout and "installed 1" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert "install_guard(get_ipython())" in PRELOAD
