@@ -380,7 +380,7 @@ class Sandbox:
         plan.append(("rw", str(self.scratch / "tmp"), "/tmp"))
         plan.append(("rw", str(self.scratch / "run"), INNER_RUN))
         for mode, folder in self.binds:
-            for secret in [p for p in (self.cwd, Path.home().resolve(), REPO_ROOT) if p is not None]:
+            for secret in [p for p in (self.cwd, Path.home().resolve(), PACKAGE_DIR.parent) if p is not None]:
                 if _within(secret, folder):
                     raise SandboxUnavailable(f"{folder} would be visible to student code, and it contains {secret}")
             plan.append((mode, str(folder), str(folder)))
