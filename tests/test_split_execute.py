@@ -78,6 +78,10 @@ def run(tmp_path, nb, timeout=60, **options) -> dict[str, list]:
     nb, _ = pp.preprocess(nb, {"metadata": {"path": str(folder)}})
     if options.get("split", True):
         assert not pp._transfer.root.exists(), "the transfer folder is removed with the notebook"
+    return cell_outputs(nb)
+
+
+def cell_outputs(nb) -> dict[str, list]:
     return {grade_id(c): c.outputs for c in nb.cells}
 
 
@@ -335,3 +339,24 @@ def test_nbgrader_validate_runs_the_checks_in_the_checker(tmp_path):
         out[split] = proc.stdout + proc.stderr
     assert "VALIDATION FAILED ON 1 CELL" in out[True] and "this check always fails" in out[True], out[True][-3000:]
     assert "Success! Your notebook passes all the tests." in out[False], out[False][-3000:]
+
+
+REDEFINED_ARGMAX = ("answer", "probabilities = np.eye(3)[[2, 0, 1]]\npredicted = np.zeros(3, dtype=int)  # wrong\n"
+                              "np.argmax = lambda a, axis=None, **kwargs: np.zeros(len(a), dtype=int)\n"
+                              "np.array_equal = lambda *args, **kwargs: True")
+ARGMAX_CHECK = ("check", "checks.expect_names(globals(), 'probabilities', 'predicted')\n"
+                         "checks.require(np.array_equal(predicted, np.argmax(probabilities, axis=1)), "
+                         "'predicted should be the argmax of each row')")
+
+
+def test_a_redefined_numpy_function_fools_a_check_in_a_stock_kernel_and_not_in_the_checker(tmp_path):
+    """Stock nbgrader runs the check beside the answer, in a plain kernel: the answer's np.argmax
+    and np.array_equal are the check's. In the checker they are NumPy's own, and the wrong answer fails."""
+    from nbclient import NotebookClient
+
+    nb = notebook(REDEFINED_ARGMAX, ARGMAX_CHECK)
+    NotebookClient(nb, kernel_name="python3", timeout=120, allow_errors=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert not error(cell_outputs(nb)["check1"]), "the stock kernel was not fooled: this test shows nothing"
+    out = run(tmp_path, notebook(REDEFINED_ARGMAX, ARGMAX_CHECK))
+    assert "predicted should be the argmax of each row" in error(out["check1"]), out["check1"]
