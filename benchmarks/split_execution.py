@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from grading import REFERENCE, check_perfect, timed  # noqa: E402
+from grading import ASSIGNMENT, REFERENCE, check_perfect, timed  # noqa: E402
 
 from coursekit.course import Course  # noqa: E402
 
@@ -76,12 +76,12 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in designs}
     with tempfile.TemporaryDirectory(prefix="bench-split-") as tmp:
         course = Course.copy_of(Path(tmp) / "course")
-        course.generate()
+        course.generate(ASSIGNMENT)
         order = []
         for r in range(args.rounds):
             order += [("single", r), ("split", r)] if r % 2 == 0 else [("split", r), ("single", r)]
         for name, r in order:
-            course.submit(f"{name}-{r}", REFERENCE)
+            course.submit(f"{name}-{r}", REFERENCE, ASSIGNMENT)
         memory = CheckerMemory()
         for name, r in order:
             student = f"{name}-{r}"
