@@ -36,8 +36,10 @@ PACKAGE_DIR = REPO_ROOT / "coursekit"
 DEFAULT_OUT = REPO_ROOT / "build" / "student-wheel"
 DIST_NAME = "coursekit-student"
 # What the released notebooks import (`from coursekit import checks`,
-# `from coursekit.datasets import load_fashion_mnist`), and so what students get.
-STUDENT_MODULES = ("datapaths", "datasets", "checks")
+# `from coursekit.datasets import load_fashion_mnist`), and so what students get; `checks` reads
+# a model or a figure through `live` into the records of `values` (the same reading the grader's
+# checker gets as data), so those two come along.
+STUDENT_MODULES = ("datapaths", "datasets", "checks", "live", "values")
 # Zip timestamps: the same sources give the same wheel, byte for byte.
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest a zip file can say
 
@@ -47,7 +49,8 @@ INIT = '''"""Week 2 of the TensorFlow course, the students' part: data loaders a
 - ``coursekit.datasets``: Fashion-MNIST and MNIST as ``tf.keras.datasets`` returns them, read
   from ``$COURSEKIT_DATA_DIR`` when the course provides the files, else downloaded by Keras;
   either way verified against the published SHA-256 checksums.
-- ``coursekit.checks``: the helpers that the notebooks' check cells call.
+- ``coursekit.checks``: the helpers that the notebooks' check cells call; ``coursekit.live`` and
+  ``coursekit.values``: how they read a Keras model or a Matplotlib figure.
 """
 
 __all__ = {modules!r}
