@@ -1,5 +1,6 @@
 """Cost of running check cells in a checker kernel: one submission graded with the split design
-and with the single-kernel design, side by side. results/split_execution.txt holds a recorded run.
+and with the single-kernel design, side by side. Record a run on a quiet machine in
+results/split_execution.txt.
 
     .venv/bin/python benchmarks/split_execution.py [--rounds 3]
 
