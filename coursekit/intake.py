@@ -577,23 +577,21 @@ def class_list(layout, assignment: str = "*", student: str = "*") -> tuple[list[
         try:
             fd = os.open(Path(top, entry.name), _OPEN_DIR)  # O_NOFOLLOW: a link swapped in is not followed
             try:
-                inside = sorted(os.scandir(fd), key=lambda e: e.name)
+                inside = sorted((e.name, e.stat(follow_symlinks=False).st_mode) for e in os.scandir(fd)
+                                if fnmatch.fnmatchcase(e.name, assignment))
             finally:
                 os.close(fd)
         except OSError:
             continue
         why = id_problem(entry.name)
-        for sub in inside:
-            if not fnmatch.fnmatchcase(sub.name, assignment):
-                continue
+        for name, mode in inside:
             if why is not None:
-                refused.append(RefusedFolder(entry.name, sub.name, why))
-            elif not sub.is_dir(follow_symlinks=False):
-                mode = sub.stat(follow_symlinks=False).st_mode
-                refused.append(RefusedFolder(entry.name, sub.name, f"submitted/{entry.name}/{shown(sub.name)} is "
-                                                                   f"{_kind(mode)}, not a folder"))
+                refused.append(RefusedFolder(entry.name, name, why))
+            elif not stat.S_ISDIR(mode):
+                refused.append(RefusedFolder(entry.name, name, f"submitted/{entry.name}/{shown(name)} is "
+                                                               f"{_kind(mode)}, not a folder"))
             else:
-                found.append(Submission(entry.name, sub.name, Path(top, entry.name, sub.name)))
+                found.append(Submission(entry.name, name, Path(top, entry.name, name)))
     return found, refused
 
 
