@@ -29,12 +29,14 @@ def fast_keras(monkeypatch):
     fastfit.uninstall()
 
 
-def tutorial_model(**compile_args):
-    """The tutorial's model, seeded (keras.utils.set_random_seed) as the notebooks do."""
+def tutorial_model(dropout: float = 0.0, **compile_args):
+    """The tutorial's model, seeded (keras.utils.set_random_seed) as the notebooks do; with
+    ``dropout``, a Dropout layer after the hidden one (random numbers drawn at every step)."""
     keras.backend.clear_session()  # layer and optimizer names start afresh: compile configs compare equal
     keras.utils.set_random_seed(SEED)
+    middle = [keras.layers.Dropout(dropout)] if dropout else []
     model = keras.Sequential([keras.Input(shape=(28, 28)), keras.layers.Flatten(),
-                              keras.layers.Dense(128, activation="relu"),
+                              keras.layers.Dense(128, activation="relu"), *middle,
                               keras.layers.Dense(10, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], **compile_args)
     return model
@@ -52,7 +54,7 @@ class CountBatches(keras.callbacks.Callback):
 class Spy:
     """Records the steps_per_execution each fit of the model really ran with."""
 
-    def __init__(self, model):
+    def __init__(self):
         self.seen = []
         spy = self
 
@@ -72,15 +74,16 @@ def max_difference(a, b) -> float:
     return max(float(np.max(np.abs(u - v))) for u, v in zip(a, b, strict=True))
 
 
-def test_the_default_trains_bit_identical_weights_and_history(fashion, monkeypatch):
-    stock = tutorial_model()
+@pytest.mark.parametrize("dropout", [0.0, 0.2], ids=["tutorial", "with-dropout"])
+def test_the_default_trains_bit_identical_weights_and_history(fashion, monkeypatch, dropout):
+    stock = tutorial_model(dropout)
     stock_history = fit(stock, fashion).history
 
     monkeypatch.delenv(fastfit.ENV, raising=False)
     fastfit.install()
     try:
-        fast = tutorial_model()
-        spy = Spy(fast)
+        fast = tutorial_model(dropout)
+        spy = Spy()
         fast_history = fit(fast, fashion, callbacks=[spy.callback]).history
     finally:
         fastfit.uninstall()
@@ -114,20 +117,29 @@ def test_with_validation_data_weights_and_both_histories_are_identical(fashion, 
 def test_the_students_explicit_steps_per_execution_wins(fashion, fast_keras):
     for explicit in (1, 7):
         model = tutorial_model(steps_per_execution=explicit)
-        spy = Spy(model)
+        spy = Spy()
         fit(model, fashion, callbacks=[spy.callback])
         assert spy.seen == [explicit]
     model = tutorial_model()
     model.steps_per_execution = 3  # set on the model after compile: also the student's choice
-    spy = Spy(model)
+    spy = Spy()
     fit(model, fashion, callbacks=[spy.callback])
     assert spy.seen == [3]
+
+
+def test_without_the_rule_a_per_batch_callback_would_miss_batches(fashion):
+    """Why a per-batch callback turns the default off: at N steps per execution, stock Keras
+    calls batch hooks once per N steps."""
+    model = tutorial_model(steps_per_execution=fastfit.DEFAULT_STEPS_PER_EXECUTION)
+    counter = CountBatches()
+    fit(model, fashion, callbacks=[counter])
+    assert len(counter.batches) == -(-SUBSET // 32 // fastfit.DEFAULT_STEPS_PER_EXECUTION)  # 4 of 375
 
 
 @pytest.mark.parametrize("kind", ["subclass", "lambda"])
 def test_a_callback_acting_per_batch_turns_it_off_and_sees_every_batch(fashion, fast_keras, kind):
     model = tutorial_model()
-    spy = Spy(model)
+    spy = Spy()
     if kind == "subclass":
         counter = CountBatches()
         batches = counter.batches
@@ -141,7 +153,7 @@ def test_a_callback_acting_per_batch_turns_it_off_and_sees_every_batch(fashion, 
 
 def test_the_model_is_fast_again_after_a_per_batch_fit_and_stock_functions_stay_stock(fashion, fast_keras):
     model = tutorial_model()
-    spy = Spy(model)
+    spy = Spy()
     fit(model, fashion, callbacks=[spy.callback, CountBatches()])
     stock_function = model.train_function
     fit(model, fashion, callbacks=[spy.callback])
@@ -155,7 +167,7 @@ def test_the_model_is_fast_again_after_a_per_batch_fit_and_stock_functions_stay_
 def test_the_environment_turns_it_off(fashion, fast_keras, monkeypatch):
     monkeypatch.setenv(fastfit.ENV, "0")
     model = tutorial_model()
-    spy = Spy(model)
+    spy = Spy()
     fit(model, fashion, callbacks=[spy.callback])
     assert spy.seen == [1]
 
