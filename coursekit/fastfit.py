@@ -109,7 +109,8 @@ def exact_for(model, arguments: dict) -> bool:
             callbacks = [callbacks]
         if any(acts_per_batch(cb) for cb in callbacks):
             return False
-    return _plain_data(arguments.get("x")) and _plain_data(arguments.get("validation_data") or ())
+    validation = arguments.get("validation_data")
+    return _plain_data(arguments.get("x")) and (validation is None or _plain_data(validation))
 
 
 def _wrap_compile(compile_):
