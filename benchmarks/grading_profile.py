@@ -56,6 +56,8 @@ NOTEBOOKS = ("fashion_mnist.ipynb", "mnist.ipynb")
 TIMERS = r"""
 import time as _t, keras as _k, coursekit.datasets as _ds
 __profile__, _depth = [], [0]
+def _cell():  # the running cell's In[] number: IPython has already counted it
+    return get_ipython().execution_count - 1
 def _span(begin, end, kind):
     cls = _k.callbacks.CallbackList
     b0, e0 = getattr(cls, begin), getattr(cls, end)
@@ -64,7 +66,7 @@ def _span(begin, end, kind):
     def e(self, logs=None):
         _depth[0] -= 1
         if _depth[0] == 0:  # outermost only: a fit's validation stays in the fit
-            __profile__.append((get_ipython().execution_count, kind, _t.perf_counter() - getattr(self, "_t_" + kind)))
+            __profile__.append((_cell(), kind, _t.perf_counter() - getattr(self, "_t_" + kind)))
         return e0(self, logs)
     setattr(cls, begin, b); setattr(cls, end, e)
 _span("on_train_begin", "on_train_end", "fit")
@@ -74,7 +76,7 @@ def _timed(split):
     def timed_split(*a, **k):
         s = _t.perf_counter()
         try: return split(*a, **k)
-        finally: __profile__.append((get_ipython().execution_count, "load", _t.perf_counter() - s))
+        finally: __profile__.append((_cell(), "load", _t.perf_counter() - s))
     return timed_split
 _ds._load_split = _timed(_ds._load_split)
 """
@@ -152,6 +154,8 @@ def bare_nbconvert(folder: Path, out: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of (a), (b), (c) (default 1)")
+    parser.add_argument("--profile-only", action="store_true", help="stage profile (1) only, no side by side (2)")
+    parser.add_argument("--notebooks", nargs="+", default=list(NOTEBOOKS), help="notebooks to profile (default both)")
     args = parser.parse_args()
     nbgrader = str(Path(sys.executable).with_name("nbgrader"))
     cores = runner.cores()
@@ -163,10 +167,10 @@ def main() -> None:
     source = CourseLayout.load(REPO).source(ASSIGNMENT)
     profiles = {}
     for fast in (False, True):
-        profiles[fast] = [profile_notebook(source / name, fast) for name in NOTEBOOKS]
+        profiles[fast] = [profile_notebook(source / name, fast) for name in args.notebooks]
     print("\n(1) per-stage profile, seconds (source notebooks = solutions + all checks, grading kernel, sandbox)")
     print(f"    TensorFlow + Keras import alone, fresh Python: {tf_import:.1f} s (part of every kernel start)")
-    for i, name in enumerate(NOTEBOOKS):
+    for i, name in enumerate(args.notebooks):
         print(f"  {name}:{'speed-up off':>52}{'speed-up on':>13}")
         labels = list(dict.fromkeys([*profiles[False][i], *profiles[True][i]]))
         labels.sort(key=lambda s: (s.startswith("total"), -profiles[False][i].get(s, 0)))
@@ -176,6 +180,8 @@ def main() -> None:
     notebooks_fast = sum(p["total (kernel start + cells)"] for p in profiles[True])
     fits = {fast: sum(v for p in profiles[fast] for k, v in p.items() if k.startswith("fit:")) for fast in profiles}
     print(f"  all fits: {fits[False]:.1f} s -> {fits[True]:.1f} s ({fits[False] / fits[True]:.2f}x faster)", flush=True)
+    if args.profile_only:
+        return
 
     times = defaultdict(list)
     feedback = []
