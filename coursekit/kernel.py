@@ -10,6 +10,7 @@ the student's notebook names. The kernel:
 - imports ``coursekit.checks`` and installs its tamper guard before any cell runs, so the check
   helpers hold the genuine NumPy/Keras functions even if student code later redefines them, and
   what a cell redefines is put back before the next one;
+- trains with a default ``steps_per_execution`` where that is exact (coursekit/fastfit.py);
 - silences TensorFlow's C++ log lines, which would otherwise reach stderr and cost points;
 - runs in the sandbox: the kernel command is started by ``python -I -m coursekit.sandbox``,
   which puts it in bubblewrap with no network, only a scratch copy of the submission's folder
@@ -36,7 +37,9 @@ KERNEL_ENV = {
 }
 
 # Run before any cell: bind the genuine functions the checks use, and put them back before every cell.
-PRELOAD = "import coursekit.checks; coursekit.checks.install_guard(get_ipython())"
+# fastfit first: the guard then keeps its Model.fit in place (coursekit/fastfit.py).
+PRELOAD = ("import coursekit.fastfit; coursekit.fastfit.install(); "
+           "import coursekit.checks; coursekit.checks.install_guard(get_ipython())")
 
 
 def kernel_spec(python: str | None = None) -> dict:
