@@ -40,6 +40,7 @@ import builder
 from conftest import GradedClass, read_expected_scores
 from builder import ASSIGNMENT, NOTEBOOKS
 from coursekit import notebook as notebook_vocab
+from coursekit import problems as coursekit_problems
 from coursekit.course import REPO_ROOT, grading_env
 from hub_session import GROUP, INSTRUCTOR, STUDENTS, TA, RunningHub
 from test_release import secret_lines
@@ -366,8 +367,12 @@ def graded_outputs(course, student: str, notebook: str, gid: str) -> str:
     path = course.layout.autograded(student, ASSIGNMENT) / f"{notebook}.ipynb"
     if not path.is_file():
         return f"no {path}"
-    cells = [c for c in builder.read(path).cells if notebook_vocab.grade_id(c) == gid]
-    return json.dumps([c.get("outputs") for c in cells])[-3000:]
+    errors = {notebook_vocab.grade_id(c) or f"cell {i}": [(o.get("ename"), str(o.get("evalue"))[:300])
+                                                          for o in c.get("outputs", []) if o.get("output_type") == "error"]
+              for i, c in enumerate(builder.read(path).cells)}
+    problems = path.parent / coursekit_problems.FILENAME
+    return json.dumps({"errors": {k: v for k, v in errors.items() if v},
+                       "problems": problems.read_text()[:2000] if problems.is_file() else None})
 
 
 def test_latest_submission_collected_and_late_one_penalised(loop):
