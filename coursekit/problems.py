@@ -37,6 +37,7 @@ KINDS = {
     "error": Kind("Grading error", "the notebook failed to execute or autograde (or its kernel died)"),
     "sandbox": Kind("Stopped by the sandbox", "the sandbox stopped something (memory, processes, files)"),
     "stray-file": Kind("Extra file ignored", "an extra file in the submission that the grader ignored"),
+    "too-long": Kind("Cut for length", "a written answer, cell or output over the size limits (coursekit.bounds) was cut"),
     "errors-in-answers": Kind("Errors in answers", "answer cells that raised errors (class report)", recorded=False),
     "not-autograded": Kind("Not autograded", "submitted, but no autograded notebook (class report)", recorded=False),
 }
