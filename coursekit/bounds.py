@@ -38,6 +38,7 @@ autograded some other way is bounded too.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from nbconvert.preprocessors import Preprocessor
@@ -79,6 +80,18 @@ class Cut:
                     "notebook's limit); it was removed from the graded notebook and the feedback.")
         return (f"A cell ({self.where}) printed {self.size:,} characters in one output; only the first "
                 f"{self.kept:,} are kept in the graded notebook and the feedback.")
+
+
+# The note a cut text ends with. A text that already ends with one (cut at autograde, rendered
+# later) is not cut again for the few characters the note adds.
+_CUT_NOTE = re.compile(r"(\*\[cut by the grader: [0-9,]+ characters, the first [0-9,]+ are shown\]\*|"
+                       r"\.\.\. output cut by the grader \([0-9,]+ characters\) \.\.\.|"
+                       r"# \.\.\. cut by the grader: [0-9,]+ characters, the first [0-9,]+ are shown \.\.\.)\n$")
+NOTE_ROOM = 120  # characters a note may add beyond a limit
+
+
+def _already_cut(text: str, keep: int) -> bool:
+    return len(text) <= keep + NOTE_ROOM and bool(_CUT_NOTE.search(text[-NOTE_ROOM:]))
 
 
 def _cut_text(text: str, keep: int, size: int, markdown: bool) -> str:
@@ -134,7 +147,7 @@ def cut_sources(nb, limits: Limits = Limits(), code: bool = False, readonly: boo
             if size > limits.output_image:
                 cell.attachments = {}
                 cuts.append(Cut(cell_name(cell, index), "cell", size, 0))
-        if keep < len(source):
+        if keep < len(source) and not _already_cut(source, keep):
             markdown = cell.cell_type != "code"
             cell.source = _cut_text(source, keep, len(source), markdown) if markdown else \
                 source[:keep] + f"\n# ... cut by the grader: {len(source):,} characters, the first {keep:,} are shown ...\n"
@@ -184,7 +197,7 @@ def cut_outputs(nb, limits: Limits = Limits(), budget: _Budget | None = None) ->
                 keep = budget.take_output(len(value), limit)
                 if markup:
                     keep = budget.take_markup(keep, limit)
-                if keep < len(value):
+                if keep < len(value) and not _already_cut(value, keep):
                     container[key] = _cut_text(value, keep, len(value), markdown=key == "text/markdown")
                     longest, kept = max(longest, len(value)), keep
             if longest:

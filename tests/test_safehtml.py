@@ -203,3 +203,11 @@ def test_the_whole_notebook_has_a_budget():
     original = release()["fashion_mnist"]
     assert [c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("locked")] == \
         [c.source for c in original.cells if c.metadata.get("nbgrader", {}).get("locked")]  # the release's cells whole
+
+
+def test_a_cut_text_is_not_cut_again_when_rendered():
+    nb = hostile_notebook(bomb=2_500_000)
+    bounds.cut_sources(nb, bounds.Limits())
+    once = cell(nb, "f6_roles").source
+    assert bounds.cut_sources(nb, bounds.Limits(), code=True) == []
+    assert cell(nb, "f6_roles").source == once
