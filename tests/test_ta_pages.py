@@ -256,5 +256,6 @@ def test_the_class_report_runs_no_payload(browser, hostile_class, canary):
     browser.wait_for_text("class report")
     time.sleep(SETTLE)
     assert "<img src=x onerror=" in browser.text()  # the student id, shown as text
+    browser.scroll_to(browser.find_innermost("<img src=x onerror="))
     browser.shot("05-class-report")
     assert canary.hits == []
