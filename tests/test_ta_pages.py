@@ -105,6 +105,11 @@ def hostile_class(tmp_path_factory, canary):
     """The graded course (the course's pipeline), its stock twin, and the payloads."""
     base = tmp_path_factory.mktemp("ta_pages")
     course = Course.copy_of(base / "course")
+    # The intake refuses this student id (tests/test_intake.py); the pages must escape it all the
+    # same, as they would a roster entered by hand: here it reaches the gradebook through stock
+    # nbgrader's reading of submissions.
+    with open(course.root / "nbgrader_config.py", "a") as f:
+        f.write("\n# test settings\nc.Intake.enabled = False  # tests: stock nbgrader's reading of submissions\n")
     course.generate(ASSIGNMENT)
     submission, payloads = hostile_submission(canary.url, bomb_chars=BOMB)
     student = hostile_student_id(payloads)
@@ -202,7 +207,9 @@ def test_a_ta_grades_a_hostile_submission_and_nothing_runs(browser, servers, hos
     comment = browser.find(f"textarea[id='{WRITTEN}-comment']")
     comment.clear()
     comment.send_keys("Good: the test set measures new images. <b>no</b> script here")
-    browser.find("input.score[id='f6_roles']").click()  # leaving the fields saves them (formgrader)
+    other = browser.find("input.score[id='f6_roles']")
+    browser.scroll_to(other)  # at the window's edge the comment box covers it
+    other.click()  # leaving the fields saves them (formgrader)
 
     def saved():
         with course.layout.gradebook() as gb:
