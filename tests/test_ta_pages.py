@@ -31,6 +31,7 @@ import pytest
 
 from browser import Browser
 from builder import ASSIGNMENT
+from conftest import turn_intake_off
 from coursekit.course import Course, grading_env
 from hostile_pages import Canary, hostile_student_id, hostile_submission, pwned_files, ran
 
@@ -108,8 +109,7 @@ def hostile_class(tmp_path_factory, canary):
     # The intake refuses this student id (tests/test_intake.py); the pages must escape it all the
     # same, as they would a roster entered by hand: here it reaches the gradebook through stock
     # nbgrader's reading of submissions.
-    with open(course.root / "nbgrader_config.py", "a") as f:
-        f.write("\n# test settings\nc.Intake.enabled = False  # tests: stock nbgrader's reading of submissions\n")
+    turn_intake_off(course)
     course.generate(ASSIGNMENT)
     submission, payloads = hostile_submission(canary.url, bomb_chars=BOMB)
     student = hostile_student_id(payloads)
