@@ -24,6 +24,24 @@ c.CourseDirectory.ignore = [
     ".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".cache", "*.db", "*.sqlite*",
 ]
 
+# --- Intake (coursekit/intake.py; owner: issue 11) --------------------------------------
+# Submissions are data, never paths. Before nbgrader reads anything, every submission folder is
+# listed without following links and copied from that listing: symbolic and hard links,
+# devices, FIFOs and sockets, names the grader writes itself (grading-problems.json, feedback
+# pages), files over the limits below and student ids that are not safe as file names, options
+# and globs are refused; each refusal is a recorded problem (the TA's report, the student's
+# feedback) and the rest of the class is graded. timestamp.txt is parsed strictly. A grading
+# that was killed half-way is done again by the same command, and a damaged gradebook stops
+# `nbgrader autograde` before anything is deleted. README: "What the intake refuses".
+from coursekit import intake  # noqa: E402
+
+intake.install()                             # nbgrader autograde finds submissions through the intake
+c.Intake.max_file_size = 50 * 2**20          # bytes, one file (a notebook with plots is ~2 MB)
+c.Intake.max_total_size = 100 * 2**20        # bytes, the whole submission
+c.Intake.max_files = 500                     # files and folders in one submission
+c.Intake.max_depth = 8                       # folders inside folders
+# c.Intake.enabled = False                   # stock nbgrader (links followed, ids globbed): comparisons only
+
 # --- Release ---------------------------------------------------------------------------
 # The header notebook (course name, how checks work, honour code) is put in front of
 # every released notebook.
@@ -82,6 +100,31 @@ from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import GetGrades  # noqa: E402
 
 c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, CourseFeedback]
+# `nbgrader export` writes grades.csv with real CSV quoting, and no cell a spreadsheet would run as a
+# formula (a name or id starting with = + - @): coursekit/csvsafe.py.
+c.ExportApp.plugin_class = "coursekit.csvsafe.SafeCsvExportPlugin"
+
+# --- Pages a TA or a student opens (coursekit/safehtml.py, bounds.py, pages.py; owner: issue 12) --
+# Stock nbgrader renders a student's markdown and HTML outputs as they are: a written answer
+# holding <img src=x onerror=...> runs as script in the browser of the TA who opens it in
+# formgrader, with the TA's Jupyter session (files written into the course, a terminal opened),
+# and in the student's own feedback page. The course's pages sanitise everything a student wrote
+# (coursekit/safehtml.py: math, images as data: URIs, tables and code highlighting kept) and
+# render nothing over the size limits below (a 2.5 MB written answer blocked the Jupyter server).
+# The feedback pages are written by coursekit.pages.FeedbackExporter; formgrader's submission
+# view is coursekit.pages.FormgradeExporter, installed by the course's Jupyter config
+# (jupyter_server_config.py, with its Content-Security-Policy).
+from coursekit.bounds import Limits  # noqa: E402
+
+c.GenerateFeedback.exporter_class = "coursekit.pages.FeedbackExporter"
+# Characters: a markdown or raw cell (a written answer); an output's text and its HTML or
+# Markdown; an image's base64; and, per notebook, all that a student wrote that a renderer parses,
+# and all outputs. Longer is cut, with a note, before grading (sanitize) and before rendering.
+RENDER_LIMITS = Limits(cell_source=20_000, output_text=100_000, output_markup=20_000, output_image=2_000_000,
+                       notebook_markup=200_000, notebook_outputs=10_000_000)
+c.RepairCells.limits = RENDER_LIMITS
+c.SubmissionExporter.limits = RENDER_LIMITS
+c.BoundedRendering.limits = RENDER_LIMITS
 
 # --- Submission repairs (coursekit/sanitize.py; owner: issue 4) -------------------------
 # Stock nbgrader mishandles broken submissions: one notebook with copied graded cells
@@ -99,9 +142,6 @@ c.Autograde.sanitize_preprocessors = [
     sanitize.RepairCells,  # first: before nbgrader's own checks see the cells
     ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata,
 ]
-# A single output line is not cut by LimitOutput.max_lines: cap each output's characters too
-# (200 lines of ordinary width stay whole).
-c.SubmissionExporter.max_output_chars = 100_000
 
 # --- Sandbox (coursekit/sandbox.py; owner: issue 6) -------------------------------------
 # Every kernel nbgrader starts (autograde, validate) runs student code inside bubblewrap, as a
@@ -110,13 +150,25 @@ c.SubmissionExporter.max_output_chars = 100_000
 # release/, feedback/, other students' autograded/ folders, the autograded copy that holds the
 # hidden tests, or your home directory. Limits, per notebook: memory (address space of each
 # process and resident memory of all), wall time of the whole kernel, processes + threads,
-# file size. If the sandbox cannot start, `nbgrader autograde` refuses before grading anything.
+# file size, disk space and files for everything it writes, output it prints; and no
+# environment variable of yours but an allow-list. If the sandbox cannot start,
+# `nbgrader autograde` refuses before grading anything.
 # SANDBOX = Settings(enabled=False) is the explicit opt-out: student code then runs with your
 # rights, and can read the hidden tests and overwrite the gradebook. README: "Sandboxed and
 # parallel grading".
 from coursekit.sandbox import PreflightHook, Settings  # noqa: E402
 
-SANDBOX = Settings(enabled=True, memory="8G", wall_time=1200, file_size="1G")
+SANDBOX = Settings(
+    enabled=True,
+    memory="8G",       # address space of each process, and resident memory of all of them plus their files
+    wall_time=1200,    # seconds, the whole kernel
+    file_size="1G",    # largest file one process may write
+    disk="1G",         # everything the kernel writes, together (work folder, /tmp, home, /dev/shm): one tmpfs
+    files=10_000,      # files and folders it may create there, together (the tmpfs's inodes)
+    output="32M",      # what it may print (iopub), counted before nbgrader buffers it; past it, output is
+                       # dropped but each cell keeps its first error and stderr text (they decide its grade)
+)
+# Only these environment variables reach student code, by exact name: coursekit.sandbox.ENV_ALLOW.
 c.Execute.extra_arguments = SANDBOX.kernel_arguments()  # nbgrader appends them to the kernel's command
 # Runs first, then the hook set above (sanitize's): keep this line after any other pre_convert_hook.
 c.Autograde.pre_convert_hook = PreflightHook(then=c.Autograde.get("pre_convert_hook"))

@@ -116,3 +116,59 @@ def knows_assignment(path: Path, assignment: str) -> bool:
     """Whether the gradebook at ``path`` has ``assignment`` (``nbgrader generate_assignment`` adds it)."""
     with contextlib.closing(sqlite3.connect(path)) as db:
         return db.execute("SELECT 1 FROM assignment WHERE name = ?", (assignment,)).fetchone() is not None
+
+
+# Tables nbgrader's gradebook always has (nbgrader 0.9.6's schema).
+REQUIRED_TABLES = ("assignment", "notebook", "base_cell", "grade_cells", "student", "submitted_assignment",
+                   "submitted_notebook", "grade", "comment")
+
+
+def damage(db_url: str) -> str | None:
+    """Why the gradebook at ``db_url`` cannot be used (None when it can, or does not exist yet:
+    nbgrader makes a new one). Read-only: nothing is written, so that a command can stop before
+    it changes anything (``nbgrader autograde --force`` deletes autograded folders first)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:" or not Path(url.database).exists():
+            return None
+        return _sqlite_damage(Path(url.database))
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        engine = create_engine(url)
+        try:
+            tables = set(inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+    except SQLAlchemyError as err:
+        return _damaged(url.render_as_string(hide_password=True), str(err).splitlines()[0])
+    missing = [t for t in REQUIRED_TABLES if t not in tables]
+    if tables and missing:
+        return _damaged(url.render_as_string(hide_password=True), f"tables missing: {', '.join(missing)}")
+    return None
+
+
+def _sqlite_damage(path: Path) -> str | None:
+    if not path.is_file():
+        return _damaged(str(path), "it is not a file")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)) as db:
+            check = [row[0] for row in db.execute("PRAGMA quick_check")]
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as err:
+        return _damaged(str(path), f"SQLite: {err}")
+    if check != ["ok"]:
+        return _damaged(str(path), f"SQLite's check found damage: {'; '.join(check[:3])}")
+    missing = [t for t in REQUIRED_TABLES if t not in tables]
+    if tables and missing:
+        return _damaged(str(path), f"it is not an nbgrader gradebook (tables missing: {', '.join(missing)})")
+    return None
+
+
+def _damaged(where: str, why: str) -> str:
+    return (f"The gradebook {where} is damaged ({why}). Nothing was graded, changed or deleted. Restore the "
+            "gradebook from a backup (or move it away and run `nbgrader generate_assignment` and "
+            "`nbgrader autograde` again), then run the same command again.")

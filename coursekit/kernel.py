@@ -19,8 +19,10 @@ the student's notebook names; its check cells run in ``CHECKER_KERNEL`` instead
   ``coursekit.sandbox`` either. The kernel is interrupted by a message, not a signal: a signal
   would have to cross the sandbox.
 
-Before any cell runs, the student's kernel imports the grader's agent (``coursekit.export``,
-which hands values to the checker) and installs the check helpers' guard, which keeps a library
+Before any cell runs, the student's kernel installs the default ``steps_per_execution`` for
+``fit`` where that trains exactly (coursekit/fastfit.py; first, so that the guard then keeps its
+``Model.fit`` in place), imports the grader's agent (``coursekit.export``, which hands values to
+the checker) and installs the check helpers' guard, which keeps a library
 redefinition to the cell that makes it (``coursekit.checks.install_guard``; no longer a defence:
 the checks do not run there). The checker kernel imports ``coursekit.checker`` (NumPy, the check
 helpers; not TensorFlow) when it starts.
@@ -34,7 +36,10 @@ from pathlib import Path
 
 GRADER_KERNEL = "week2-grader"
 CHECKER_KERNEL = "week2-checker"
-PRELOAD = "import coursekit.checks, coursekit.export; coursekit.checks.install_guard(get_ipython())"
+# Run before any cell in the student's kernel. fastfit first: the guard then keeps its Model.fit
+# in place (coursekit/fastfit.py); the guard puts back what a cell redefines before the next one.
+PRELOAD = ("import coursekit.fastfit; coursekit.fastfit.install(); "
+           "import coursekit.checks, coursekit.export; coursekit.checks.install_guard(get_ipython())")
 CHECKER_PRELOAD = "import coursekit.checker"
 
 KERNEL_ENV = {

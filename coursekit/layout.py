@@ -145,5 +145,17 @@ class CourseLayout:
         candidates = glob.glob(self.coursedir.format_path(step, "*", glob.escape(assignment)))
         pattern = re.compile(self.coursedir.format_path(step, "(?P<student>[^/]+)", re.escape(assignment),
                                                         escape=True) + r"\Z")
-        found = (pattern.match(os.path.normpath(path)) for path in candidates if os.path.isdir(path))
+        found = (pattern.match(os.path.normpath(path)) for path in candidates if _real_folder(path, levels=2))
         return sorted(m.group("student") for m in found if m)
+
+
+def _real_folder(path: str, levels: int) -> bool:
+    """A folder, and neither it nor its ``levels - 1`` parents are symbolic links (a student's
+    folder that links elsewhere is not that student's submission)."""
+    if not os.path.isdir(path):
+        return False
+    for _ in range(levels):
+        if os.path.islink(path):
+            return False
+        path = os.path.dirname(path)
+    return True

@@ -23,7 +23,7 @@ Check failures. ``coursekit.checks`` raises ``CheckFailed`` with the message
 ``cell_failure`` reads the first error (or stderr output) of a cell back into a ``Failure``.
 
 Stopped cells. A cell can be stopped from outside: by nbgrader's per-cell timeout, by the
-sandbox's memory or process limit, or by the kernel dying. ``stopped_cells`` finds them in a
+sandbox's memory or process limit or output budget, or by the kernel dying. ``stopped_cells`` finds them in a
 graded notebook; each has a problem kind (``coursekit.problems``) and a description.
 """
 
@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 from nbformat import NotebookNode
 from nbgrader import utils as nbgrader_utils
+
+from coursekit.sandbox import OUTPUT_NOTICE_MARK
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 CELL_FRAME = re.compile(r"Cell In\[\d*\], line (\d+)")
@@ -53,7 +55,9 @@ def flags(cell) -> dict:
 
 
 def grade_id(cell) -> str | None:
-    return flags(cell).get("grade_id")
+    """The cell's grade id; None when it has none, or one that is not a text (hostile metadata)."""
+    gid = flags(cell).get("grade_id")
+    return gid if isinstance(gid, str) else None
 
 
 def _marked(cell) -> NotebookNode:
@@ -168,13 +172,20 @@ STOPS = {
     "memory": ("sandbox", "the cell ran out of memory (the sandbox's memory limit)"),
     "processes": ("sandbox", "the cell started too many processes (the sandbox's process limit)"),
     "dead-kernel": ("error", "the kernel died while the cell ran"),
+    "output": ("sandbox", "the notebook printed more than the sandbox's output budget here; what it printed "
+                          "after that was not kept (errors and stderr still counted)"),
 }
 # Errors that only come with a stop, as a consequence: how the kernel was interrupted at the time limit.
 STOP_ECHOES = {"timeout": {"KeyboardInterrupt"}}
 
 
 def stop_reason(output) -> str | None:
-    """Which STOPS an error output says stopped its cell, if any."""
+    """Which STOPS an output says stopped its cell, if any: an error, or the sandbox's notice
+    that the notebook's output budget ran out."""
+    if output.get("output_type") == "display_data":
+        data = output.get("data")
+        text = data.get("text/plain") if isinstance(data, dict) else None
+        return "output" if isinstance(text, str) and text.startswith(OUTPUT_NOTICE_MARK) else None
     if output.get("output_type") != "error":
         return None
     name, value = output.get("ename", ""), output.get("evalue", "") or ""

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import nbformat
 
-from coursekit import pages
+from coursekit import csvsafe, intake, pages
 from coursekit import problems as problem_log
 from coursekit.layout import CourseLayout
 from coursekit.notebook import cell_failure, grade_id, is_check_cell, own_errors, question_of, question_titles, \
@@ -88,6 +88,7 @@ class ClassData:
     titles: dict[str, str]                 # question -> title
     question_order: list[str]
     ungraded: list[str]                    # submitted but not in the gradebook
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (folder, why): the intake refused it
 
 
 def natural_key(name: str):
@@ -127,7 +128,15 @@ def collect(layout: CourseLayout, assignment: str) -> ClassData:
             folder = layout.autograded(student.id, assignment)
             record = Submission(student.id, timestamp=sub.timestamp, seconds_late=float(sub.total_seconds_late or 0),
                                 late_penalty=float(sub.late_submission_penalty or 0))
-            record.problems = [dict(p, source="grading-problems.json") for p in problem_log.load(folder)]
+            recorded, damaged = problem_log.load_checked(folder)
+            record.problems = [dict(p, source="grading-problems.json") for p in recorded]
+            if damaged:
+                record.problems.append({"kind": "unreadable-record", "notebook": None, "cell": None, "source": "report",
+                                        "message": f"{problem_log.FILENAME} is damaged: what could not be read is "
+                                                   "not shown; grade this submission again"})
+            if intake.unfinished(folder):
+                record.problems.append({"kind": "not-autograded", "notebook": None, "cell": None, "source": "report",
+                                        "message": "its grading was stopped half-way: run nbgrader autograde again"})
             for snb in sorted(sub.notebooks, key=lambda n: n.name):
                 graded_nb = _autograded_notebook(folder, snb.name)
                 cells_by_id, errors = {}, Counter()
@@ -171,7 +180,12 @@ def collect(layout: CourseLayout, assignment: str) -> ClassData:
 
     graded = {s.student for s in subs}
     ungraded = [student for student in layout.students(assignment) if student not in graded]
-    return ClassData(assignment, course_id, duedate, subs, titles, order, ungraded)
+    try:
+        refused = [(folder.student, folder.reason) for folder in intake.class_list(layout, assignment)[1]]
+    except intake.IntakeError:
+        refused = []
+    ungraded = [s for s in ungraded if intake.id_problem(s) is None]
+    return ClassData(assignment, course_id, duedate, subs, titles, order, ungraded, refused)
 
 
 def _scan_outputs(record: Submission, notebook: str, graded_nb, errors: Counter) -> None:
@@ -340,6 +354,8 @@ def render_html(data: ClassData, stats: list[QuestionStats], generated: datetime
     problems = [(sub.student, p) for sub in data.submissions for p in sub.problems]
     problems += [(student, {"kind": "not-autograded", "notebook": None, "cell": None, "source": "report",
                             "message": NOT_IN_GRADEBOOK}) for student in data.ungraded]
+    problems += [(student, {"kind": "refused-id", "notebook": None, "cell": None, "source": "intake",
+                            "message": why}) for student, why in data.refused]
     late = [(sub, _ago(sub.seconds_late)) for sub in sorted(data.submissions, key=lambda x: -x.seconds_late)
             if sub.seconds_late > 0]
     order = {q: i for i, q in enumerate(data.question_order)}
@@ -347,7 +363,7 @@ def render_html(data: ClassData, stats: list[QuestionStats], generated: datetime
                    key=lambda r: (order.get(r[0].question, 99), r[0].notebook, r[0].grade_id, r[1]))
     queue_counts = sorted(Counter((c.notebook, c.grade_id) for c, _ in queue).items())
     return pages.render(
-        "report.html.j2", data=data, stats=stats, generated=generated, summary=summary,
+        "report.html.j2", csp=pages.REPORT_CSP, data=data, stats=stats, generated=generated, summary=summary,
         histogram=histogram_png(scores, max_score) if summary else "",
         questions_plot=questions_png(stats) if stats else "",
         problems=problems, late=late, queue=queue, queue_counts=queue_counts,
@@ -383,8 +399,8 @@ def write_report(data: ClassData, out_dir: Path) -> tuple[Path, Path]:
     table = out_dir / "report.csv"
     with open(table, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(csv_header(data))
-        writer.writerows(csv_rows(data))
+        writer.writerow(csvsafe.row(csv_header(data)))
+        writer.writerows(csvsafe.row(r) for r in csv_rows(data))
     return page, table
 
 

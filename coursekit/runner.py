@@ -48,7 +48,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coursekit import gradebook, notebook, problems, sandbox
+from coursekit import gradebook, intake, notebook, problems, sandbox
 from coursekit.course import Course, grading_env
 from coursekit.layout import CourseLayout, NotACourse
 
@@ -92,21 +92,15 @@ def thread_env(jobs: int) -> dict[str, str]:
 # --- what is graded ----------------------------------------------------------------------------
 
 
-def _timestamp(folder: Path):
-    from nbgrader.utils import parse_utc
-
-    with contextlib.suppress(OSError, ValueError):
-        return parse_utc((folder / "timestamp.txt").read_text().strip())
-    return None
-
-
 def is_graded(layout: CourseLayout, student: str, assignment: str) -> bool:
     """nbgrader's rule (autograded folder exists and is not older than the submission), and the
-    folder holds graded notebooks, not only the record of a failed attempt."""
+    folder holds graded notebooks, not only the record of a failed attempt nor what a grading
+    stopped half-way left. Timestamps are read strictly (a hostile one is no timestamp)."""
     dest = layout.autograded(student, assignment)
-    if not dest.is_dir() or not any(p.suffix == ".ipynb" for p in dest.iterdir()):
+    if not dest.is_dir() or dest.is_symlink() or intake.unfinished(dest) \
+            or not any(p.suffix == ".ipynb" for p in dest.iterdir()):
         return False
-    new, old = _timestamp(layout.submitted(student, assignment)), _timestamp(dest)
+    new, old = intake.read_timestamp(layout.submitted(student, assignment)), intake.read_timestamp(dest)
     return not (new is not None and old is not None and new > old)
 
 
@@ -122,6 +116,7 @@ class Outcome:
     log: Path | None = None
     events: list[dict] = field(default_factory=list)
     graded_in: CourseLayout | None = None  # the private course copy that graded it
+    listing: intake.Listing | None = None  # what the intake accepted and refused of the submission
 
 
 def _die_with_parent() -> None:
@@ -160,7 +155,10 @@ class Runner:
         self.only = students
         self.progress = progress
         key = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
-        self.work = Path(tempfile.gettempdir()) / f"coursekit-runner-{key}"
+        # The work folder holds a snapshot of every student's scores: made private (0700) and
+        # unpredictable by mkdtemp when the run starts (make_work); this prefix finds those of killed runs.
+        self.work_prefix = f"coursekit-runner-{key}-"
+        self.work: Path | None = None
         self.children: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
         self.stopping = False
@@ -185,12 +183,28 @@ class Runner:
     def logs(self) -> Path:
         return self.master_db.parent / LOG_DIR
 
+    @functools.cached_property
+    def intake(self) -> intake.Intake:
+        return intake.Intake(config=self.layout.config)
+
+    def class_list(self) -> tuple[list[str], list[intake.RefusedFolder]]:
+        """The students to grade, and the folders the intake refuses (ids that are not safe as file
+        names, options and globs; links). Listed without globbing or following links."""
+        if not self.intake.enabled:
+            return self.layout.students(self.assignment), []
+        try:
+            found, refused = intake.class_list(self.layout, self.assignment)
+        except intake.IntakeError as err:
+            raise RunnerError(str(err)) from None
+        return [sub.student for sub in found], refused
+
     def students(self) -> list[str]:
-        found = self.layout.students(self.assignment)
+        found, _ = self.class_list()
         if self.only:
             missing = sorted(set(self.only) - set(found))
             if missing:
-                raise RunnerError(f"no submission of {self.assignment} for: {', '.join(missing)} "
+                raise RunnerError(f"no submission of {self.assignment} that can be graded for: "
+                                  f"{', '.join(intake.shown(m) for m in missing)} "
                                   f"(looked in {self.layout.submitted('*', self.assignment)})")
             found = [s for s in found if s in self.only]
         return found
@@ -207,6 +221,9 @@ class Runner:
                   file=sys.stderr)
         if not self.master_db.is_file():
             raise RunnerError(f"no gradebook at {self.master_db}: run `nbgrader generate_assignment {self.assignment}` first")
+        damage = gradebook.damage(self.layout.db_url)
+        if damage:
+            raise RunnerError(damage)
         if not gradebook.knows_assignment(self.master_db, self.assignment):
             raise RunnerError(f"the gradebook does not know assignment '{self.assignment}': "
                               f"run `nbgrader generate_assignment {self.assignment}` first")
@@ -215,7 +232,8 @@ class Runner:
 
     def run(self) -> list[Outcome]:
         self.check()
-        self.logs.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.logs, 0o700)  # logs hold what student code printed
         lock = open(self.master_db.parent / LOCK_NAME, "w")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -224,25 +242,47 @@ class Runner:
         try:
             return self._run()
         finally:
-            shutil.rmtree(self.work, ignore_errors=True)
+            if self.work is not None:
+                shutil.rmtree(self.work, ignore_errors=True)
             lock.close()
+
+    def make_work(self) -> Path:
+        """The run's private work folder (0700, a fresh name), after removing what killed runs left."""
+        for stale in Path(tempfile.gettempdir()).glob(self.work_prefix + "*"):
+            with contextlib.suppress(OSError):
+                if stale.is_dir() and not stale.is_symlink() and stale.stat().st_uid == os.geteuid():
+                    shutil.rmtree(stale, ignore_errors=True)
+        self.work = Path(tempfile.mkdtemp(prefix=self.work_prefix))
+        return self.work
+
+    def snapshot(self) -> Path:
+        """A private copy (0600) of the course's gradebook, from which every worker's copy is made."""
+        self.template = self.work / "gradebook.db"
+        with open(os.open(self.template, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "w"):
+            pass
+        gradebook.snapshot(self.master_db, self.template)
+        os.chmod(self.template, 0o600)
+        return self.template
 
     def _run(self) -> list[Outcome]:
         from tqdm import tqdm
 
-        shutil.rmtree(self.work, ignore_errors=True)  # what a killed run left
-        self.work.mkdir(parents=True)
+        self.make_work()
         for stale in glob.glob(str(self._stage("*", "*"))):
             shutil.rmtree(stale, ignore_errors=True)
-        students = self.students()
+        students, refused = self.class_list()
+        if self.only:
+            students = self.students()
+            refused = [r for r in refused if r.name in self.only]
         todo = [s for s in students if self.force or not is_graded(self.layout, s, self.assignment)]
         skipped = len(students) - len(todo)
         print(f"{self.assignment}: {len(students)} submissions, {skipped} already graded (skipped"
               f"{'' if not skipped else '; --force grades them again'}), {len(todo)} to grade with "
-              f"{self.jobs} worker{'s' * (self.jobs > 1)}", file=sys.stderr, flush=True)
-        self.template = self.work / "gradebook.db"
-        gradebook.snapshot(self.master_db, self.template)
-        outcomes: list[Outcome] = []
+              f"{self.jobs} worker{'s' * (self.jobs > 1)}"
+              + (f"; {len(refused)} folder{'s' * (len(refused) > 1)} refused (listed at the end)" if refused else ""),
+              file=sys.stderr, flush=True)
+        self.snapshot()
+        outcomes: list[Outcome] = [Outcome(r.student, False, "refused-id", r.reason) for r in refused]
         bar = tqdm(total=len(todo), unit="submission", desc=f"grading {self.assignment}",
                    disable=not self.progress or not todo, file=sys.stderr)
         pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="grader")
@@ -256,7 +296,10 @@ class Runner:
                         outcome = future.result()
                     except Exception as err:  # a bug or a full disk: this submission only
                         outcome = Outcome(student, False, "error", f"{type(err).__name__}: {err}")
-                    outcome = self.commit(outcome)
+                    try:
+                        outcome = self.commit(outcome)
+                    except Exception as err:  # this submission only: the others are graded all the same
+                        outcome = self._commit_failed(outcome, err)
                     outcomes.append(outcome)
                     bar.update(1)
                     bar.set_postfix(failed=sum(not o.ok for o in outcomes))
@@ -281,9 +324,9 @@ class Runner:
         dest = self.layout.autograded(student, self.assignment)
         return dest.parent / f".{dest.name}.runner-{pid}"
 
-    def _private_course(self, student: str) -> CourseLayout:
+    def _private_course(self, student: str) -> tuple[CourseLayout, intake.Listing | None]:
         """A private course copy for one submission: config, source/, release/, a snapshot of the
-        gradebook, and that submission only."""
+        gradebook, and that submission only, copied by the intake (what it refused, with why)."""
         work = self.work / student
         shutil.rmtree(work, ignore_errors=True)
         private = Course.copy_of(work / "course", repo=self.root).layout  # nbgrader_config.py, source/
@@ -291,20 +334,25 @@ class Runner:
         if self.layout.release(self.assignment).is_dir():
             shutil.copytree(self.layout.release(self.assignment), private.release(self.assignment), symlinks=True)
         shutil.copy2(self.template, private.gradebook_path)
-        shutil.copytree(self.layout.submitted(student, self.assignment), private.submitted(student, self.assignment),
-                        symlinks=True)
-        return private
+        source, dest = self.layout.submitted(student, self.assignment), private.submitted(student, self.assignment)
+        if not self.intake.enabled:  # the explicit opt-out: as stock nbgrader, links and all
+            shutil.copytree(source, dest, symlinks=True)
+            return private, None
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        notebooks = [p.stem for p in self.layout.release(self.assignment).glob("*.ipynb")]
+        return private, intake.take(source, dest, self.intake, notebooks)
 
     def grade_one(self, student: str) -> Outcome:
         """Grade one submission in a private course copy (runs in a worker thread)."""
         if self.stopping:
             raise RuntimeError("stopped")
-        private = self._private_course(student)
+        private, listing = self._private_course(student)
         work = self.work / student
         events = work / "events.jsonl"
         env = grading_env() | thread_env(self.jobs) | {sandbox.EVENTS_ENV: str(events)}
         log = work / "nbgrader.log"
-        cmd = [str(Path(sys.executable).with_name("nbgrader")), "autograde", self.assignment, "--student", student]
+        # '--student=<id>': an id is never read as an option (and the intake's ids are no globs).
+        cmd = [str(Path(sys.executable).with_name("nbgrader")), "autograde", self.assignment, f"--student={student}"]
         with open(log, "w") as out:
             with self.lock:
                 if self.stopping:
@@ -319,11 +367,12 @@ class Runner:
                     self.children.discard(proc)
         found = [json.loads(line) for line in events.read_text().splitlines()] if events.is_file() else []
         if proc.returncode == 0 and private.autograded(student, self.assignment).is_dir():
-            return Outcome(student, True, log=log, events=found, graded_in=private)
+            return Outcome(student, True, log=log, events=found, graded_in=private, listing=listing)
         text = log.read_text(errors="replace")
         kind = found[-1]["kind"] if found else "error"
         message = "; ".join(e["message"] for e in found) if found else _error_summary(text)
-        return Outcome(student, False, kind, f"nbgrader autograde exited {proc.returncode}: {message}", log, found)
+        return Outcome(student, False, kind, f"nbgrader autograde exited {proc.returncode}: {message}", log, found,
+                       listing=listing)
 
     def commit(self, outcome: Outcome) -> Outcome:
         """Write one outcome into the course (main thread only: one writer for the gradebook)."""
@@ -331,12 +380,17 @@ class Runner:
         dest = self.layout.autograded(student, self.assignment)
         work = self.work / student
         if not outcome.ok:
+            if outcome.kind == "refused-id":  # no folder of its own can be written: listed at the end
+                return outcome
             if outcome.log is not None and outcome.log.is_file():
                 kept = self.logs / f"{self.assignment}-{student}.log"
-                shutil.copy2(outcome.log, kept)
+                shutil.copyfile(outcome.log, kept)
+                os.chmod(kept, 0o600)
                 outcome.log = kept
             note = " (the previous grading is kept)" if is_graded(self.layout, student, self.assignment) else ""
             problems.record(dest, outcome.kind, None, None, outcome.message + note)
+            if outcome.listing is not None:
+                intake.record(dest, outcome.listing)
             shutil.rmtree(work, ignore_errors=True)
             return outcome
         private = outcome.graded_in
@@ -347,6 +401,8 @@ class Runner:
             problems.record(stage, stop.kind, name, stop.where, stop.message)
         for event in outcome.events:  # the sandbox stopped something but grading went on
             problems.record(stage, event["kind"], None, None, event["message"])
+        if outcome.listing is not None:  # what the intake refused when it copied the submission
+            intake.record(stage, outcome.listing)
         gradebook.merge_submission(self.master_db, private.gradebook_path, student, self.assignment)
         if dest.exists():
             shutil.rmtree(dest)
@@ -356,16 +412,32 @@ class Runner:
         return outcome
 
 
+    def _commit_failed(self, outcome: Outcome, err: Exception) -> Outcome:
+        """A submission whose results could not be put in place: recorded, the others go on."""
+        message = f"its grading could not be saved ({type(err).__name__}: {err})"
+        with contextlib.suppress(Exception):
+            problems.record(self.layout.autograded(outcome.student, self.assignment), "error", None, None, message)
+        with contextlib.suppress(Exception):
+            shutil.rmtree(self._stage(outcome.student, os.getpid()), ignore_errors=True)
+        return Outcome(outcome.student, False, "error", message, outcome.log)
+
+
 def report(outcomes: list[Outcome], root: Path) -> str:
     failed = [o for o in outcomes if not o.ok]
-    lines = [f"graded {sum(o.ok for o in outcomes)} of {len(outcomes)} submissions"]
+    refused = [o for o in failed if o.kind == "refused-id"]
+    failed = [o for o in failed if o.kind != "refused-id"]
+    lines = [f"graded {sum(o.ok for o in outcomes)} of {len(outcomes) - len(refused)} submissions"]
     if failed:
         lines.append(f"{len(failed)} could not be graded (tried again on the next run; details in "
                      f"autograded/<student>/<assignment>/{problems.FILENAME}):")
         for o in sorted(failed, key=lambda o: o.student):
             first = o.message.splitlines()[0] if o.message else ""
             log = f" [log: {o.log.relative_to(root) if o.log and o.log.is_relative_to(root) else o.log}]" if o.log else ""
-            lines.append(f"  {o.student}: {o.kind}: {first[:300]}{log}")
+            lines.append(f"  {intake.shown(o.student)}: {o.kind}: {first[:300]}{log}")
+    if refused:
+        lines.append(f"{len(refused)} submitted folder{'s' * (len(refused) > 1)} not graded (rename the folder "
+                     "to a valid student id, then run again):")
+        lines += [f"  {o.student}: {o.message}" for o in sorted(refused, key=lambda o: o.student)]
     return "\n".join(lines)
 
 

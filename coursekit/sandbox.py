@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hmac
 import json
 import os
 import re
@@ -46,7 +47,9 @@ import stat
 import subprocess
 import sys
 import tempfile
+import uuid
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 from coursekit import datapaths
@@ -69,11 +72,22 @@ SCRATCH_EXCLUDE = ("*.ipynb", ".ipynb_checkpoints", "grading-problems.json*", "*
                    "__pycache__")
 SCRATCH_MAX_BYTES = 512 * 2**20
 SCRATCH_MAX_FILES = 5000
-# Environment variables the kernel keeps (the rest of the grader's environment stays outside).
-ENV_KEEP = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED", "PYTHONNOUSERSITE", "MPLBACKEND",
-            "MALLOC_ARENA_MAX", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-ENV_KEEP_PREFIXES = ("TF_", "COURSEKIT_", "NBGRADER_")
+# Environment variables the kernel keeps, by exact name (never by prefix: a TF_VAR_token of
+# Terraform or an NBGRADER_SECRET must not reach student code). The rest stays outside.
+ENV_ALLOW = frozenset({
+    "LANG", "LC_ALL", "LC_CTYPE", "TZ",
+    "PYTHONHASHSEED", "PYTHONNOUSERSITE", "MPLBACKEND", "MALLOC_ARENA_MAX",
+    "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",      # the runner's threads per worker
+    "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",                # the runner's threads per worker
+    "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS",                   # coursekit/kernel.py's KERNEL_ENV
+    datapaths.DATA_DIR_ENV, datapaths.CACHE_DIR_ENV,                   # where the data sets are
+    "NBGRADER_EXECUTION", "NBGRADER_VALIDATING",                       # nbgrader tells notebooks it grades
+})
 WATCH_INTERVAL = 0.5  # seconds between two looks at the sandbox's memory
+# The kernel's output, counted in the relay before nbgrader buffers it (see OutputBudget).
+OUTPUT_NOTICE_MARK = "coursekit sandbox: this notebook printed more than its output budget"
+FRAME_LIMIT = 64 * 2**20  # largest message part the relay holds in memory; a larger output is dropped
+COMMAND_LIMIT = 2**20     # ZMTP commands (handshake, subscriptions) are tiny
 
 
 class SandboxUnavailable(RuntimeError):
@@ -103,18 +117,23 @@ class Settings:
     processes: int = field(default_factory=lambda: max(256, 4 * (os.cpu_count() or 1) + 64))
     # processes + threads: TensorFlow alone starts ~2 per core, plus ~10
     file_size: str = "1G"         # largest file it may write
+    disk: str = "1G"              # everything it may write, together: work folder, /tmp, home, /dev/shm
+    files: int = 10_000           # files and folders it may have there, together (inodes)
+    output: str = "32M"           # what it may print (iopub), before nbgrader sees it
 
     def kernel_arguments(self) -> list[str]:
         """For ``c.Execute.extra_arguments``: nbgrader appends these to the kernel's command."""
         if not self.enabled:
             return [f"{OPTION}=off"]
         return [f"{OPTION}=on", f"{OPTION}-memory={self.memory}", f"{OPTION}-wall-time={self.wall_time:g}",
-                f"{OPTION}-processes={self.processes}", f"{OPTION}-file-size={self.file_size}"]
+                f"{OPTION}-processes={self.processes}", f"{OPTION}-file-size={self.file_size}",
+                f"{OPTION}-disk={self.disk}", f"{OPTION}-files={self.files}", f"{OPTION}-output={self.output}"]
 
     @classmethod
     def from_arguments(cls, args: list[str]) -> "Settings":
         settings = cls()
-        fields = {"memory": str, "wall-time": float, "processes": int, "file-size": str}
+        fields = {"memory": str, "wall-time": float, "processes": int, "file-size": str, "disk": str, "files": int,
+                  "output": str}
         for arg in args:
             name, _, value = arg[len(OPTION):].partition("=")
             if name == "":
@@ -125,7 +144,10 @@ class Settings:
                 settings = replace(settings, **{name[1:].replace("-", "_"): fields[name[1:]](value)})
             else:
                 raise ValueError(f"unknown sandbox option {arg}")
-        parse_size(settings.memory), parse_size(settings.file_size)  # fail early on a typo
+        for size in (settings.memory, settings.file_size, settings.disk, settings.output):
+            parse_size(size)  # fail early on a typo
+        if settings.files < 100:
+            raise ValueError(f"{OPTION}-files={settings.files}: a kernel needs at least 100 files and folders")
         return settings
 
     def preflight(self) -> None:
@@ -294,22 +316,34 @@ class Sandbox:
         self.host_sockets: list[str] = []
         self.stopped: tuple[str, str] | None = None  # (kind, message) when the wrapper stopped it
         self.peak_resident = 0
+        self.mounted = False
+        self.budget: OutputBudget | None = None
 
     # -- set-up --
 
     def prepare(self, connection_file: str | None = None) -> list[str]:
-        """Make the scratch folders; return the bwrap command line."""
+        """Make the scratch folders; return the bwrap command line.
+
+        Everything the kernel can write (its work folder, home, /tmp, /dev/shm and the folder of
+        its sockets) is one tmpfs mounted here, limited to ``disk`` bytes and ``files`` inodes:
+        one quota for all of it, and nothing the kernel writes reaches the host's disk."""
         self.bwrap, self.setpriv = _require_tools()
         _sweep_scratch()
         self.scratch = Path(tempfile.mkdtemp(prefix=f"coursekit-sandbox-{os.getpid()}-"))
-        for name in ("work", "home", "home/.keras", "tmp", "run"):
+        _mount_tmpfs(self.scratch, parse_size(self.settings.disk), self.settings.files)
+        self.mounted = True
+        for name in ("work", "home", "home/.keras", "tmp", "run", "shm"):
             (self.scratch / name).mkdir(exist_ok=True)
         if self.cwd is not None:
-            self._copy_working_directory()
+            try:
+                self._copy_working_directory()
+            except OSError as err:
+                raise SandboxUnavailable(f"could not copy the kernel's working directory {self.cwd} into its "
+                                         f"{self.settings.disk} scratch space: {err}") from None
         if connection_file is not None:
             self._write_connection_file(connection_file)
         self._write_passwd()
-        for name in ("work", "home", "tmp", "run"):
+        for name in ("work", "home", "tmp", "run", "shm"):
             _chown_tree(self.scratch / name, self.uid)
         for mode, folder in self.binds:
             if mode == "rw":
@@ -340,6 +374,9 @@ class Sandbox:
     def _write_connection_file(self, connection_file: str) -> None:
         with open(connection_file) as f:
             self.connection = json.load(f)
+        self.budget = OutputBudget(parse_size(self.settings.output), self.settings.output,
+                                   str(self.connection.get("key", "")).encode(),
+                                   str(self.connection.get("signature_scheme", "hmac-sha256")), self._output_cut)
         inner = dict(self.connection, transport="ipc", ip=f"{INNER_RUN}/kernel")
         (self.scratch / "run" / "kernel.json").write_text(json.dumps(inner))
 
@@ -378,6 +415,7 @@ class Sandbox:
         if keras_datasets().is_dir():
             plan.append(("ro", str(keras_datasets()), f"{INNER_HOME}/.keras/datasets"))
         plan.append(("rw", str(self.scratch / "tmp"), "/tmp"))
+        plan.append(("rw", str(self.scratch / "shm"), "/dev/shm"))
         plan.append(("rw", str(self.scratch / "run"), INNER_RUN))
         for mode, folder in self.binds:
             for secret in [p for p in (self.cwd, Path.home().resolve(), PACKAGE_DIR.parent) if p is not None]:
@@ -392,9 +430,8 @@ class Sandbox:
     def bwrap_command(self) -> list[str]:
         argv = [self.bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--unshare-cgroup-try", "--die-with-parent", "--hostname", "grader-sandbox",
-                "--proc", "/proc", "--dev", "/dev",
-                "--perms", "1777", "--size", str(64 * 2**20), "--tmpfs", "/dev/shm"]
-        made: set[str] = set()
+                "--proc", "/proc", "--dev", "/dev"]
+        made: set[str] = {"/proc", "/dev"}
         plan = self.mounts()
         readonly = [Path(dest) for kind, _, dest in plan if kind == "ro"]
         for kind, src, dest in plan:
@@ -425,9 +462,7 @@ class Sandbox:
         return cmd
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if k in ENV_KEEP or k.startswith(ENV_KEEP_PREFIXES)}
-        env.pop(EVENTS_ENV, None)
+        env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW}
         venv_bin = str(Path(self.command[0]).parent) if os.path.isabs(self.command[0]) else str(Path(sys.executable).parent)
         env.update({
             "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
@@ -478,14 +513,28 @@ class Sandbox:
             if loop.time() > deadline:
                 self._stop("timeout", f"the kernel ran for more than its wall-time limit of "
                                       f"{self.settings.wall_time:g} s and was stopped")
-            resident = self.resident_bytes()
+            # Its files live in memory too (the scratch tmpfs): they count.
+            resident = self.resident_bytes() + self.scratch_bytes()
             self.peak_resident = max(self.peak_resident, resident)
             if resident > self.memory:
-                self._stop("sandbox", f"the kernel's processes used {resident / 2**30:.1f} GiB of memory, more "
-                                      f"than the limit of {self.settings.memory}, and were stopped")
+                self._stop("sandbox", f"the kernel's processes and files used {resident / 2**30:.1f} GiB of memory, "
+                                      f"more than the limit of {self.settings.memory}, and were stopped")
         for server in servers:
             server.close()
         return proc.returncode if self.stopped is None else 128 + signal.SIGKILL
+
+    def scratch_bytes(self) -> int:
+        """Bytes the kernel's files take in its scratch tmpfs."""
+        if not self.mounted:
+            return 0
+        with contextlib.suppress(OSError):
+            st = os.statvfs(self.scratch)
+            return (st.f_blocks - st.f_bfree) * st.f_frsize
+        return 0
+
+    def _output_cut(self, message: str) -> None:
+        print(f"coursekit sandbox: {message} (working directory {self.cwd})", file=sys.stderr, flush=True)
+        _record_event("sandbox", message, self.cwd)
 
     def _stop(self, kind: str, message: str) -> None:
         if self.stopped is None:
@@ -544,9 +593,9 @@ class Sandbox:
             port = int(c[f"{channel}_port"])
             inner = str(self.scratch / "run" / f"kernel-{port}")
 
-            async def handle(reader, writer, inner=inner):
+            async def handle(reader, writer, inner=inner, channel=channel):
                 with contextlib.suppress(asyncio.CancelledError):
-                    await self._relay(reader, writer, inner)
+                    await self._relay(reader, writer, inner, channel)
 
             if c.get("transport", "tcp") == "ipc":
                 # A relative path is relative to the client, our parent (the kernel's cwd differs).
@@ -560,7 +609,7 @@ class Sandbox:
                 servers.append(await asyncio.start_server(handle, host="0.0.0.0" if host == "*" else host, port=port))
         return servers
 
-    async def _relay(self, reader, writer, inner: str) -> None:
+    async def _relay(self, reader, writer, inner: str, channel: str) -> None:
         try:
             while True:
                 try:
@@ -577,7 +626,16 @@ class Sandbox:
                         dst.write(data)
                         await dst.drain()
 
-            tasks = [asyncio.ensure_future(pipe(reader, in_writer)), asyncio.ensure_future(pipe(in_reader, writer))]
+            async def from_kernel(src, dst):
+                with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError):
+                    try:
+                        await relay_messages(src, dst, channel, self.budget)
+                    except ProtocolError as err:
+                        self._stop("sandbox", f"the kernel broke the Jupyter protocol on its {channel} channel "
+                                              f"({err}) and was stopped")
+
+            tasks = [asyncio.ensure_future(pipe(reader, in_writer)),
+                     asyncio.ensure_future(from_kernel(in_reader, writer))]
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
                 task.cancel()
@@ -591,7 +649,38 @@ class Sandbox:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         if self.scratch is not None:
+            if self.mounted:
+                _unmount(self.scratch)
+                self.mounted = False
             shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+# --- the scratch file system --------------------------------------------------------------------
+
+_MS_NOSUID, _MS_NODEV, _MNT_DETACH = 2, 4, 2
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _mount_tmpfs(target: Path, size: int, inodes: int) -> None:
+    options = f"size={size},nr_inodes={inodes},mode=0700".encode()
+    if _libc().mount(b"tmpfs", os.fsencode(target), b"tmpfs", _MS_NOSUID | _MS_NODEV, options) != 0:
+        err = ctypes.get_errno()
+        raise SandboxUnavailable(f"cannot mount the kernel's size-limited scratch space (tmpfs) at {target}: "
+                                 f"{os.strerror(err)}")
+
+
+def _unmount(target: Path) -> None:
+    # Lazily: a process of the sandbox that is still dying may hold it a moment longer.
+    _libc().umount2(os.fsencode(target), _MNT_DETACH)
+
+
+def _is_mount(path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return os.path.ismount(path)
+    return False
 
 
 def _sweep_scratch() -> None:
@@ -599,7 +688,208 @@ def _sweep_scratch() -> None:
     for folder in Path(tempfile.gettempdir()).glob("coursekit-sandbox-*-*"):
         pid = folder.name.split("-")[2]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            if _is_mount(folder):
+                _unmount(folder)
             shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- the kernel's messages, counted before nbgrader sees them -------------------------------------
+
+DELIMITER = b"<IDS|MSG>"
+
+
+class ProtocolError(Exception):
+    """The kernel sent something that is not ZMTP 3 with the NULL mechanism."""
+
+
+class OutputBudget:
+    """How much a kernel may print: the bytes of every message it publishes on iopub, except the
+    status messages the protocol needs, counted in the relay before nbgrader buffers anything.
+
+    Past the budget the relay forwards what still fits of the stream message that crossed it,
+    then one display message saying that output stops there, and from then on drops output,
+    except what a grade depends on: nbgrader scores a check cell 0 when it has an error or
+    stderr output, so each cell still gets its first error and its first stderr text, cut
+    short. Status messages and the shell channel's replies are untouched, so nbgrader goes on
+    grading. Messages the relay makes are signed with the connection's key, as the kernel's own.
+    One budget per kernel."""
+
+    EVIDENCE_CHARS = 1000  # of an error's value and traceback lines, or of a stderr text, kept past the budget
+
+    def __init__(self, limit: int, shown: str, key: bytes, scheme: str, on_cut):
+        self.limit, self.shown, self.key = limit, shown, key
+        self.digest = scheme[len("hmac-"):] if scheme.startswith("hmac-") else "sha256"
+        self.spent = 0
+        self.cut = False
+        self.on_cut = on_cut
+        self.kept: set[tuple[str, str]] = set()  # (parent msg_id, "error"/"stderr") kept past the budget
+
+    def notice(self) -> str:
+        return f"{OUTPUT_NOTICE_MARK} of {self.shown}: nothing it printed after this point was kept"
+
+    def sign(self, frames: list[bytes]) -> bytes:
+        if not self.key:
+            return b""
+        mac = hmac.new(self.key, digestmod=self.digest)
+        for frame in frames:
+            mac.update(frame)
+        return mac.hexdigest().encode()
+
+    def message(self, idents: list[bytes], header: dict, parent: bytes, content: dict) -> list[bytes]:
+        frames = [json.dumps(header).encode(), parent, b"{}", json.dumps(content).encode()]
+        return [*idents, DELIMITER, self.sign(frames), *frames]
+
+    @staticmethod
+    def header(like: dict, msg_type: str) -> dict:
+        return {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": str(like.get("session", "")),
+                "username": str(like.get("username", "")), "version": str(like.get("version", "5.3")),
+                "date": datetime.now(timezone.utc).isoformat()}
+
+    def filter(self, parts: list[bytes], oversized: bool = False) -> list[list[bytes]]:
+        """The messages to forward in place of the message ``parts`` (its frames); ``oversized``:
+        a part was too large to hold and is missing."""
+        try:
+            i = parts.index(DELIMITER)
+            header = json.loads(parts[i + 2])
+            msg_type = header.get("msg_type") if isinstance(header, dict) else None
+        except (ValueError, IndexError, UnicodeDecodeError, RecursionError):
+            i, header, msg_type = -1, None, None
+        if msg_type == "status" and not oversized:
+            return [parts]
+        cost = sum(len(p) for p in parts) if not oversized else self.limit + 1
+        if not self.cut and self.spent + cost <= self.limit:
+            self.spent += cost
+            return [parts]
+        if header is None or len(parts) < i + 6:
+            first = self._cross()
+            return []
+        idents, parent = parts[:i], parts[i + 3]
+        content = {}
+        if not oversized:
+            with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
+                content = json.loads(parts[i + 5])
+        elif msg_type == "stream":  # only the start of it was read: which stream?
+            name = re.search(rb'"name"\s*:\s*"(stdout|stderr)"', parts[i + 5])
+            content = {"name": name.group(1).decode() if name else "stderr"}
+        content = content if isinstance(content, dict) else {}
+        out = []
+        first = self._cross()
+        left = self.limit - self.spent
+        if first and msg_type == "stream" and not oversized and left > 0 and isinstance(content.get("text"), str):
+            out.append(self.message(idents, header, parent, dict(content, text=content["text"][:left])))
+            if content.get("name") == "stderr":
+                self.kept.add((self._parent_id(parent), "stderr"))
+        if first:
+            out.append(self.message(idents, self.header(header, "display_data"), parent,
+                                    {"data": {"text/plain": self.notice()}, "metadata": {}, "transient": {}}))
+        evidence = self._evidence(msg_type, content, oversized, parent)
+        if evidence is not None:
+            out.append(self.message(idents, self.header(header, msg_type), parent, evidence))
+        return out
+
+    def _cross(self) -> bool:
+        """Note that the budget is spent; True the first time."""
+        if self.cut:
+            return False
+        self.cut = True
+        self.on_cut(f"the kernel printed more than its output budget of {self.shown}; the rest of its output "
+                    "was not kept (errors and stderr still count)")
+        return True
+
+    @staticmethod
+    def _parent_id(parent: bytes) -> str:
+        with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError, AttributeError):
+            return str(json.loads(parent).get("msg_id", ""))
+        return ""
+
+    def _evidence(self, msg_type, content: dict, oversized: bool, parent: bytes) -> dict | None:
+        """A short error or stderr output standing for one past the budget (once per cell)."""
+        n = self.EVIDENCE_CHARS
+        if msg_type == "error":
+            key = (self._parent_id(parent), "error")
+            if key in self.kept:
+                return None
+            self.kept.add(key)
+            trace = content.get("traceback") if isinstance(content.get("traceback"), list) else []
+            trace = [str(line)[:n] for line in (trace[:5] + trace[-5:] if len(trace) > 10 else trace)]
+            return {"ename": str(content.get("ename") or "Error")[:200],
+                    "evalue": str(content.get("evalue", "") if not oversized else "(an error too large to keep)")[:n],
+                    "traceback": trace}
+        if msg_type == "stream" and content.get("name", "stderr") != "stdout":
+            # A stream that does not say which it is counts as stderr, the stricter reading.
+            key = (self._parent_id(parent), "stderr")
+            if key in self.kept:
+                return None
+            self.kept.add(key)
+            text = str(content.get("text", ""))[:n] if not oversized else "(output too large to keep)"
+            return {"name": "stderr", "text": text or "(stderr output)"}
+        return None
+
+
+def encode_frames(parts: list[bytes]) -> bytes:
+    out = bytearray()
+    for k, part in enumerate(parts):
+        more = 0x01 if k < len(parts) - 1 else 0
+        if len(part) > 255:
+            out += bytes([more | 0x02]) + len(part).to_bytes(8, "big")
+        else:
+            out += bytes([more, len(part)])
+        out += part
+    return bytes(out)
+
+
+async def relay_messages(src, dst, channel: str, budget: OutputBudget | None) -> None:
+    """Forward a ZMTP 3 byte stream from the kernel to the client, message by message: the
+    greeting and commands as they are, messages through ``budget`` on iopub. A message part
+    over FRAME_LIMIT is never held in memory: on iopub it is read past and replaced by the
+    budget's notice; on another channel it is a protocol error (nbgrader's replies are small)."""
+    signature = await src.readexactly(10)
+    if signature[0] != 0xFF or signature[9] != 0x7F:
+        raise ProtocolError("not a ZMTP 3 greeting")
+    dst.write(signature)
+    await dst.drain()
+    major = await src.readexactly(1)
+    if major[0] < 3:
+        raise ProtocolError(f"ZMTP version {major[0]}")
+    dst.write(major)
+    await dst.drain()
+    rest = await src.readexactly(53)  # minor version, mechanism (20), as-server, filler
+    if rest[1:21].rstrip(b"\0") != b"NULL":
+        raise ProtocolError("a security mechanism other than NULL")
+    dst.write(rest)
+    await dst.drain()
+    parts: list[bytes] = []
+    oversized = False
+    while True:
+        (flags,) = await src.readexactly(1)
+        if flags & ~0x07:
+            raise ProtocolError(f"frame flags {flags:#x}")
+        size = int.from_bytes(await src.readexactly(8 if flags & 0x02 else 1), "big")
+        if flags & 0x04:  # a command
+            if size > COMMAND_LIMIT:
+                raise ProtocolError(f"a command of {size} bytes")
+            body = await src.readexactly(size)
+            dst.write(bytes([flags]) + (size.to_bytes(8, "big") if flags & 0x02 else bytes([size])) + body)
+            await dst.drain()
+            continue
+        if size > FRAME_LIMIT:
+            if channel != "iopub" or budget is None:
+                raise ProtocolError(f"a message part of {size / 2**20:.0f} MB")
+            head = await src.readexactly(256)  # enough to see which stream it was
+            size -= len(head)
+            while size:
+                size -= len(await src.readexactly(min(size, 1 << 20)))
+            parts.append(head)
+            oversized = True
+        else:
+            parts.append(await src.readexactly(size))
+        if flags & 0x01:
+            continue
+        messages = budget.filter(parts, oversized) if channel == "iopub" and budget is not None else [parts]
+        for message in messages:
+            dst.write(encode_frames(message))
+        await dst.drain()
+        parts, oversized = [], False
 
 
 def _chown_tree(root: Path, uid: int) -> None:

@@ -28,14 +28,20 @@ edited read-only cell  restored, with a log line only              restored; the
 changed cell metadata  points/locked reset, other flags kept       the release's metadata restored
 late                   penalty applied, nothing tells the student  penalty applied; the note says why
 cell timeout           CellTimeoutError in the cell                same, and the note explains it
-one huge output line   kept whole (LimitOutput counts lines), so   cut to ``max_output_chars`` characters
+one huge output line   kept whole (LimitOutput counts lines), so   cut to the limits of ``coursekit.bounds``
                        a 50 MB line reaches notebook and feedback
+huge written answer    kept whole: formgrader renders it inside    cut to the limits of ``coursekit.bounds``
+                       the server's event loop (a 2.5 MB answer    before grading; the note says so
+                       blocks the server ~15 s)
 stray ``coursekit/``   copied, ignored by the kernel (``-P``)      same, and recorded
 =====================  ==========================================  =========================================
 
 Everything found is recorded with :func:`coursekit.problems.record` (for the TA report) and
 listed in a "Grading notes" cell at the top of the autograded notebook (so the feedback page
-shows it). Nothing here writes to ``submitted/`` or changes the gradebook's assignment.
+shows it). The notes quote grade ids and file names that the student chose: each note is
+markdown-quoted (``coursekit.safehtml.quote_markdown``), so that formgrader, JupyterLab and the
+feedback page show it as text. Nothing here writes to ``submitted/`` or changes the gradebook's
+assignment.
 """
 
 from __future__ import annotations
@@ -54,15 +60,17 @@ from pathlib import Path
 import nbformat
 from nbconvert.exporters import NotebookExporter
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Integer
+from traitlets import Instance
 
-from coursekit import problems
+from coursekit import bounds, problems
 from coursekit.layout import CourseLayout
 from coursekit.notebook import cell_name, flags, grade_id, is_answer_cell, is_graded, is_readonly, stopped_cells
+from coursekit.safehtml import quote_markdown
 
 NOTES_MARK = "<!-- coursekit:grading-notes -->"
 NOTES_TITLE = "**Grading notes** (written by the course's grader, not by you)"
 RESOURCE_KEY = "coursekit_notes"  # list of note lines, passed from exporter to RepairCells
+PLACEHOLDER_KEY = "coursekit_placeholder"  # True: the exporter graded a placeholder (resources, never metadata)
 
 
 # --- small helpers ------------------------------------------------------------------------
@@ -101,7 +109,8 @@ def report(owner, resources, kind: str, cell: str | None, message: str, per_note
 
 
 def put_notes(nb, notes: list[str]) -> None:
-    """Add ``notes`` to the "Grading notes" cell at the top of ``nb`` (made if absent)."""
+    """Add ``notes`` (plain text) to the "Grading notes" cell at the top of ``nb`` (made if
+    absent), each quoted as text: a note may quote a grade id or a file name the student chose."""
     if not notes:
         return
     for c in nb.cells:
@@ -118,8 +127,9 @@ def put_notes(nb, notes: list[str]) -> None:
         nb.cells.insert(0, c)
         known = c.source
     for note in notes:
-        if f"- {note}" not in known:
-            c.source = c.source.rstrip("\n") + f"\n- {note}"
+        line = f"- {quote_markdown(note)}"
+        if line not in known:
+            c.source = c.source.rstrip("\n") + "\n" + line
 
 
 def _unique_ids(nb) -> None:
@@ -138,36 +148,75 @@ class Unreadable(Exception):
     """The file is not a notebook we can grade; the message says why, for the student."""
 
 
+MAX_NESTING = 64    # JSON levels; a notebook has about 10, a recursion bomb thousands
+MAX_CELLS = 2000    # the release has about 60
+
+
+def nesting(data) -> int:
+    """How deep ``data`` (parsed JSON) nests lists and objects, counted without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_NESTING:
+                break
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
 def read_submitted(path: Path):
-    """(notebook, original nbformat, repeated cell ids) or Unreadable."""
+    """(notebook, original nbformat, repeated cell ids, damaged cells) or Unreadable. Damaged
+    cells are those whose metadata was not what Jupyter writes (a grade id that is not a text,
+    metadata that is not an object); their nbgrader marker is dropped (the course's cell is
+    put back from the release) and their names listed."""
     try:
         text = Path(path).read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise Unreadable("it is not a text file (not UTF-8)") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise Unreadable(f"its JSON is nested more than {MAX_NESTING} levels deep") from None
     except ValueError as err:
         where = f", line {err.lineno} column {err.colno}" if hasattr(err, "lineno") else ""
         raise Unreadable(f"it is not valid JSON ({getattr(err, 'msg', err)}{where}); "
                          "the file may have been cut off while saving or uploading") from None
+    if nesting(data) > MAX_NESTING:
+        raise Unreadable(f"its JSON is nested more than {MAX_NESTING} levels deep")
     if not isinstance(data, dict) or not isinstance(data.get("nbformat"), int):
         raise Unreadable("it is JSON, but not a Jupyter notebook")
+    if not isinstance(data.get("metadata", {}), dict):
+        raise Unreadable("its notebook metadata is damaged")
+    data.get("metadata", {}).pop("coursekit", None)  # the grader's own flags are never read from a student
     version = data["nbformat"]
     cells = data.get("cells") if version >= 4 else [c for ws in data.get("worksheets", []) for c in ws.get("cells", [])]
     if not isinstance(cells, list) or not all(isinstance(c, dict) and c.get("cell_type") for c in cells):
         raise Unreadable("its cells are damaged")
-    ids = [c.get("id") for c in cells if c.get("id")]
+    if len(cells) > MAX_CELLS:
+        raise Unreadable(f"it has {len(cells):,} cells (the assignment has about 60; at most {MAX_CELLS:,} are read)")
+    damaged = []
+    for index, c in enumerate(cells):
+        if not isinstance(c.get("metadata", {}), dict):
+            c["metadata"] = {}
+            damaged.append(f"cell {index + 1}")
+        marker = c.get("metadata", {}).get("nbgrader")
+        if marker is not None and not (isinstance(marker, dict) and isinstance(marker.get("grade_id", ""), str)):
+            del c["metadata"]["nbgrader"]
+            damaged.append(f"cell {index + 1}")
+    ids = [c.get("id") for c in cells if isinstance(c.get("id"), str) and c.get("id")]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # nbformat renumbers repeated cell ids, with a warning
-            nb = nbformat.reads(text, as_version=4)
-    except Exception as err:  # nbformat raises several kinds of errors for damaged notebooks
-        raise Unreadable(f"Jupyter cannot read it ({type(err).__name__}: {err})") from None
+            # From the checked data (what was repaired above, the grader's flags dropped).
+            nb = nbformat.reads(json.dumps(data), as_version=4)
+    except (Exception, RecursionError) as err:  # nbformat raises several kinds of errors for damaged notebooks
+        raise Unreadable(f"Jupyter cannot read it ({type(err).__name__}: {str(err)[:200]})") from None
     for c in nb.cells:
         if not isinstance(c.get("source"), str):
             raise Unreadable("its cells are damaged")
-    return nb, version, repeated
+    return nb, version, repeated, damaged
 
 
 def placeholder(release_nb):
@@ -176,7 +225,6 @@ def placeholder(release_nb):
     written answers left empty (0 points)."""
     nb = copy.deepcopy(release_nb)
     nb.cells = [c for c in nb.cells if c.cell_type != "code" or is_graded(c)]
-    nb.metadata["coursekit"] = {"placeholder": True}
     return nb
 
 
@@ -231,7 +279,7 @@ def _best_match(release, unknown: dict, used: set) -> str | None:
         if stem in used:
             continue
         try:
-            nb, _, _ = read_submitted(Path(path))
+            nb = read_submitted(Path(path))[0]
         except Unreadable:
             continue
         overlap = len(want & answer_ids(nb))
@@ -250,18 +298,26 @@ class SubmissionExporter(NotebookExporter):
     pre-convert hook (``ExpectedNotebooks``), which file stands for each expected notebook; reads
     it, upgrades old formats, and stands in a placeholder for a notebook that is missing or cannot
     be read. After grading (the "autograde" pass): notes cells that hit the time limit, and cuts
-    outputs longer than ``max_output_chars``.
+    outputs to ``limits`` (``coursekit.bounds``).
 
     State lives on this object, which nbgrader makes once per command: ``plans`` maps the path of
     each expected notebook to the file to read for it and why.
     """
 
-    max_output_chars = Integer(
-        100_000, help="Longest text output kept per cell output after grading; the rest is cut (-1: no limit)."
-    ).tag(config=True)
+    limits = Instance(bounds.Limits, args=(), help="coursekit.bounds.Limits (nbgrader_config.py: RENDER_LIMITS)").tag(config=True)
 
     def __init__(self, **kw):
         super().__init__(**kw)
+        from coursekit import intake
+
+        converter = self.parent
+        if isinstance(converter, intake.Autograde) and not isinstance(converter, intake.IntakeAutograde) \
+                and intake.Intake(parent=converter).enabled:
+            raise SystemExit(
+                "coursekit: refusing to grade: nbgrader autograde is not reading submissions through the intake "
+                f"({type(converter).__name__} instead of coursekit.intake.IntakeAutograde). nbgrader_config.py "
+                "must call coursekit.intake.install(); if it does, this nbgrader version no longer lets it (see "
+                "coursekit/intake.py). c.Intake.enabled = False grades as stock nbgrader does (links followed).")
         self.plans: dict[str, tuple[str | None, str]] = {}  # expected path -> (path to read, renamed from)
         hook = getattr(self.parent, "pre_convert_hook", None)
         while hook is not None and not isinstance(hook, ExpectedNotebooks):
@@ -322,7 +378,7 @@ class SubmissionExporter(NotebookExporter):
         nb = None
         if read_path is not None and Path(read_path).is_file():
             try:
-                nb, version, repeated = read_submitted(Path(read_path))
+                nb, version, repeated, damaged = read_submitted(Path(read_path))
             except Unreadable as why:
                 shown = renamed_from or f"{name}.ipynb"
                 report(self, resources, "invalid-notebook", None,
@@ -341,6 +397,15 @@ class SubmissionExporter(NotebookExporter):
                     report(self, resources, "duplicate-cell", None,
                            f"{len(repeated)} cell id(s) appear more than once in {name}.ipynb "
                            f"({', '.join(repeated[:5])}); the copies were given new ids.")
+                if damaged:
+                    report(self, resources, "tampered-cell", None,
+                           f"The course settings of {len(damaged)} cell(s) of {name}.ipynb were damaged "
+                           f"({', '.join(damaged[:5])}: a grade id that is not a name, or settings that are "
+                           "not a list of fields); the course's own cells were used in their place.")
+        elif self._refused(course, info, name):
+            report(self, resources, "missing-notebook", None,
+                   f"{name}.ipynb was not accepted (see above): it was graded as not submitted, 0 points for "
+                   "this notebook.")
         else:
             report(self, resources, "missing-notebook", None,
                    f"{name}.ipynb was not in your submission: 0 points for this notebook.")
@@ -349,10 +414,17 @@ class SubmissionExporter(NotebookExporter):
             if release is None:
                 raise RuntimeError(f"no release notebook to grade in place of {name}.ipynb")
             nb = placeholder(release)
+            resources[PLACEHOLDER_KEY] = True
         path = os.path.dirname(filename)
         resources.setdefault("metadata", {})
         resources["metadata"].update({"name": name, "path": path, "modified_date": ""})
         return self.from_notebook_node(nb, resources=resources, **kw)
+
+    @staticmethod
+    def _refused(course: CourseLayout, info: dict, name: str) -> bool:
+        """Whether the intake refused the student's file for notebook ``name``."""
+        found = problems.load(course.autograded(info["student"], info["assignment"]))
+        return any(p["kind"] == "refused-file" and p["notebook"] == name for p in found)
 
     def _preprocess(self, nb, resources):
         nb, resources = super()._preprocess(nb, resources)
@@ -363,7 +435,11 @@ class SubmissionExporter(NotebookExporter):
     def _after_grading(self, nb, resources) -> None:
         resources[RESOURCE_KEY] = []
         timeout = next((pp.timeout for pp in self._preprocessors if hasattr(pp, "interrupt_on_timeout")), None)
-        timed_out = {stop.index for stop in stopped_cells(nb) if stop.reason == "timeout"}
+        stops = stopped_cells(nb)
+        timed_out = {stop.index for stop in stops if stop.reason == "timeout"}
+        for stop in stops:
+            if stop.reason == "output":  # recorded as the runner records it (coursekit.runner.commit)
+                report(self, resources, stop.kind, stop.where, stop.message)
         for index, c in enumerate(nb.cells):
             if c.cell_type != "code":
                 continue
@@ -373,32 +449,9 @@ class SubmissionExporter(NotebookExporter):
                        f"A cell ({where}) was still running after the {timeout} s time limit and was stopped "
                        "(CellTimeoutError); the cells after it were run and graded as usual. "
                        "Look for a loop that never ends.")
-            for o in c.outputs:
-                cut = self._cut(o)
-                note = (f"A cell ({where}) printed {cut:,} characters in one output; only the first "
-                        f"{self.max_output_chars:,} are kept in the graded notebook and the feedback.")
-                if cut and note not in resources[RESOURCE_KEY]:
-                    resources[RESOURCE_KEY].append(note)
+        for cut in bounds.cut_outputs(nb, self.limits):
+            report(self, resources, "too-long", cut.where, cut.note())
         put_notes(nb, resources.pop(RESOURCE_KEY))
-
-    def _cut(self, output) -> int:
-        """Cut a text output down to ``max_output_chars``; returns its former length if cut."""
-        limit = self.max_output_chars
-        if limit < 0:
-            return 0
-        if output.output_type == "stream":
-            text = output.get("text", "")
-            if len(text) > limit:
-                output.text = text[:limit] + f"\n... output cut by the grader ({len(text):,} characters) ...\n"
-                return len(text)
-        elif output.output_type in ("execute_result", "display_data"):
-            longest = 0
-            for mime, value in list(output.get("data", {}).items()):
-                if mime.startswith("text/") and isinstance(value, str) and len(value) > limit:
-                    output.data[mime] = value[:limit] + f"\n... output cut by the grader ({len(value):,} characters) ..."
-                    longest = max(longest, len(value))
-            return longest
-        return 0
 
 
 # --- the sanitize preprocessor: cells ------------------------------------------------------
@@ -415,7 +468,9 @@ class RepairCells(NbGraderPreprocessor):
     - read-only cells that were edited are reported (nbgrader's OverwriteCells restores them);
     - read-only and graded cells that were deleted are put back from the release, after the
       cell that precedes them there (nbgrader would leave their points "to be graded");
-    - a late submission is reported with the penalty the late policy takes.
+    - a late submission is reported with the penalty the late policy takes;
+    - markdown and raw cells over the size limits are cut (``coursekit.bounds``), so that no
+      page renders a 2.5 MB written answer.
     Everything found is recorded and listed in the notebook's "Grading notes" cell.
 
     Why not nbgrader's own ``OverwriteCells.add_missing_cells`` (0.9.6) for deleted cells
@@ -428,15 +483,18 @@ class RepairCells(NbGraderPreprocessor):
     show inside the check. It is therefore left off (its default), and step 4 below does it.
     """
 
+    limits = Instance(bounds.Limits, args=(), help="coursekit.bounds.Limits (nbgrader_config.py: RENDER_LIMITS)").tag(config=True)
+
     def preprocess(self, nb, resources):
         course = course_of(self)
         info = resources["nbgrader"]
-        if not nb.metadata.get("coursekit", {}).get("placeholder"):
+        if not resources.get(PLACEHOLDER_KEY):
             release = _release_notebook(course, info["assignment"], info["notebook"], self.log)
             if release is not None:
                 self.match_release(nb, release, resources)
+        for cut in bounds.cut_sources(nb, self.limits, readonly=False):  # read-only cells are restored next
+            report(self, resources, "too-long", cut.where, cut.note())
         self.check_late(resources)
-        nb.metadata.pop("coursekit", None)
         _unique_ids(nb)
         put_notes(nb, resources.pop(RESOURCE_KEY, []))
         return nb, resources

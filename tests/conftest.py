@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,3 +230,43 @@ def dump(graded: GradedClass, student: str) -> str:
     """A student's scores and problems, for assertion messages."""
     scores = {f"{k[1]}:{k[2]}": v for k, v in graded.scores.items() if k[0] == student}
     return json.dumps({"scores": scores, "problems": graded.problems(student)}, indent=1)
+
+
+# --- courses for the intake, runner and sandbox tests (issue 11) -------------------------------
+
+
+@pytest.fixture(scope="session")
+def generated_course(tmp_path_factory) -> Course:
+    """A course copy with week2 generated, once per session: copy it with ``course_copy``, never
+    change it."""
+    course = Course.copy_of(tmp_path_factory.mktemp("generated") / "course")
+    course.generate(ASSIGNMENT)
+    return course
+
+
+INTAKE_OFF = "c.Intake.enabled = False  # tests: stock nbgrader's reading of submissions"
+
+
+def turn_intake_off(course: Course) -> None:
+    """Let a course copy read submissions as stock nbgrader does (no coursekit.intake)."""
+    with open(course.root / "nbgrader_config.py", "a") as f:
+        f.write("\n# test settings\n" + INTAKE_OFF + "\n")
+
+
+def course_copy(generated: Course, target: Path, execute: bool = True, intake: bool = True) -> Course:
+    """A copy of a generated course. ``execute=False``: autograde runs no code (no kernel, every
+    check scores its points): for tests of what happens to files and folders around grading,
+    which do not depend on scores. ``intake=False``: stock nbgrader's reading of submissions."""
+    shutil.copytree(generated.root, target, symlinks=True)
+    lines = []
+    if not execute:
+        lines += ["from nbconvert.preprocessors import ClearMetadataPreprocessor as _Clear",
+                  "from nbgrader.preprocessors import SaveAutoGrades as _Save, AssignLatePenalties as _Late, "
+                  "CheckCellMetadata as _Check",
+                  "c.Autograde.autograde_preprocessors = [_Clear, _Save, _Late, _Check]  # tests: no code runs"]
+    if not intake:
+        lines += [INTAKE_OFF]
+    if lines:
+        with open(target / "nbgrader_config.py", "a") as f:
+            f.write("\n# test settings\n" + "\n".join(lines) + "\n")
+    return Course(target)

@@ -296,3 +296,62 @@ def configure(course_root: Path, **settings) -> None:
     with open(course_root / "nbgrader_config.py", "a") as f:
         f.write(f"\n# test settings\nfrom coursekit.sandbox import Settings as _S\nSANDBOX = _S(**{settings!r})\n"
                 "c.Execute.extra_arguments = SANDBOX.kernel_arguments()\n")
+
+
+def environ(t: Target, prefixes: tuple[str, ...], secret: str):
+    """Which of the grader's environment variables with these prefixes reach student code, and
+    whether any holds the grader's secret (a Terraform token is ``TF_TOKEN_*``)."""
+    code = f'''
+    import os
+    report = {{"seen": sorted(k for k in os.environ if k.startswith({prefixes!r})),
+              "secret": any({secret!r} in v for v in os.environ.values())}}
+    '''
+    return finish('environ', code, t.report_to)
+
+
+def filler(t: Target, megabytes: int, files: int):
+    """Write ``megabytes`` into each place a kernel may write (its folder, /tmp, home, /dev/shm),
+    each file under the per-file limit, and create ``files`` files; report how far it got, then
+    remove everything (without the sandbox these are the grader's own /tmp, home and /dev/shm)."""
+    code = f'''
+    import os, shutil, tempfile
+    report, made = {{"written_mb": 0, "files": 0}}, []
+    chunk = b"x" * 2**20
+    try:
+        for i, folder in enumerate([os.getcwd(), tempfile.gettempdir(), os.path.expanduser("~"), "/dev/shm"]):
+            path = os.path.join(folder, f"coursekit-fill-{{os.getpid()}}-{{i}}")
+            made.append(path)
+            with open(path, "wb", buffering=0) as f:
+                for _ in range({megabytes}):
+                    f.write(chunk)
+                    report["written_mb"] += 1
+    except OSError as err:
+        report["disk_error"] = os.strerror(err.errno) if err.errno else str(err)
+    many = os.path.join(os.getcwd(), "many")
+    try:
+        os.mkdir(many)
+        for i in range({files}):
+            open(os.path.join(many, str(i)), "w").close()
+            report["files"] += 1
+    except OSError as err:
+        report["files_error"] = os.strerror(err.errno) if err.errno else str(err)
+    for path in made:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    shutil.rmtree(many, ignore_errors=True)
+    '''
+    return finish('filler', code, t.report_to)
+
+
+def shouter(t: Target, megabytes: int):
+    """Print ``megabytes`` of output (nbgrader holds all of it in memory before it limits it)."""
+    code = f'''
+    import sys
+    line = "y" * (2**20 - 1)
+    for _ in range({megabytes}):
+        print(line)
+    report = {{"printed_mb": {megabytes}}}
+    '''
+    return finish('shouter', code, t.report_to)

@@ -36,8 +36,11 @@ from selenium.webdriver.common.keys import Keys
 
 import browser as browser_helper
 import build_submissions as recipes
+import builder
 from conftest import GradedClass, read_expected_scores
 from builder import ASSIGNMENT, NOTEBOOKS
+from coursekit import notebook as notebook_vocab
+from coursekit import problems as coursekit_problems
 from coursekit.course import REPO_ROOT, grading_env
 from hub_session import GROUP, INSTRUCTOR, STUDENTS, TA, RunningHub
 from test_release import secret_lines
@@ -52,7 +55,7 @@ TA_COMMENT = "Good start. Say also why a model can look good on its training ima
 
 def answers(nbs) -> dict[str, dict[str, str]]:
     """notebook -> {grade_id: source} of the answer cells."""
-    return {name: {recipes.grade_id(c): c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")}
+    return {name: {notebook_vocab.grade_id(c): c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")}
             for name, nb in nbs.items()}
 
 
@@ -63,18 +66,18 @@ ANN_F2 = ("We keep the test images apart so that we can check the model on pictu
 def ann_answers():
     """Everything answered as in the solution, but every model trained on 2,000 images only, and
     a written answer to F2 of her own (half the points by the mark scheme)."""
-    nbs = recipes.solved()
-    recipes.cell(nbs["fashion_mnist"], "f2_why_split").source = ANN_F2
-    recipes.replace_in(nbs["fashion_mnist"], "f7_train", "model.fit(train_images, train_labels,",
+    nbs = builder.solved()
+    builder.cell(nbs["fashion_mnist"], "f2_why_split").source = ANN_F2
+    builder.replace_in(nbs["fashion_mnist"], "f7_train", "model.fit(train_images, train_labels,",
                        "model.fit(train_images[:2000], train_labels[:2000],")
-    recipes.replace_in(nbs["mnist"], "m3_train", "model.fit(images, labels,", "model.fit(images[:2000], labels[:2000],")
+    builder.replace_in(nbs["mnist"], "m3_train", "model.fit(images, labels,", "model.fit(images[:2000], labels[:2000],")
     return answers(nbs)
 
 
 def cem_first_answers():
     """A first go: fashion_mnist as in all-but-training, mnist not started."""
     nbs = recipes.all_but_training()
-    nbs["mnist"] = recipes.release()["mnist"]
+    nbs["mnist"] = builder.release()["mnist"]
     return answers(nbs)
 
 
@@ -253,6 +256,8 @@ def run_the_loop(loop: Loop) -> None:
         listing = hub.user_url(TA, f"formgrader/gradebook/{ASSIGNMENT}/fashion_mnist")
         b.open(listing)
         b.find_text("td", "Submission #3", 60)
+        # The staff's servers run the course's formgrader (sanitised pages, strict policy), not nbgrader's.
+        assert "coursekit/static/formgrader.js" in b.driver.page_source
         b.find_text("button", "Show All Names").click()
         link = b.find_text("a[href*='/submissions/']", ANN, 30)
         loop.shot(b, "ta-manual-grading")
@@ -359,12 +364,25 @@ def test_student_sees_score_ta_comment_and_no_hidden_test(loop):
             assert not leaked, f"{kind} lines in {ANN}'s feedback on {notebook}:\n" + "\n".join(leaked)
 
 
+def graded_outputs(course, student: str, notebook: str, gid: str) -> str:
+    """What the grader's run of a cell printed, to say why a score differs."""
+    path = course.layout.autograded(student, ASSIGNMENT) / f"{notebook}.ipynb"
+    if not path.is_file():
+        return f"no {path}"
+    errors = {notebook_vocab.grade_id(c) or f"cell {i}": [(o.get("ename"), str(o.get("evalue"))[:300])
+                                                          for o in c.get("outputs", []) if o.get("output_type") == "error"]
+              for i, c in enumerate(builder.read(path).cells)}
+    problems = path.parent / coursekit_problems.FILENAME
+    return json.dumps({"errors": {k: v for k, v in errors.items() if v},
+                       "problems": problems.read_text()[:2000] if problems.is_file() else None})
+
+
 def test_latest_submission_collected_and_late_one_penalised(loop):
     assert "Collecting submission: " + BOB in loop.collect_log
     assert len(loop.submitted[CEM]) == 2
     course = loop.hub.course
     for student in STUDENTS:
-        stamp = (course.root / "submitted" / student / ASSIGNMENT / "timestamp.txt").read_text().strip()
+        stamp = (course.layout.submitted(student, ASSIGNMENT) / "timestamp.txt").read_text().strip()
         assert stamp == loop.submitted[student][-1], (student, stamp, loop.submitted[student])
     assert datetime.datetime.fromisoformat(loop.submitted[CEM][-1].replace(" UTC", "+00:00")) < loop.due
     assert datetime.datetime.fromisoformat(loop.submitted[BOB][-1].replace(" UTC", "+00:00")) > loop.due
@@ -377,7 +395,8 @@ def test_latest_submission_collected_and_late_one_penalised(loop):
     for student in (BOB, CEM):
         for (name, notebook, gid), score in expected.items():
             if name == "all-but-training" and score not in ("manual",) and gid != "late_penalty":
-                assert loop.graded.scores[(student, notebook, gid)] == float(score), (student, notebook, gid)
+                assert loop.graded.scores[(student, notebook, gid)] == float(score), (
+                    student, notebook, gid, graded_outputs(course, student, notebook, gid))
 
 
 # --- who can read what -------------------------------------------------------------------------

@@ -29,8 +29,12 @@ from coursekit import datapaths, sandbox
 from coursekit.course import REPO_ROOT, Course, grading_env
 
 # Limits of the sandboxed attack course: small, so that the attacks hit them quickly.
-LIMITS = dict(memory="3G", processes=64, wall_time=45)
+LIMITS = dict(memory="3G", processes=64, wall_time=45, disk="200M", files=2000, output="8M")
 FORKS = 200
+FILL_MB, FILL_FILES, PRINT_MB = 100, 3000, 40  # beyond LIMITS' disk, files and output, by the filler
+ENV_SECRET = "grader-token-5be0c1"
+GRADER_SECRETS = {"TF_TOKEN_app_terraform_io": ENV_SECRET, "NBGRADER_DB_PASSWORD": ENV_SECRET,
+                  "COURSEKIT_TEST_TOKEN": ENV_SECRET}
 
 
 class Listener:
@@ -120,7 +124,7 @@ def grade(base: Path, settings: dict, submissions: dict, *args: str) -> Graded:
                                 course.root, listener.port, home, tuple(probes()))
         attacks.submission(target, *make(target)).submit(course, student)
     source = {p.name: p.read_bytes() for p in course.layout.source(ASSIGNMENT).iterdir()}
-    env = dict(grading_env(), HOME=str(home), **{sandbox.EVENTS_ENV: str(events)})
+    env = dict(grading_env(), HOME=str(home), **GRADER_SECRETS, **{sandbox.EVENTS_ENV: str(events)})
     cmd = [str(Path(sys.executable).with_name("nbgrader")), "autograde", ASSIGNMENT, *args]
     proc = subprocess.run(cmd, cwd=course.root, env=env, capture_output=True, text=True, timeout=900)
     listener.close()
@@ -143,6 +147,9 @@ ATTACKS = {
     # The daemon first: the forker's processes use up the process limit for a while.
     "multi": lambda t: [attacks.daemon(t, daemon_mark(t.blast)), attacks.hog(t, 30), attacks.forker(t, FORKS)],
     "snoop": lambda t: [attacks.snoop(t)],
+    # The shouter last: with the sandbox, what it prints after its output budget is dropped.
+    "filler": lambda t: [attacks.environ(t, ("TF_", "NBGRADER_", "COURSEKIT_"), ENV_SECRET),
+                         attacks.filler(t, FILL_MB, FILL_FILES), attacks.shouter(t, PRINT_MB)],
 }
 
 
@@ -186,7 +193,7 @@ def test_read_attack_finds_hidden_tests_and_gradebook_without_the_sandbox(unsand
     assert str(layout.source(ASSIGNMENT) / "mnist.ipynb") in report["hidden"]
     assert report["home_secret"] == "grader secret"
     assert {"gradebook", "source", "submitted", "release"} <= set(report["course_listing"]["."])
-    assert report["course_listing"]["autograded"] == ["hog-many", "multi", "snoop"]
+    assert report["course_listing"]["autograded"] == ["filler", "hog-many", "multi", "snoop"]
 
 
 def test_sandbox_hides_hidden_tests_gradebook_course_and_home(sandboxed):
@@ -278,6 +285,37 @@ def test_sandbox_bounds_wall_time(sandboxed):
     stopped = [e for e in sandboxed.events if Path(e["cwd"]) == sandboxed.autograded("sleeper").resolve()]
     assert [e["kind"] for e in stopped] == ["timeout"]
     assert f"wall-time limit of {LIMITS['wall_time']} s" in sandboxed.log
+
+
+# --- disk, files, output, environment (issue 11) -------------------------------------------------
+
+
+def test_disk_files_output_and_environment_are_unbounded_without_the_sandbox(unsandboxed):
+    environ = unsandboxed.reported("filler", "environ")
+    assert environ["secret"] and {"TF_TOKEN_app_terraform_io", "NBGRADER_DB_PASSWORD"} <= set(environ["seen"])
+    fill = unsandboxed.reported("filler", "filler")
+    assert fill == {"written_mb": 4 * FILL_MB, "files": FILL_FILES}  # 400 MB on the grader's disks, 3000 files
+    assert unsandboxed.reported("filler", "shouter") == {"printed_mb": PRINT_MB}  # every byte reached nbgrader
+
+
+def test_sandbox_bounds_disk_and_files_together_and_passes_no_secret(sandboxed):
+    environ = sandboxed.reported("filler", "environ")
+    assert environ is not None, sandboxed.log[-3000:]
+    # Only exact names of the allow-list: nothing of the grader's TF_* / NBGRADER_* secrets.
+    assert not environ["secret"]
+    assert set(environ["seen"]) <= sandbox.ENV_ALLOW
+    fill = sandboxed.reported("filler", "filler")
+    assert fill["written_mb"] <= 200 and fill["disk_error"] == "No space left on device"
+    assert fill["files"] < 2000 and fill["files_error"] == "No space left on device"
+
+
+def test_sandbox_output_budget_stops_what_nbgrader_would_buffer(sandboxed):
+    cut = [e for e in sandboxed.events if Path(e["cwd"]) == sandboxed.autograded("filler").resolve()]
+    assert [e for e in cut if e["kind"] == "sandbox" and "output budget" in e["message"]], sandboxed.events
+    assert sandboxed.report("filler", "shouter") is None  # its last line was past the budget
+    notebook = sandboxed.autograded("filler") / "fashion_mnist.ipynb"
+    assert notebook.stat().st_size < 16 * 2**20  # 40 MB printed
+    assert sandbox.OUTPUT_NOTICE_MARK in notebook.read_text()
 
 
 # --- a normal submission ------------------------------------------------------------------------
@@ -398,6 +436,20 @@ def test_shared_folders_travel_through_the_kernel_command_line_and_are_checked(t
     finally:
         home.cleanup()
 
+
+def test_student_code_in_the_sandbox_searches_the_folders_the_grader_searches(capfd, monkeypatch):
+    """With no $COURSEKIT_DATA_DIR the loaders search the mirror beside the repository, and so
+    must they inside the sandbox, where only the package and the data folders are mounted."""
+    monkeypatch.delenv(datapaths.DATA_DIR_ENV, raising=False)
+    script = ("import json; from coursekit import datapaths; "
+              "print('SEARCHED ' + json.dumps([str(p) for p in datapaths.readable()]))")
+    box = sandbox.Sandbox([sys.executable, "-P", "-c", script], sandbox.Settings(), cwd=None)
+    assert box.run(box.prepare()) == 0
+    out = capfd.readouterr().out
+    line = next((l for l in out.splitlines() if l.startswith("SEARCHED ")), None)
+    assert line is not None, out
+    assert json.loads(line[len("SEARCHED "):]) == [str(p) for p in datapaths.readable()]
+    assert datapaths.MIRROR in datapaths.data_dirs()
 
 
 def test_nothing_of_the_course_or_home_is_mounted(tmp_path):

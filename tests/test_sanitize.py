@@ -41,7 +41,7 @@ def test_unreadable_files_say_why(tmp_path, content, says):
 
 def test_nbformat_3_is_read_and_its_version_reported(tmp_path):
     path = write(tmp_path / "old.ipynb", nbformat.writes(nbformat.convert(release(), 3)))
-    nb, version, repeated = sanitize.read_submitted(path)
+    nb, version, repeated, _ = sanitize.read_submitted(path)
     assert version == 3 and nb.nbformat == 4 and not repeated
     assert sanitize.answer_ids(nb) == sanitize.answer_ids(release())
 
@@ -50,7 +50,7 @@ def test_repeated_cell_ids_are_reported(tmp_path):
     nb = release()
     nb.cells.append(nb.cells[4])
     path = write(tmp_path / "dup.ipynb", json.dumps(nb))  # json, not nbformat: it would renumber
-    _, _, repeated = sanitize.read_submitted(path)
+    _, _, repeated, _ = sanitize.read_submitted(path)
     assert repeated == [nb.cells[4]["id"]]
 
 

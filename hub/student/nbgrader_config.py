@@ -36,3 +36,9 @@ class PrivateSubmit(ExchangeSubmit):
 
 
 c.ExchangeFactory.submit = PrivateSubmit
+
+# Validate runs the student's whole notebook in their own kernel: nbgrader's default of 30 s
+# per cell is less than importing TensorFlow takes on a busy hub, and a student would see a
+# timeout traceback instead of their checks. The same limits as the grader's.
+c.Execute.timeout = 240
+c.Execute.startup_timeout = 120

@@ -1,0 +1,184 @@
+"""Faster, exact training in the grading kernel: a default ``steps_per_execution`` for ``fit``.
+
+Training dominates grading, and what it costs is Keras' per-step round trip from Python into
+TensorFlow (batch 32: 1,875 steps an epoch for 60,000 images), not arithmetic. With
+``steps_per_execution=N`` Keras runs N steps per call, in a ``tf.while_loop`` inside one
+``tf.function``. The grading kernel (coursekit/kernel.py, PRELOAD) calls ``install()`` so that
+``Model.fit`` uses ``DEFAULT_STEPS_PER_EXECUTION`` when the student did not choose a value.
+
+Why the numbers are exactly those of a stock fit (tests/test_fastfit.py trains the seeded
+tutorial model both ways and compares weights and history bit for bit):
+
+- the loop body is the very ``tf.function`` a stock step calls (``one_step_on_data`` in
+  keras/src/backend/tensorflow/trainer.py): same graph, same kernels, same order of
+  operations; the loop only decides how many times it is called before returning to Python;
+- the batches come from the same ``tf.data`` iterator in the same order (shuffling, the last
+  short batch and validation data are untouched), and the random state (seed generators,
+  optimizer iterations) lives in variables that every step updates in sequence either way;
+- the epoch's logs are read from the metrics' state at the end of the epoch, not from the
+  per-step Python values, so the history does not depend on how often Python looked.
+
+What does change is how often Python sees a batch end: once per N steps. So the default is
+off whenever something could observe that, or where exactness is not shown:
+
+- a callback that acts per batch (a class or instance that overrides ``on_batch_*``,
+  ``on_train_batch_*``, ``on_test_batch_*`` or ``on_predict_batch_*``: LambdaCallback,
+  TerminateOnNaN, ModelCheckpoint, a student's own...), or a ``CallbackList`` given to ``fit``;
+- the student set ``steps_per_execution`` (in ``compile`` or on the model): theirs wins;
+- the model runs eagerly, is XLA-compiled, has a distribution strategy, or its class
+  overrides a step function (``train_step``/``test_step``/``predict_step``/``make_*_function``);
+- the training data is not arrays or a ``tf.data.Dataset`` (Python generators and
+  ``PyDataset`` run student code whose timing we do not control).
+
+The model never shows the change: ``model.steps_per_execution``, ``get_compile_config()`` and
+the model's own traced functions are the stock ones outside ``fit``; the functions traced for N
+steps are kept aside per model and dropped when the model is compiled again.
+``COURSEKIT_FASTFIT=0`` in the kernel's environment turns the default off (benchmarks);
+another integer sets N.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import weakref
+
+DEFAULT_STEPS_PER_EXECUTION = 100
+ENV = "COURSEKIT_FASTFIT"
+
+BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end",
+               "on_test_batch_begin", "on_test_batch_end", "on_predict_batch_begin", "on_predict_batch_end")
+_FUNCTIONS = ("train_function", "test_function", "predict_function")
+_STEP_METHODS = ("train_step", "test_step", "predict_step",
+                 "make_train_function", "make_test_function", "make_predict_function")
+
+_explicit: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> compile() named steps_per_execution
+_fast_functions: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> functions traced for N steps
+
+
+def steps_per_execution() -> int:
+    """N from the environment: 0 or 1 means off."""
+    value = os.environ.get(ENV, "").strip()
+    try:
+        return int(value) if value else DEFAULT_STEPS_PER_EXECUTION
+    except ValueError:
+        return DEFAULT_STEPS_PER_EXECUTION
+
+
+def acts_per_batch(callback) -> bool:
+    """Does ``callback`` do anything when a batch begins or ends?"""
+    from keras.callbacks import Callback, CallbackList
+
+    if isinstance(callback, CallbackList):
+        return True  # built by the caller, with whatever it holds (progress bar included)
+    for hook in BATCH_HOOKS:
+        if hook in getattr(callback, "__dict__", {}):  # LambdaCallback sets its hooks per instance
+            return True
+        if getattr(type(callback), hook, None) is not getattr(Callback, hook):
+            return True
+    return False
+
+
+def _plain_data(x) -> bool:
+    import numpy as np
+    import tensorflow as tf
+
+    if isinstance(x, (np.ndarray, tf.Tensor, tf.data.Dataset)):
+        return True
+    if isinstance(x, (list, tuple)):
+        return all(_plain_data(item) for item in x)
+    if isinstance(x, dict):
+        return all(_plain_data(item) for item in x.values())
+    return False
+
+
+def exact_for(model, arguments: dict) -> bool:
+    """Can this ``fit`` call run N steps per execution and train exactly as a stock one?"""
+    import keras
+
+    if _explicit.get(model, True) or model.steps_per_execution != 1:
+        return False  # the student chose (or compile did not go through us): theirs wins
+    if model.run_eagerly or model.jit_compile or getattr(model, "_distribute_strategy", None) is not None:
+        return False
+    if any(getattr(type(model), name, None) is not getattr(keras.Model, name, None) for name in _STEP_METHODS):
+        return False
+    callbacks = arguments.get("callbacks")
+    if callbacks is not None:
+        if not isinstance(callbacks, (list, tuple)):
+            callbacks = [callbacks]
+        if any(acts_per_batch(cb) for cb in callbacks):
+            return False
+    validation = arguments.get("validation_data")
+    return _plain_data(arguments.get("x")) and (validation is None or _plain_data(validation))
+
+
+def _wrap_compile(compile_):
+    signature = inspect.signature(compile_)
+
+    @functools.wraps(compile_)
+    def compile(self, *args, **kwargs):
+        try:
+            explicit = "steps_per_execution" in signature.bind(self, *args, **kwargs).arguments
+        except TypeError:
+            explicit = True
+        result = compile_(self, *args, **kwargs)
+        _fast_functions.pop(self, None)  # traced for the previous compile
+        _explicit[self] = explicit
+        return result
+
+    compile.__coursekit_fastfit__ = compile_
+    return compile
+
+
+def _wrap_fit(fit_):
+    signature = inspect.signature(fit_)
+
+    @functools.wraps(fit_)
+    def fit(self, *args, **kwargs):
+        n = steps_per_execution()
+        try:
+            arguments = signature.bind(self, *args, **kwargs).arguments
+            fast = n > 1 and exact_for(self, arguments)
+        except Exception:  # a call Keras itself will reject, or a model we cannot read: stock
+            fast = False
+        if not fast:
+            return fit_(self, *args, **kwargs)
+        stock = {name: getattr(self, name) for name in _FUNCTIONS}
+        for name, function in _fast_functions.get(self, dict.fromkeys(_FUNCTIONS)).items():
+            setattr(self, name, function)
+        self.steps_per_execution = n
+        try:
+            return fit_(self, *args, **kwargs)
+        finally:
+            self.steps_per_execution = 1
+            _fast_functions[self] = {name: getattr(self, name) for name in _FUNCTIONS}
+            for name, function in stock.items():
+                setattr(self, name, function)
+
+    fit.__coursekit_fastfit__ = fit_
+    return fit
+
+
+def install() -> bool:
+    """Give ``keras.Model`` the default (idempotent). Call it before the checks' tamper guard
+    is installed, so that the guard keeps these methods in place (coursekit/kernel.py)."""
+    try:
+        import keras
+    except ImportError:  # pragma: no cover - the course environment always has Keras
+        return False
+    if not hasattr(keras.Model.fit, "__coursekit_fastfit__"):
+        keras.Model.fit = _wrap_fit(keras.Model.fit)
+    if not hasattr(keras.Model.compile, "__coursekit_fastfit__"):
+        keras.Model.compile = _wrap_compile(keras.Model.compile)
+    return True
+
+
+def uninstall() -> None:
+    """Back to stock Keras (tests)."""
+    import keras
+
+    for name in ("fit", "compile"):
+        method = vars(keras.Model).get(name)
+        if method is not None and hasattr(method, "__coursekit_fastfit__"):
+            delattr(keras.Model, name)
