@@ -399,8 +399,12 @@ class Runner:
         shutil.copytree(private.autograded(student, self.assignment), stage, symlinks=True)
         for name, stop in stopped_cells(stage):
             problems.record(stage, stop.kind, name, stop.where, stop.message)
-        for event in outcome.events:  # the sandbox stopped something but grading went on
-            problems.record(stage, event["kind"], None, None, event["message"])
+        # The sandbox stopped something but grading went on. Where the notebook already says which
+        # cell it stopped (stopped_cells above), the event would only repeat it without the place.
+        located = {p["kind"] for p in problems.load(stage)}
+        for event in outcome.events:
+            if event["kind"] not in located:
+                problems.record(stage, event["kind"], None, None, event["message"])
         if outcome.listing is not None:  # what the intake refused when it copied the submission
             intake.record(stage, outcome.listing)
         gradebook.merge_submission(self.master_db, private.gradebook_path, student, self.assignment)

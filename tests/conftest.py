@@ -1,7 +1,9 @@
 """Shared fixtures: temporary course copies, and the graded reference class shared by tests.
 
 The reference submissions (tests/fixtures/submissions) are graded in one course copy, in two
-rounds of the real pipeline (`nbgrader autograde`, `generate_feedback`, `export`):
+rounds of the real pipeline: the class runner (`python -m coursekit.runner`, which runs the real
+`nbgrader autograde` for each submission, in parallel, in the sandbox; tests/test_runner.py shows
+its gradebook equals sequential `nbgrader autograde`'s), then `generate_feedback` and `export`:
 
 - ``fast_class``: every submission that trains no model, graded with a per-cell timeout of
   ``FAST_TIMEOUT`` s (the infinite-loop submission waits for it). Usable in `-m "not slow"`.
@@ -12,10 +14,12 @@ rounds of the real pipeline (`nbgrader autograde`, `generate_feedback`, `export`
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +28,7 @@ import pytest
 
 from builder import ASSIGNMENT
 from coursekit import datapaths
-from coursekit.course import Course
+from coursekit.course import Course, grading_env
 from coursekit.notebook import strip_ansi
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -155,12 +159,32 @@ def course_files(course: Course) -> dict[str, bytes]:
     return files
 
 
-def grade_round(course: Course, submissions: list[Path], *autograde_args: str) -> GradedClass:
-    """Submit ``submissions`` into ``course`` and run autograde, generate_feedback and export.
-    Submissions graded in an earlier round are left alone (nbgrader skips them)."""
+@contextlib.contextmanager
+def configured(course: Course, settings: dict | None):
+    """``settings`` (e.g. ``{"Execute.timeout": 30}``) added to the course's nbgrader_config.py
+    while the block runs: the runner's private course copies read that file."""
+    if not settings:
+        yield
+        return
+    config = course.root / "nbgrader_config.py"
+    original = config.read_text()
+    added = "".join(f"c.{name} = {value!r}\n" for name, value in settings.items())
+    config.write_text(original + "\n# set by tests/conftest.py for one round\n" + added)
+    try:
+        yield
+    finally:
+        config.write_text(original)
+
+
+def grade_round(course: Course, submissions: list[Path], settings: dict | None = None) -> GradedClass:
+    """Submit ``submissions`` into ``course``, grade them with the class runner (one real
+    `nbgrader autograde` per submission, as many at once as the machine has cores), then run
+    generate_feedback and export. Submissions graded in an earlier round are left alone."""
     for folder in submissions:
         course.submit(folder.name, folder / ASSIGNMENT, ASSIGNMENT)
-    proc = course.nbgrader("autograde", ASSIGNMENT, *autograde_args, check=False)
+    with configured(course, settings):
+        proc = subprocess.run([sys.executable, "-m", "coursekit.runner", ASSIGNMENT, "--course", str(course.root),
+                               "--no-progress"], capture_output=True, text=True, env=grading_env())
     with open(course.root / "autograde.log", "a") as log:  # kept for a failing test's post-mortem
         log.write(proc.stdout + proc.stderr)
     feedback = course.nbgrader("generate_feedback", ASSIGNMENT, check=False)
@@ -172,12 +196,12 @@ def grade_round(course: Course, submissions: list[Path], *autograde_args: str) -
     return graded
 
 
-def grade_class(root: Path, submissions: list[Path], *autograde_args: str) -> GradedClass:
+def grade_class(root: Path, submissions: list[Path], settings: dict | None = None) -> GradedClass:
     """A fresh course at ``root`` with ``submissions`` graded in one round."""
     course = Course.copy_of(root)
     course.generate(ASSIGNMENT)
     rows, files = assignment_rows(course), course_files(course)
-    graded = grade_round(course, submissions, *autograde_args)
+    graded = grade_round(course, submissions, settings)
     graded.assignment_rows, graded.course_files = rows, files
     return graded
 
@@ -186,7 +210,7 @@ def grade_class(root: Path, submissions: list[Path], *autograde_args: str) -> Gr
 def fast_class(tmp_path_factory) -> GradedClass:
     """The reference submissions that train no model, graded (no training: a few minutes)."""
     return grade_class(tmp_path_factory.mktemp("graded") / "course", submission_folders(slow=False),
-                       f"--Execute.timeout={FAST_TIMEOUT}")
+                       {"Execute.timeout": FAST_TIMEOUT})
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ against what a real autograde produced.
 from __future__ import annotations
 
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -252,14 +253,34 @@ def test_mistakes_feedback_shows_no_hidden_test_code_or_mark_scheme(mistakes):
 
 
 @pytest.mark.slow
-def test_output_quoting_hidden_code_is_redacted(mistakes):
-    """m4_accuracy prints IPython's input history: in the autograded notebook that output holds
-    the hidden checks of M1-M3; in the feedback those lines are replaced."""
+def test_history_printed_by_an_answer_holds_no_hidden_check(mistakes):
+    """m4_accuracy prints IPython's input history. The checks ran in the checker kernel (issue 10),
+    so the student's kernel never held a hidden check: its history is the student's own cells."""
     graded = nbformat.read(mistakes.layout.autograded("mistakes", ASSIGNMENT) / "mnist.ipynb", as_version=4)
-    cell = builder.cell(graded, "m4_accuracy")
-    printed = collapse("".join(o.get("text", "") for o in cell.outputs))
-    assert sum(s in printed for s in SECRETS["hidden test"]) >= 10, "the adversarial output did not happen"
-    assert REDACTED in visible_text(mistakes_page(mistakes, "mnist"))
+    printed = collapse("".join(o.get("text", "") for o in builder.cell(graded, "m4_accuracy").outputs))
+    assert "train_labels_length = len(set(y_train))" in printed, "the adversarial output did not happen"
+    assert not [s for s in SECRETS["hidden test"] if s in printed]
+
+
+@pytest.mark.slow
+def test_output_quoting_hidden_code_is_redacted(mistakes, tmp_path):
+    """Where an output does quote hidden checks (a kernel that ran them: stock nbgrader, or the
+    course with ``SplitExecute.split = False``), the feedback replaces those lines."""
+    course = Course(Path(shutil.copytree(mistakes.root, tmp_path / "course", symlinks=True)))
+    path = course.layout.autograded("mistakes", ASSIGNMENT) / "mnist.ipynb"
+    graded = nbformat.read(path, as_version=4)
+    # An mnist kernel that ran the checks could print mnist's hidden checks (not fashion_mnist's).
+    source = nbformat.read(SOURCE / "mnist.ipynb", as_version=4)
+    quoted = sorted({collapse(line) for cell in source.cells for line in region_lines(cell.source, *REGIONS["hidden test"])}
+                    & SECRETS["hidden test"])
+    assert len(quoted) > 20
+    builder.cell(graded, "m4_accuracy").outputs = [nbformat.v4.new_output("stream", name="stdout",
+                                                                          text="\n".join(quoted) + "\n")]
+    nbformat.write(graded, path)
+    course.nbgrader("generate_feedback", ASSIGNMENT, "--force")
+    page = course.layout.feedback("mistakes", ASSIGNMENT) / "mnist.html"
+    assert REDACTED in visible_text(page)
+    assert not [line for line in quoted if line in visible_text(page)]
 
 
 # --- tests: what the student learns ----------------------------------------------------

@@ -7,7 +7,7 @@ clear message and nothing else, hidden test code never reaches the student's ker
 student's sandbox cannot reach the checker. The reference submissions that try each door into
 the student's kernel (tests/fixtures/build_submissions.py, "doors") are graded by the real
 pipeline: tests/test_adversarial_submissions.py says what each one earns; here, graded with the
-checks back in the student's kernel (``--SplitExecute.split=False``), each one is shown to do
+checks back in the student's kernel (``SplitExecute.split = False``), each one is shown to do
 damage, so that the defence is what stops it.
 """
 
@@ -272,7 +272,7 @@ def unsplit_class(tmp_path_factory):
         (folders / door / builder.ASSIGNMENT).mkdir(parents=True)
         shutil.copy(SUBMISSIONS / door / builder.ASSIGNMENT / "fashion_mnist.ipynb", folders / door / builder.ASSIGNMENT)
     return grade_class(tmp_path_factory.mktemp("unsplit") / "course", [folders / d for d in DOORS],
-                       "--SplitExecute.split=False", "--Execute.timeout=60")
+                       {"SplitExecute.split": False, "Execute.timeout": 60})
 
 
 def points(graded, student, notebook) -> float:
