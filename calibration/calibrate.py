@@ -7,6 +7,8 @@ each named misconception, and measures every model with the function the hidden 
 test set scaled to [0, 1]). Writes
 
 - ``calibration/runs.csv``: one row per training run (resumable: runs already there are skipped);
+- ``calibration/held_out.csv``: F7's fit, honest (20 seeds) and with the test images shuffled in,
+  and what F7's leakage check says of each (resumable too);
 - ``calibration/RESULTS.md``: the table per variant, and whether each threshold passes every
   reference seed with margin and fails every misconception run.
 
@@ -52,6 +54,16 @@ VARIANTS = {
 # Fashion-MNIST: F7 trains with validation_split=0.2; M5 trains on all 60000 images.
 FIELDS = ["dataset", "variant", "validation_split", "seed", "test_accuracy", "seconds"]
 
+# F7's leakage check (checks.expect_validation_held_out) on honest fits and on leaking ones.
+HELD_OUT = HERE / "held_out.csv"
+LEAK_VARIANTS = {
+    "reference": "the solution's fit: the 60,000 training images / 255, validation_split=0.2",
+    "test-set-in-training": "training and test images shuffled together, then validation_split=0.2 "
+                            "(misconception: data leakage)",
+}
+HELD_OUT_FIELDS = ["variant", "seed", "steps", "val_accuracy", "held_out_accuracy", "test_accuracy", "check",
+                   "seconds"]
+
 
 def train_and_measure(dataset: str, variant: str, seed: int, validation_split: float) -> float:
     import tensorflow as tf
@@ -78,6 +90,108 @@ def train_and_measure(dataset: str, variant: str, seed: int, validation_split: f
     return checks.accuracy_on_test_set(model, dataset)
 
 
+def fit_for_leakage(variant: str, seed: int) -> dict:
+    """F7's fit, honest or leaking, and what the leakage check says of it. Fitted with
+    steps_per_execution=100, as the grading kernel fits it (coursekit/fastfit.py)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from coursekit import checks
+    from coursekit.datasets import load
+
+    checks.seed_everything(seed)
+    (x_train, y_train), (x_test, y_test) = load("fashion-mnist")
+    images, labels = x_train / 255.0, y_train
+    if variant == "test-set-in-training":
+        images, labels = np.concatenate([images, x_test / 255.0]), np.concatenate([labels, y_test])
+        order = np.random.default_rng(seed).permutation(len(labels))
+        images, labels = images[order], labels[order]
+    model = tf.keras.Sequential([
+        tf.keras.Input(shape=(28, 28)),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(128, activation="relu"),
+        tf.keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=100)
+    history = model.fit(images, labels, epochs=EPOCHS, validation_split=0.2, verbose=0)
+    try:
+        checks.expect_validation_held_out(model, history, x_train / 255.0, y_train)
+        verdict = "passes"
+    except checks.CheckFailed:
+        verdict = "fails"
+    held, _ = checks.held_out_gap(model, history.history["val_accuracy"][-1], x_train / 255.0, y_train)
+    return {"steps": history.params.get("steps"), "val_accuracy": f"{history.history['val_accuracy'][-1]:.4f}",
+            "held_out_accuracy": f"{held:.4f}", "test_accuracy": f"{checks.accuracy_on_test_set(model, 'fashion-mnist'):.4f}",
+            "check": verdict}
+
+
+def run_leakage(seeds: int, misconception_seeds: int) -> None:
+    done = {(r["variant"], int(r["seed"])) for r in read_rows(HELD_OUT)}
+    todo = [(v, s) for v in LEAK_VARIANTS for s in range(seeds if v == "reference" else misconception_seeds)
+            if (v, s) not in done]
+    new_file = not HELD_OUT.exists()
+    with open(HELD_OUT, "a", newline="") as f:
+        writer = csv.DictWriter(f, HELD_OUT_FIELDS)
+        if new_file:
+            writer.writeheader()
+        for n, (variant, seed) in enumerate(todo, 1):
+            start = time.perf_counter()
+            row = fit_for_leakage(variant, seed)
+            writer.writerow({"variant": variant, "seed": seed, **row, "seconds": f"{time.perf_counter() - start:.1f}"})
+            f.flush()
+            print(f"[{n}/{len(todo)}] leakage {variant} seed={seed}: {row}", flush=True)
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def summarise_leakage(honest_best: float) -> tuple[list[str], bool]:
+    rows = read_rows(HELD_OUT)
+    lines = ["", "## F7's leakage check", "",
+             "`checks.expect_validation_held_out` on F7's fit (Fashion-MNIST, validation_split=0.2): the epochs",
+             "ran over 48,000 images, and the last `val_accuracy` is the model's accuracy on the last 12,000",
+             f"training images (tolerance {_held_out_tolerance()}). Rows from `calibration/held_out.csv`.", "",
+             "| variant | runs | steps per epoch | largest gap val/held-out | test accuracy max | check | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    ok = bool(rows)
+    honest_best = max([honest_best] + [float(r["test_accuracy"]) for r in rows if r["variant"] == "reference"])
+    for variant in LEAK_VARIANTS:
+        mine = [r for r in rows if r["variant"] == variant]
+        if not mine:
+            lines.append(f"| {variant} | 0 | | | | | NO RUNS |")
+            ok = False
+            continue
+        gaps = [abs(float(r["val_accuracy"]) - float(r["held_out_accuracy"])) for r in mine]
+        checks_said = {r["check"] for r in mine}
+        best = max(float(r["test_accuracy"]) for r in mine)
+        worst = min(float(r["test_accuracy"]) for r in mine)
+        if variant == "reference":
+            good = checks_said == {"passes"}
+            verdict = "passes every run" if good else "FAILS an honest run"
+        else:
+            good = checks_said == {"fails"}
+            verdict = "caught in every run" if good else "NOT CAUGHT"
+            verdict += (f"; every one's test accuracy above every honest run's ({worst:.4f} > {honest_best:.4f})"
+                        if worst > honest_best else "")
+        ok &= good
+        steps = sorted({r["steps"] for r in mine})
+        lines.append(f"| {variant} | {len(mine)} | {', '.join(steps)} | {max(gaps):.4f} | {best:.4f} | "
+                     f"{', '.join(sorted(checks_said))} | {verdict} |")
+    lines += ["", "Variants:", ""] + [f"- `{v}`: {d}" for v, d in LEAK_VARIANTS.items()]
+    return lines, ok
+
+
+def _held_out_tolerance() -> float:
+    from coursekit import checks
+
+    return checks.HELD_OUT_TOLERANCE
+
+
 def planned_runs(seeds: int, misconception_seeds: int) -> list[tuple[str, str, float, int]]:
     runs = []
     for dataset, splits in (("fashion-mnist", (0.2, 0.0)), ("mnist", (0.0,))):
@@ -91,10 +205,7 @@ def planned_runs(seeds: int, misconception_seeds: int) -> list[tuple[str, str, f
 
 
 def read_runs() -> list[dict]:
-    if not RUNS.exists():
-        return []
-    with open(RUNS, newline="") as f:
-        return list(csv.DictReader(f))
+    return read_rows(RUNS)
 
 
 def key(row) -> tuple:
@@ -149,9 +260,12 @@ def summarise() -> tuple[str, bool]:
         lines.append(f"| {dataset} | {variant} | {split:g} | {len(accs)} | {min(accs):.4f} | "
                      f"{statistics.mean(accs):.4f} | {max(accs):.4f} | {threshold:.2f} | {verdict} |")
     lines += ["", "Variants:", ""] + [f"- `{v}`: {d}" for v, d in VARIANTS.items()]
-    lines += ["", f"Required margin for the reference runs: {REQUIRED_MARGIN}.",
-              f"Overall: {'every threshold passes every reference run and fails every misconception run' if ok else 'RECALIBRATE'}."]
-    return "\n".join(lines) + "\n", ok
+    lines += ["", f"Required margin for the reference runs: {REQUIRED_MARGIN}."]
+    honest = [float(r["test_accuracy"]) for r in rows if r["dataset"] == "fashion-mnist" and r["variant"] == "reference"]
+    leakage, leakage_ok = summarise_leakage(max(honest, default=0.0))
+    lines += leakage
+    lines += ["", f"Overall: {'every threshold passes every reference run and fails every misconception run; the leakage check passes every honest fit and catches every leaking one' if ok and leakage_ok else 'RECALIBRATE'}."]
+    return "\n".join(lines) + "\n", ok and leakage_ok
 
 
 def _tf_version() -> str:
@@ -172,6 +286,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(HERE.parent))
     if not args.summary_only:
         run(args.seeds, args.misconception_seeds)
+        run_leakage(args.seeds, args.misconception_seeds)
     text, ok = summarise()
     RESULTS.write_text(text)
     print(text)

@@ -64,6 +64,11 @@ class CheckFailed(AssertionError):
         super().__init__(message)
 
 
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if _len(text) <= limit else text[:limit] + "..."
+
+
 def require(condition, what, expected=None, found=None, hint=""):
     if not condition:
         raise CheckFailed(what, expected, found, hint)
@@ -121,6 +126,9 @@ def expect_close(value, expected, name: str, atol: float = 1e-6, rtol: float = 1
 
 
 def expect_int(value, name: str, low: int, high: int, hint: str = "") -> None:
+    if _isinstance(value, (tuple, list)):  # e.g. y_train.shape stored for a count
+        hint = (f"{name} is a {_type(value).__name__} ({_short(value)}), not a number: a shape is a tuple; "
+                "take the number itself, e.g. len(y_train) or y_train.shape[0]")
     require(_isinstance(value, (int, _integer)) and not _isinstance(value, bool), f"{name} should be an integer",
             "int", _type(value).__name__, hint or "convert it with int(...)")
     require(low <= int(value) <= high, f"{name} out of range", f"{low}..{high}", int(value), hint)
@@ -249,6 +257,101 @@ def accuracy(model, images, labels) -> float:
     """Fraction of ``images`` whose most probable class (own forward pass) is the label."""
     outputs = forward(model, images)
     return float((_argmax(outputs, axis=1) == _asarray(labels)).mean())
+
+
+def images_used(images, reference, name: str = "images") -> _ndarray:
+    """Errors carried forward: the images a student's later answers were computed from.
+
+    ``reference`` is a data set's images as loaded (0..255). When the student's ``images`` are
+    exactly those images scaled by some other factor (left 0..255, or divided twice: a mistake
+    the scaling check charges), a later check compares with what the student's own images
+    imply; anything else is not this data set, and the later check uses the images scaled to
+    [0, 1] as the question asks."""
+    ref = _asarray(reference, dtype=_float64)
+    correct = ref / 255.0
+    if _isinstance(images, UnreadableValue):
+        return correct
+    try:
+        arr = _array(images, dtype=_float64, copy=True, subok=False)
+    except Exception:
+        return correct
+    if arr.shape != ref.shape or not _isfinite(arr).all() or float(ref.max()) <= 0:
+        return correct
+    factor = float(arr.max()) / float(ref.max())
+    if factor > 0 and _allclose(arr, ref * factor, rtol=1e-5, atol=1e-6 * max(1.0, factor)):
+        return arr
+    return correct
+
+
+def rows_used(values, reference, name: str = "values") -> _ndarray:
+    """Errors carried forward for rows a student computed earlier (their ``predictions``): their
+    own when they are finite numbers of the reference's shape (the check about them charges a
+    mistake once), else the reference."""
+    ref = _asarray(reference, dtype=_float64)
+    if _isinstance(values, UnreadableValue):
+        return ref
+    try:
+        arr = _array(values, dtype=_float64, copy=True, subok=False)
+    except Exception:
+        return ref
+    return arr if arr.shape == ref.shape and _isfinite(arr).all() else ref
+
+
+def bars_hint(bars, expected, source: str) -> str:
+    """The likely cause when a bar chart is not ``expected`` (one probability per class)."""
+    arr = _asarray(bars, dtype=_float64) if bars is not None else None
+    want = _asarray(expected, dtype=_float64)
+    counts = arr is not None and bool((arr == _np.round(arr)).all()) and abs(float(arr.sum()) - want.size) < 1e-9
+    if arr is None or arr.shape != want.shape or counts:
+        return (f"plt.hist counts how often values occur; draw one bar per class with "
+                f"plt.bar(range(10), {source})")
+    if _allclose(arr, softmax_reference(want), atol=2e-4):
+        return f"these bars have softmax applied a second time: plot {source} as model.predict returned it"
+    return f"plot {source} for the same image"
+
+
+# How far a reported validation accuracy may be from the checks' own measurement on the held-out
+# images: 24 of 12,000 images, for Keras' float32 arithmetic against the checks' float64.
+HELD_OUT_TOLERANCE = 0.002
+LEAKAGE_HINT = ("fit on the 60,000 training images only, with validation_split=0.2 (Keras holds back the last "
+                "12,000 of them): test images in training or in validation make the test accuracy meaningless "
+                "(data leakage)")
+
+
+def held_out_gap(model, val_accuracy, images, labels, split: float = 0.2) -> tuple[float, float]:
+    """(the model's accuracy on the images ``validation_split`` holds back, its distance from the
+    reported ``val_accuracy``). Keras validates on the last ``split`` of the arrays it is given,
+    in order, with the final weights after the last epoch: an honest fit reproduces its number;
+    a fit on other data (test images shuffled in) does not."""
+    labels = _asarray(labels)
+    start = int(_np.ceil(_len(labels) * (1 - split)))
+    held = accuracy(model, _asarray(images)[start:], labels[start:])
+    return held, abs(float(val_accuracy) - held)
+
+
+def steps_fit_samples(steps, samples: int) -> bool:
+    """Whether an epoch of ``steps`` batches can come from ``samples`` images at some batch size."""
+    if not _isinstance(steps, (int, _integer)) or _isinstance(steps, bool) or not 1 <= steps <= samples:
+        return False
+    return int(_np.ceil(samples / int(_np.ceil(samples / steps)))) == steps
+
+
+def expect_validation_held_out(model, history, images, labels, split: float = 0.2) -> None:
+    """Leakage: ``model`` was fitted on ``images`` with ``validation_split=split`` and nothing
+    else. Its epochs ran over the training part only (``history.params['steps']``, at any batch
+    size), and its last validation accuracy is its accuracy on the held-out part."""
+    labels = _asarray(labels)
+    steps = (getattr(history, "params", None) or {}).get("steps")
+    trained_on = int(_np.ceil(_len(labels) * (1 - split)))
+    if steps is not None:
+        require(steps_fit_samples(steps, trained_on),
+                f"each epoch should run over the {trained_on:,} training images validation_split leaves",
+                f"a whole number of batches of {trained_on:,} images", f"{steps} steps", LEAKAGE_HINT)
+    val_accuracy = history.history["val_accuracy"][-1]
+    held, gap = held_out_gap(model, val_accuracy, images, labels, split)
+    require(gap <= HELD_OUT_TOLERANCE,
+            f"the validation accuracy should be the model's accuracy on the last {split:.0%} of the training images",
+            f"about {held:.4f}", f"{float(val_accuracy):.4f}", LEAKAGE_HINT)
 
 
 def accuracy_on_test_set(model, dataset: str) -> float:

@@ -54,3 +54,20 @@ def test_summary_flags_a_threshold_that_a_misconception_clears(monkeypatch):
     monkeypatch.setitem(calibrate.THRESHOLDS, "mnist", 0.05)  # everything clears it
     text, ok = calibrate.summarise()
     assert not ok and "NOT CAUGHT" in text
+
+
+def test_leakage_check_is_recorded_on_twenty_honest_seeds_and_on_leaking_fits():
+    rows = calibrate.read_rows(calibrate.HELD_OUT)
+    honest = [r for r in rows if r["variant"] == "reference"]
+    leaking = [r for r in rows if r["variant"] == "test-set-in-training"]
+    assert len({r["seed"] for r in honest}) >= 20 and len({r["seed"] for r in leaking}) >= 5
+    assert {r["check"] for r in honest} == {"passes"}
+    assert {r["check"] for r in leaking} == {"fails"}
+
+
+def test_summary_flags_a_leak_the_check_misses(monkeypatch, tmp_path):
+    table = tmp_path / "held_out.csv"
+    table.write_text(calibrate.HELD_OUT.read_text().replace(",fails,", ",passes,", 1))
+    monkeypatch.setattr(calibrate, "HELD_OUT", table)
+    text, ok = calibrate.summarise()
+    assert not ok and "NOT CAUGHT" in text

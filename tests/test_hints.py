@@ -1,0 +1,264 @@
+"""Errors carried forward, and hints that name the cause (issue 13).
+
+The source notebooks' own check cells (public and hidden parts) run here on the values a
+misconception leaves behind, as the checker kernel receives them (arrays, a ``ModelData``, a
+``FigureData``, a ``HistoryData``), without a Jupyter kernel. Each named misconception is pinned
+to the hint it gets, and a mistake an earlier check charges does not fail a later check whose
+skill the student did apply to their own values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import builder
+from coursekit import checks
+from coursekit.datasets import FASHION_CLASS_NAMES, load_fashion_mnist, load_mnist
+from coursekit.notebook import grade_id
+from coursekit.values import FigureData, HistoryData, ModelData
+
+LAYERS = [("Flatten",), ("Dense", 128, "relu"), ("Dense", 10, "softmax")]
+
+
+def check_source(notebook: str, gid: str) -> str:
+    cells = [c for c in builder.source()[notebook].cells if grade_id(c) == gid]
+    assert len(cells) == 1, f"{notebook}: no single cell {gid}"
+    return cells[0].source
+
+
+def run_check(notebook: str, gid: str, **values) -> checks.CheckFailed | None:
+    """The check cell ``gid`` run on ``values`` (the student's names): its failure, or None."""
+    namespace = {"np": np, "checks": checks, "load_fashion_mnist": load_fashion_mnist, "load_mnist": load_mnist,
+                 **values}
+    try:
+        exec(compile(check_source(notebook, gid), gid, "exec"), namespace)
+    except checks.CheckFailed as failure:
+        return failure
+    return None
+
+
+def hint_of(notebook: str, gid: str, **values) -> str:
+    failure = run_check(notebook, gid, **values)
+    assert failure is not None, f"{gid} passed"
+    return failure.hint
+
+
+def train(images: np.ndarray, labels: np.ndarray, epochs: int = 2, seed: int = 0) -> ModelData:
+    """The tutorial's network trained in NumPy (plain SGD): a model good enough to clear the
+    calibrated threshold, as the checker would receive it, in seconds and without TensorFlow."""
+    rng = np.random.default_rng(seed)
+    x = images.reshape(len(images), -1)
+    w1, b1 = rng.normal(0, np.sqrt(2 / 784), (784, 128)), np.zeros(128)
+    w2, b2 = rng.normal(0, np.sqrt(1 / 128), (128, 10)), np.zeros(10)
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for start in range(0, len(x), 100):
+            batch = order[start:start + 100]
+            hidden = np.maximum(x[batch] @ w1 + b1, 0)
+            grad = checks.softmax_reference(hidden @ w2 + b2)
+            grad[np.arange(len(batch)), labels[batch]] -= 1
+            grad /= len(batch)
+            back = grad @ w2.T * (hidden > 0)
+            w2 -= 0.1 * hidden.T @ grad
+            b2 -= 0.1 * grad.sum(0)
+            w1 -= 0.1 * x[batch].T @ back
+            b1 -= 0.1 * back.sum(0)
+    return ModelData(LAYERS, [[], [w1, b1], [w2, b2]], (None, 28, 28), (None, 10), True,
+                     {"optimizer": "Adam", "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]})
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    """The tutorial's model fitted as validation_split=0.2 fits it: on the first 48,000 training
+    images, validated on the last 12,000."""
+    (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
+    model = train(x_train[:48000] / 255.0, y_train[:48000])
+    val_acc = checks.accuracy(model, x_train[48000:] / 255.0, y_train[48000:])
+    return dict(model=model, raw=x_test, scaled=x_test / 255.0, labels=y_test, val_acc=val_acc,
+                train_images=x_train / 255.0)
+
+
+@pytest.fixture(scope="module")
+def mnist(fashion):
+    (_, _), (x_test, y_test) = load_mnist()
+    return dict(raw=x_test, scaled=x_test / 255.0, labels=y_test)
+
+
+def f7_values(fashion, test_images, test_acc, model=None, val_acc=None, steps=1500) -> dict:
+    val_acc = fashion["val_acc"] if val_acc is None else val_acc
+    history = HistoryData({"accuracy": [0.8, 0.88], "val_accuracy": [0.84, val_acc]}, {"epochs": 5, "steps": steps})
+    return dict(model=model or fashion["model"], history=history, train_acc=0.88, val_acc=val_acc,
+                train_images=fashion["train_images"], test_images=test_images, test_acc=test_acc)
+
+
+# --- F7: test_acc -------------------------------------------------------------------------------
+
+
+def test_f7_evaluate_on_unscaled_test_images_is_named(fashion):
+    on_raw = checks.accuracy(fashion["model"], fashion["raw"], fashion["labels"])
+    hint = hint_of("fashion_mnist", "f7_train_hidden", **f7_values(fashion, fashion["scaled"], on_raw))
+    assert "unscaled test images" in hint and "type it in" not in hint
+
+
+def test_f7_a_typed_in_accuracy_is_named(fashion):
+    hint = hint_of("fashion_mnist", "f7_train_hidden", **f7_values(fashion, fashion["scaled"], 0.999))
+    assert "do not type it in" in hint
+
+
+def test_f7_carries_forward_test_images_left_unscaled(fashion):
+    """F3 charges the unscaled test images; F7's evaluate on them is the skill done right."""
+    on_raw = checks.accuracy(fashion["model"], fashion["raw"], fashion["labels"])
+    assert run_check("fashion_mnist", "f7_train_hidden", **f7_values(fashion, fashion["raw"] * 1.0, on_raw)) is None
+    right = checks.accuracy(fashion["model"], fashion["scaled"], fashion["labels"])
+    assert run_check("fashion_mnist", "f7_train_hidden", **f7_values(fashion, fashion["scaled"], right)) is None
+
+
+def test_f7_other_images_are_not_carried_forward(fashion):
+    """Only the test set, scaled some other way, is carried forward: not arbitrary images."""
+    noise = np.random.default_rng(1).random(fashion["raw"].shape)
+    on_noise = checks.accuracy(fashion["model"], noise, fashion["labels"])
+    assert run_check("fashion_mnist", "f7_train_hidden", **f7_values(fashion, noise, on_noise)) is not None
+
+
+def test_f7_a_fit_with_the_test_images_shuffled_in_is_caught_and_named(fashion):
+    """Training on train and test images shuffled together: validation_split then holds back a
+    mix of both, and the reported val_acc is not the model's accuracy on the held-out training
+    images. The test accuracy looks better than any honest run's; the check says why it is not."""
+    (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
+    images, labels = np.concatenate([x_train, x_test]) / 255.0, np.concatenate([y_train, y_test])
+    order = np.random.default_rng(7).permutation(len(labels))
+    images, labels = images[order], labels[order]
+    split = int(np.ceil(len(labels) * 0.8))
+    leaky = train(images[:split], labels[:split])
+    val_acc = checks.accuracy(leaky, images[split:], labels[split:])
+    test_acc = checks.accuracy(leaky, fashion["scaled"], fashion["labels"])
+    # As Keras records it: 56,000 images in batches of 32. (The 2-epoch model here barely
+    # overfits, so its val_acc alone is close to its accuracy on the held-out training images;
+    # calibration/held_out.csv shows the gap for the real 5-epoch fits.)
+    failure = run_check("fashion_mnist", "f7_train_hidden",
+                        **f7_values(fashion, fashion["scaled"], test_acc, model=leaky, val_acc=val_acc, steps=1750))
+    assert failure is not None and "data leakage" in failure.hint, failure
+
+
+@pytest.mark.parametrize("steps, honest", [(1500, True), (750, True), (48000, True), (1, True),
+                                           (1750, False), (875, False), (0, False), (60000, False)])
+def test_epoch_steps_tell_which_sample_counts_were_trained_on(steps, honest):
+    assert checks.steps_fit_samples(steps, 48000) is honest
+
+
+def test_f7_an_honest_fit_passes_the_leakage_check(fashion):
+    test_acc = checks.accuracy(fashion["model"], fashion["scaled"], fashion["labels"])
+    assert run_check("fashion_mnist", "f7_train_hidden", **f7_values(fashion, fashion["scaled"], test_acc)) is None
+
+
+# --- F8: predictions ----------------------------------------------------------------------------
+
+
+def f8_values(predictions, test_images) -> dict:
+    classes = np.argmax(predictions, axis=1)
+    return dict(predictions=predictions, predicted_classes=classes, pred_50=int(classes[50]),
+                label_50=int(load_fashion_mnist()[1][1][50]), match_50=int(classes[50]) == int(load_fashion_mnist()[1][1][50]),
+                test_images=test_images)
+
+
+def test_f8_double_softmax_is_named(fashion):
+    ours = checks.forward(fashion["model"], fashion["scaled"])
+    hint = hint_of("fashion_mnist", "f8_predictions_hidden", model=fashion["model"],
+                   **f8_values(checks.softmax_reference(ours), fashion["scaled"]))
+    assert "softmax applied a second time" in hint
+
+
+def test_f8_carries_forward_test_images_left_unscaled(fashion):
+    ours = checks.forward(fashion["model"], fashion["raw"])
+    assert run_check("fashion_mnist", "f8_predictions_hidden", model=fashion["model"],
+                     **f8_values(ours, fashion["raw"])) is None
+
+
+# --- F9: the figures ----------------------------------------------------------------------------
+
+
+def two_images_figure(images, rows, chosen) -> FigureData:
+    panels = []
+    for i in chosen:
+        panels.append({"image": images[i] * 1.0, "bars": None, "xlabel": "", "title": ""})
+        panels.append({"image": None, "bars": np.asarray(rows[i], dtype=float), "xlabel": "", "title": ""})
+    return FigureData(panels)
+
+
+def test_f9_bars_with_a_second_softmax_are_named(fashion):
+    predictions = checks.forward(fashion["model"], fashion["scaled"])
+    shown = checks.softmax_reference(predictions)
+    hint = hint_of("fashion_mnist", "f9_two_images_hidden", model=fashion["model"], predictions=predictions,
+                   my_images=[50, 7], fig_two=two_images_figure(fashion["raw"], shown, [50, 7]))
+    assert "softmax applied a second time" in hint
+
+
+@pytest.mark.parametrize("mistake", ["double softmax", "unscaled test images"])
+def test_f9_carries_forward_the_students_own_predictions(fashion, mistake):
+    """The F8 mistake is charged by F8: F9 plots the student's own predictions[i] and earns its points."""
+    if mistake == "double softmax":
+        predictions = checks.softmax_reference(checks.forward(fashion["model"], fashion["scaled"]))
+    else:
+        predictions = checks.forward(fashion["model"], fashion["raw"])
+    assert run_check("fashion_mnist", "f9_two_images_hidden", model=fashion["model"], predictions=predictions,
+                     my_images=[50, 7], fig_two=two_images_figure(fashion["raw"], predictions, [50, 7])) is None
+    grid = []
+    for i in range(15):
+        label = FASHION_CLASS_NAMES[int(np.argmax(predictions[i]))]
+        grid += [{"image": fashion["raw"][i] * 1.0, "bars": None, "xlabel": f"{label} 90% (x)", "title": ""},
+                 {"image": None, "bars": predictions[i], "xlabel": "", "title": ""}]
+    assert run_check("fashion_mnist", "f9_grid_hidden", model=fashion["model"], predictions=predictions,
+                     fig_grid=FigureData(grid)) is None
+
+
+# --- F10: one image ----------------------------------------------------------------------------
+
+
+def test_f10_carries_forward_test_images_left_unscaled(fashion):
+    img = fashion["raw"][23:24] * 1.0
+    single = checks.forward(fashion["model"], img)
+    klass = int(np.argmax(single[0]))
+    assert run_check("fashion_mnist", "f10_single_hidden", model=fashion["model"], test_images=fashion["raw"] * 1.0,
+                     single_index=23, img=img, single_prediction=single, single_class=klass,
+                     single_matches=klass == int(fashion["labels"][23])) is None
+
+
+def test_f10_double_softmax_is_named(fashion):
+    img = fashion["scaled"][23:24]
+    single = checks.softmax_reference(checks.forward(fashion["model"], img))
+    klass = int(np.argmax(single[0]))
+    hint = hint_of("fashion_mnist", "f10_single_hidden", model=fashion["model"], test_images=fashion["scaled"],
+                   single_index=23, img=img, single_prediction=single, single_class=klass,
+                   single_matches=klass == int(fashion["labels"][23]))
+    assert "second softmax" in hint
+
+
+# --- MNIST ---------------------------------------------------------------------------------------
+
+
+def test_m1_a_shape_stored_as_the_label_count_is_named():
+    (x_train, y_train), (x_test, _) = load_mnist()
+    hint = hint_of("mnist", "m1_shapes_public", train_images_shape=x_train.shape, test_images_shape=x_test.shape,
+                   train_labels_length=y_train.shape)
+    assert "tuple" in hint and "len(y_train)" in hint and "int(...)" not in hint
+
+
+def test_m3_a_histogram_instead_of_bars_is_named(fashion, mnist):
+    classifications = checks.forward(fashion["model"], mnist["scaled"])  # any model: the figure is the point
+    chosen = 3
+    counts, _ = np.histogram(classifications[chosen], bins=10)
+    figure = FigureData([{"image": mnist["raw"][chosen] * 1.0, "bars": None, "xlabel": "", "title": ""},
+                         {"image": None, "bars": counts.astype(float), "xlabel": "", "title": ""}])
+    hint = hint_of("mnist", "m3_chosen_hidden", mnist_model=fashion["model"], classifications=classifications,
+                   chosen=chosen, chosen_class=int(np.argmax(classifications[chosen])), fig_chosen=figure)
+    assert "plt.hist" in hint and "plt.bar(range(10), classifications[chosen])" in hint
+
+
+def test_m3_bars_of_the_students_own_classifications_pass(fashion, mnist):
+    classifications = checks.softmax_reference(checks.forward(fashion["model"], mnist["scaled"]))
+    chosen = 3
+    figure = FigureData([{"image": mnist["raw"][chosen] * 1.0, "bars": None, "xlabel": "", "title": ""},
+                         {"image": None, "bars": classifications[chosen], "xlabel": "", "title": ""}])
+    assert run_check("mnist", "m3_chosen_hidden", mnist_model=fashion["model"], classifications=classifications,
+                     chosen=chosen, chosen_class=int(np.argmax(classifications[chosen])), fig_chosen=figure) is None
