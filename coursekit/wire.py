@@ -76,7 +76,10 @@ class Writer:
 
     def __init__(self, folder: str | os.PathLike, convert=None, sent: dict | None = None):
         self.folder = Path(folder)
-        self.folder.mkdir(mode=0o755)
+        self.folder.mkdir()
+        # mkdir's and open's modes are masked by the umask (root grades with umask 007 on the hub),
+        # and the other kernel runs as another user: every message is made world-readable explicitly.
+        os.chmod(self.folder, 0o755)
         self.convert = convert
         self.arrays = 0
         self.bytes = 0
@@ -89,6 +92,7 @@ class Writer:
         manifest = dict(manifest, version=VERSION)
         tmp = self.folder / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, allow_nan=True))
+        os.chmod(tmp, 0o644)
         os.replace(tmp, self.folder / MANIFEST)
 
     def encode(self, value, depth: int = 0, seen: frozenset = frozenset()):
@@ -209,6 +213,7 @@ class Writer:
         self.arrays += 1
         self.bytes += array.nbytes
         with open(self.folder / name, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)
             np.lib.format.write_array(f, array, allow_pickle=False)
         if key is not None:
             self.sent[key] = f"{self.folder.name}/{name}"

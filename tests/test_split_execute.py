@@ -13,6 +13,7 @@ damage, so that the defence is what stops it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nbformat
@@ -79,6 +80,18 @@ def run(tmp_path, nb, timeout=60, **options) -> dict[str, list]:
     if options.get("split", True):
         assert not pp._transfer.root.exists(), "the transfer folder is removed with the notebook"
     return cell_outputs(nb)
+
+
+def test_values_cross_when_the_grader_runs_with_a_restrictive_umask(tmp_path):
+    """On the hub root grades with umask 007 (the course stays the staff's): the folders and
+    files one kernel writes must still be readable by the other, which runs as another user."""
+    old = os.umask(0o007)
+    try:
+        out = run(tmp_path, notebook(("answer", "x = np.arange(5.0)\n"),
+                                     ("check", "checks.expect_names(globals(), 'x')\nassert x.sum() == 10\n")))
+    finally:
+        os.umask(old)
+    assert error(out["check1"]) == "", error(out["check1"])
 
 
 def cell_outputs(nb) -> dict[str, list]:
