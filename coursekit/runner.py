@@ -397,13 +397,14 @@ class Runner:
         stage = self._stage(student, os.getpid())
         shutil.rmtree(stage, ignore_errors=True)
         shutil.copytree(private.autograded(student, self.assignment), stage, symlinks=True)
-        for name, stop in stopped_cells(stage):
+        stops = stopped_cells(stage)
+        for name, stop in stops:
             problems.record(stage, stop.kind, name, stop.where, stop.message)
-        # The sandbox stopped something but grading went on. Where the notebook already says which
-        # cell it stopped (stopped_cells above), the event would only repeat it without the place.
-        located = {p["kind"] for p in problems.load(stage)}
+        # The sandbox stopped something but grading went on. A stop the notebook marks (the output
+        # budget's notice) is recorded above with its cell; the event would repeat it without it.
+        marked = {stop.reason for _, stop in stops}
         for event in outcome.events:
-            if event["kind"] not in located:
+            if event.get("reason") not in marked:
                 problems.record(stage, event["kind"], None, None, event["message"])
         if outcome.listing is not None:  # what the intake refused when it copied the submission
             intake.record(stage, outcome.listing)

@@ -534,7 +534,7 @@ class Sandbox:
 
     def _output_cut(self, message: str) -> None:
         print(f"coursekit sandbox: {message} (working directory {self.cwd})", file=sys.stderr, flush=True)
-        _record_event("sandbox", message, self.cwd)
+        _record_event("sandbox", message, self.cwd, reason="output")  # the notice marks the cell
 
     def _stop(self, kind: str, message: str) -> None:
         if self.stopped is None:
@@ -899,13 +899,16 @@ def _chown_tree(root: Path, uid: int) -> None:
             os.lchown(os.path.join(folder, name), uid, uid)
 
 
-def _record_event(kind: str, message: str, cwd: Path) -> None:
+def _record_event(kind: str, message: str, cwd: Path, reason: str | None = None) -> None:
+    """Note a stop for the class runner. ``reason`` (a key of coursekit.notebook.STOPS) when the
+    stop also leaves its mark in the graded notebook, where the runner records it with its cell."""
     target = os.environ.get(EVENTS_ENV)
     if not target:
         return
+    event = {"kind": kind, "message": message, "cwd": str(cwd)} | ({"reason": reason} if reason else {})
     with contextlib.suppress(OSError):
         with open(target, "a") as f:
-            f.write(json.dumps({"kind": kind, "message": message, "cwd": str(cwd)}) + "\n")
+            f.write(json.dumps(event) + "\n")
 
 
 _checked: dict[Settings, str | None] = {}

@@ -168,8 +168,7 @@ def configured(course: Course, settings: dict | None):
         return
     config = course.root / "nbgrader_config.py"
     original = config.read_text()
-    added = "".join(f"c.{name} = {value!r}\n" for name, value in settings.items())
-    config.write_text(original + "\n# set by tests/conftest.py for one round\n" + added)
+    add_test_settings(course.root, [f"c.{name} = {value!r}  # for one round" for name, value in settings.items()])
     try:
         yield
     finally:
@@ -271,10 +270,15 @@ def generated_course(tmp_path_factory) -> Course:
 INTAKE_OFF = "c.Intake.enabled = False  # tests: stock nbgrader's reading of submissions"
 
 
+def add_test_settings(course_root: Path, lines: list[str]) -> None:
+    """Append ``lines`` (Python, ``c.Class.trait = value``) to a course copy's nbgrader_config.py."""
+    with open(course_root / "nbgrader_config.py", "a") as f:
+        f.write("\n# test settings\n" + "\n".join(lines) + "\n")
+
+
 def turn_intake_off(course: Course) -> None:
     """Let a course copy read submissions as stock nbgrader does (no coursekit.intake)."""
-    with open(course.root / "nbgrader_config.py", "a") as f:
-        f.write("\n# test settings\n" + INTAKE_OFF + "\n")
+    add_test_settings(course.root, [INTAKE_OFF])
 
 
 def course_copy(generated: Course, target: Path, execute: bool = True, intake: bool = True) -> Course:
@@ -291,6 +295,5 @@ def course_copy(generated: Course, target: Path, execute: bool = True, intake: b
     if not intake:
         lines += [INTAKE_OFF]
     if lines:
-        with open(target / "nbgrader_config.py", "a") as f:
-            f.write("\n# test settings\n" + "\n".join(lines) + "\n")
+        add_test_settings(target, lines)
     return Course(target)

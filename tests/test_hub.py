@@ -249,6 +249,7 @@ def run_the_loop(loop: Loop) -> None:
     proc = subprocess.run([sys.executable, "-m", "coursekit.runner", ASSIGNMENT], cwd=course.root, env=grading_env(),
                           capture_output=True, text=True, preexec_fn=lambda: os.umask(0o007), timeout=1800)
     loop.timings["runner"] = time.monotonic() - started
+    (SHOTS / "runner.log").write_text(proc.stdout + proc.stderr)  # for a post-mortem of what follows
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     # The TA marks w2-ann's answer to F2 with a comment in Formgrader.
