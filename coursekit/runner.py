@@ -1,30 +1,39 @@
-"""Grade every submission of an assignment, several at a time, each in the sandbox.
+"""Grade every submission of an assignment, several at a time, each in the sandbox: on this
+machine, or on a Dask distributed cluster.
 
     python -m coursekit.runner week2            # workers fitted to this machine
     python -m coursekit.runner week2 -j 4       # four at a time
     python -m coursekit.runner week2 --force    # grade again what is already graded
     python -m coursekit.runner week2 --student alice --student bob
+    python -m coursekit.runner week2 --scheduler tcp://HOST:8786   # on a Dask cluster
 
 Run it from the course's root (or pass ``--course``). How it works:
 
 - Each submission is graded by the real ``nbgrader autograde <assignment> --student <id>`` in a
-  private copy of the course (config, ``source/``, a snapshot of the gradebook, that one
-  submission), so that workers never share a SQLite file: concurrent nbgrader processes on one
-  gradebook fail with "database is locked".
-- This process alone writes the course's gradebook, one submission at a time, in one
-  transaction per submission: the automatic fields nbgrader sets (scores, auto comments,
-  timestamps, late penalties) are copied; the TAs' fields (manual scores and comments, extra
-  credit, flags, extensions) are kept. Then the autograded folder is moved into place: that
-  move is the commit point.
+  private copy of the course (config, ``source/``, the release, a SQLite gradebook with the
+  course's structure and that student's rows, that one submission), so that workers never share
+  a gradebook: concurrent nbgrader processes on one SQLite file fail with "database is locked".
+  ``grade_submission`` does it from data alone and returns data (the graded folder, the
+  student's rows), so the same function runs in this machine's pool and on a Dask worker that
+  shares no file with this one (coursekit.cluster). Course files are shipped by this process,
+  and each worker checks what it grades with: the sandbox starts, its grading code is this
+  process's, and the course files and the submission it unpacked hash as they do here.
+- This process alone writes the course's gradebook (any database nbgrader's db_url accepts),
+  one submission per transaction (coursekit.gradebook): the automatic fields nbgrader sets
+  (scores, auto comments, timestamps, late penalties) are copied; the TAs' fields (manual scores
+  and comments, extra credit, flags, extensions) are kept. Then the autograded folder is moved
+  into place: that move is the commit point.
 - A submission counts as graded when ``autograded/<student>/<assignment>/`` holds its notebooks
   and is not older than the submission (nbgrader's own rule). Graded submissions are skipped
   unless ``--force``; a run that is killed loses at most the submissions in flight, and the
   next run grades exactly those that are not graded.
-- TensorFlow in each worker gets ``cores // workers`` threads, so that workers do not fight.
+- TensorFlow in each local worker gets ``cores // workers`` threads, so that workers do not
+  fight; on a cluster one thread per submission (``--threads``), one worker thread per process.
 - A submission that fails (nbgrader error, the sandbox's wall-time or memory limit) does not stop
   the others: it is recorded in ``autograded/<student>/<assignment>/grading-problems.json``
   (coursekit.problems), its log is kept under ``gradebook/runner-logs/``, and the failures are
-  listed at the end (exit status 1). It is tried again on the next run.
+  listed at the end (exit status 1). It is tried again on the next run. A worker that refuses
+  (no sandbox, other code or course files) stops the run (exit status 2).
 """
 
 from __future__ import annotations
@@ -36,20 +45,25 @@ import fcntl
 import functools
 import glob
 import hashlib
+import io
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
+import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from coursekit import gradebook, notebook, problems, sandbox
-from coursekit.course import Course, grading_env
+from coursekit.course import COURSE_FILES, grading_env
 from coursekit.layout import CourseLayout, NotACourse
 
 GB = 2**30
@@ -82,11 +96,16 @@ def default_jobs() -> int:
     return max(1, min(cores(), available_memory() // MEMORY_PER_WORKER))
 
 
-def thread_env(jobs: int) -> dict[str, str]:
-    """TensorFlow and BLAS threads per worker: the cores shared among the workers."""
-    threads = str(max(1, cores() // jobs))
-    return {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
-            "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+def threads_per_job(jobs: int) -> int:
+    """TensorFlow and BLAS threads per submission when ``jobs`` share this machine's cores."""
+    return max(1, cores() // jobs)
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment that gives a submission's TensorFlow and BLAS ``threads`` threads."""
+    n = str(max(1, threads))
+    return {"TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1",
+            "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n}
 
 
 # --- what is graded ----------------------------------------------------------------------------
@@ -110,7 +129,275 @@ def is_graded(layout: CourseLayout, student: str, assignment: str) -> bool:
     return not (new is not None and old is not None and new > old)
 
 
-# --- one submission ----------------------------------------------------------------------------
+# --- what a worker needs, as data ---------------------------------------------------------------
+#
+# One submission is graded by ``grade_submission`` from data alone (the course files, the
+# submission, the student's gradebook rows) and gives data back (the graded folder, the rows
+# nbgrader wrote): the same function runs in this process's pool and on a Dask worker on another
+# machine, which shares no file with this one.
+
+
+class Refused(RuntimeError):
+    """A worker will not grade: it has no sandbox, other grading code, or course files that are
+    not the client's. The message says why; nothing is graded there."""
+
+
+def _keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    """Files, folders and links of a folder; no devices, pipes or sockets; no owners."""
+    if not (info.isfile() or info.isdir() or info.issym() or info.islnk()):
+        return None
+    if Path(info.name).name == ".ipynb_checkpoints":
+        return None
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def pack(root: Path, names: list[str]) -> bytes:
+    """A tar archive (gzip) of ``names`` (paths relative to ``root``); links are kept as links."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+        for name in names:
+            if os.path.lexists(root / name):
+                tar.add(root / name, arcname=name, filter=_keep)
+    return buffer.getvalue()
+
+
+def unpack(data: bytes, root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        tar.extractall(root, filter="tar")  # no absolute names, nothing outside root
+
+
+def tree_digest(root: Path, names: list[str]) -> str:
+    """SHA-256 of the files under ``names`` (relative to ``root``): paths, contents, link targets.
+    Computed from what is on disk, where the client reads it and where the worker grades it."""
+    digest = hashlib.sha256()
+
+    def add(path: Path) -> None:
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            digest.update(f"L {rel}\0{os.readlink(path)}\0".encode())
+        elif path.is_dir():
+            if path.name == ".ipynb_checkpoints":
+                return
+            digest.update(f"D {rel}\0".encode())
+            for child in sorted(path.iterdir(), key=lambda p: p.name):
+                add(child)
+        elif path.is_file():
+            digest.update(f"F {rel}\0".encode() + hashlib.sha256(path.read_bytes()).digest())
+
+    for name in names:
+        if os.path.lexists(root / name):
+            add(root / name)
+    return digest.hexdigest()
+
+
+GRADING_PACKAGES = ("nbgrader", "nbconvert", "nbclient", "nbformat", "ipykernel", "jupyter-client",
+                    "tensorflow-cpu", "keras", "numpy", "matplotlib")
+
+
+@functools.cache
+def environment() -> dict[str, str]:
+    """What grades here: Python, the grading packages' versions, and a hash of coursekit's code
+    (the kernel, the checks, the repairs, the sandbox). Workers must match the client."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    package = Path(__file__).resolve().parent
+    code = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".j2") and "__pycache__" not in path.parts:
+            code.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    found = {"python": platform.python_version(), "coursekit": code.hexdigest()[:16]}
+    for name in GRADING_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def environment_differences(theirs: dict[str, str], ours: dict[str, str]) -> str:
+    return ", ".join(f"{k} {ours.get(k)} here, {theirs.get(k)} on the client"
+                     for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k))
+
+
+@dataclass(frozen=True)
+class CourseFiles:
+    """Everything every submission of an assignment is graded with, shipped by the client: the
+    config, ``source/`` and the release (as a tar archive), the gradebook's structure (a SQLite
+    file without student data), the sandbox settings, and the client's grading environment."""
+
+    assignment: str
+    names: tuple[str, ...]   # what the archive holds, relative to the course root
+    archive: bytes
+    gradebook: bytes
+    digest: str              # of the client's files on disk, and of the gradebook template
+    environment: dict
+    sandbox: sandbox.Settings
+
+    @classmethod
+    def of(cls, layout: CourseLayout, assignment: str, structure: gradebook.Rows, scratch: Path) -> "CourseFiles":
+        release = layout.release(assignment)
+        names = [*COURSE_FILES]
+        if release.is_dir():  # coursekit.sanitize grades a missing notebook from its release
+            names.append(release.relative_to(layout.root).as_posix())
+        template = gradebook.template(structure, scratch / "template.db")
+        return cls(assignment, tuple(names), pack(layout.root, names), template,
+                   cls.digest_of(layout.root, names, template), environment(), layout.sandbox_settings())
+
+    @staticmethod
+    def digest_of(root: Path, names, template: bytes) -> str:
+        return hashlib.sha256((tree_digest(root, list(names)) + hashlib.sha256(template).hexdigest()).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SubmissionTask:
+    """One submission to grade: its folder (a tar archive), its digest, and what the gradebook
+    holds about it (a regrade keeps the TAs' marks)."""
+
+    student: str
+    archive: bytes
+    digest: str
+    rows: gradebook.Rows
+    threads: int  # TensorFlow and BLAS threads for this submission
+
+    @classmethod
+    def of(cls, layout: CourseLayout, student: str, assignment: str, rows: gradebook.Rows, threads: int):
+        folder = layout.submitted(student, assignment)
+        return cls(student, pack(folder, ["."]), tree_digest(folder, ["."]), rows, threads)
+
+
+@dataclass
+class Graded:
+    """What a worker sends back: nbgrader's exit status and log, the sandbox's events and, when
+    grading succeeded, the autograded folder (a tar archive) and the student's gradebook rows."""
+
+    student: str
+    returncode: int
+    log: str
+    events: list[dict]
+    archive: bytes | None = None
+    rows: gradebook.Rows | None = None
+    course_digest: str = ""   # of the course files the worker graded with, read from its disk
+    host: str = ""
+    seconds: float = 0.0
+
+
+LOG_LIMIT = 2 * 2**20  # the end of a longer nbgrader log is kept
+
+
+def check_worker(course: CourseFiles, private_root: Path) -> CourseLayout:
+    """Refuse unless this machine grades as the client would: the sandbox starts (unless the
+    course opts out), the grading code is the client's, and the course files unpacked at
+    ``private_root`` are the client's files."""
+    settings = course.sandbox
+    if settings.enabled:
+        try:
+            sandbox.check(settings)
+        except sandbox.SandboxUnavailable as err:
+            raise Refused(f"on {platform.node()}: {sandbox.refusal(str(err))}") from None
+    else:
+        print("coursekit runner: the sandbox is OFF in nbgrader_config.py: student code runs with the worker's rights",
+              file=sys.stderr)
+    if (ours := environment()) != course.environment:
+        raise Refused(f"on {platform.node()}: the grading environment differs from the client's "
+                      f"({environment_differences(course.environment, ours)}); install the same "
+                      f"requirements.lock and coursekit on every worker")
+    unpack(course.archive, private_root)
+    private = CourseLayout.load(private_root)
+    private_db = private_gradebook(private_root)
+    private_db.parent.mkdir(parents=True, exist_ok=True)
+    private_db.write_bytes(course.gradebook)
+    found = CourseFiles.digest_of(private_root, course.names, private_db.read_bytes())
+    if found != course.digest:
+        raise Refused(f"on {platform.node()}: the course files unpacked here (sha256 {found[:12]}) are not the "
+                      f"client's (sha256 {course.digest[:12]})")
+    if private.sandbox_settings() != settings:
+        raise Refused(f"on {platform.node()}: the course's sandbox settings read here differ from the client's")
+    return private
+
+
+def private_gradebook(private_root: Path) -> Path:
+    """The SQLite gradebook of a private course copy (whatever the course's own db_url is)."""
+    return private_root / "gradebook" / "gradebook.db"
+
+
+class Processes:
+    """The nbgrader processes this process started, so that Ctrl-C can stop them."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.running: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def start(self, *args, **kwargs) -> subprocess.Popen:
+        with self.lock:
+            if self.stopping:
+                raise RuntimeError("stopped")
+            proc = subprocess.Popen(*args, **kwargs)
+            self.running.add(proc)
+            return proc
+
+    def done(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.running.discard(proc)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            for proc in self.running:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+
+
+def grade_submission(course: CourseFiles, task: SubmissionTask, work: Path,
+                     processes: Processes | None = None) -> Graded:
+    """Grade one submission in a private course copy at ``work`` with the real ``nbgrader
+    autograde``, in the sandbox; ``work`` is removed afterwards. Runs in a thread of the local
+    pool or on a Dask worker: everything in and out is data."""
+    started = time.monotonic()
+    processes = processes or Processes()
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        private_root = work / "course"
+        private = check_worker(course, private_root)
+        private_db = private_gradebook(private_root)
+        gradebook.add_rows(private_db, task.rows)
+        submission = private.submitted(task.student, course.assignment)
+        unpack(task.archive, submission)
+        if tree_digest(submission, ["."]) != task.digest:
+            raise Refused(f"on {platform.node()}: the submission of {task.student} unpacked here is not the client's")
+        events = work / "events.jsonl"
+        env = grading_env() | thread_env(task.threads) | {sandbox.EVENTS_ENV: str(events)}
+        log = work / "nbgrader.log"
+        cmd = [str(Path(sys.executable).with_name("nbgrader")), "autograde", course.assignment,
+               "--student", task.student, f"--course-dir={private_root}", f"--db=sqlite:///{private_db}"]
+        with open(log, "w") as out:
+            proc = processes.start(cmd, cwd=private_root, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            try:
+                proc.wait()
+            finally:
+                processes.done(proc)
+        with open(log, "rb") as f:
+            f.seek(max(0, log.stat().st_size - LOG_LIMIT))
+            text = f.read().decode(errors="replace")
+        found = [json.loads(line) for line in events.read_text().splitlines()] if events.is_file() else []
+        graded = Graded(task.student, proc.returncode, text, found, host=platform.node(),
+                        course_digest=CourseFiles.digest_of(private_root, course.names, course.gradebook))
+        autograded = private.autograded(task.student, course.assignment)
+        if proc.returncode == 0 and autograded.is_dir():
+            graded.archive = pack(autograded, ["."])
+            graded.rows = gradebook.read_rows(private_db, task.student, course.assignment)
+        graded.seconds = time.monotonic() - started
+        return graded
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --- one submission, back in the course --------------------------------------------------------
 
 
 @dataclass
@@ -120,12 +407,12 @@ class Outcome:
     kind: str = ""        # for a failure: a coursekit.problems kind
     message: str = ""
     log: Path | None = None
-    events: list[dict] = field(default_factory=list)
-    graded_in: CourseLayout | None = None  # the private course copy that graded it
+    graded: Graded | None = None
 
 
 def _die_with_parent() -> None:
-    """In the nbgrader child: be killed if the runner dies, so that nothing grades on unseen."""
+    """In the nbgrader child: be killed if the runner (or the Dask worker) dies, so that nothing
+    grades on unseen."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
@@ -136,6 +423,15 @@ def _error_summary(log: str) -> str:
             if "coursekit sandbox:" in line or "Error" in line or "ERROR" in line]
     keep = [k for k in keep if not k.startswith("Traceback")][-6:]
     return "\n".join(keep) or log.strip()[-1500:]
+
+
+def outcome_of(graded: Graded) -> Outcome:
+    if graded.archive is not None:
+        return Outcome(graded.student, True, graded=graded)
+    kind = graded.events[-1]["kind"] if graded.events else "error"
+    message = "; ".join(e["message"] for e in graded.events) if graded.events else _error_summary(graded.log)
+    return Outcome(graded.student, False, kind, f"nbgrader autograde exited {graded.returncode}: {message}",
+                   graded=graded)
 
 
 def stopped_cells(folder: Path) -> list[tuple[str, notebook.Stopped]]:
@@ -150,20 +446,69 @@ def stopped_cells(folder: Path) -> list[tuple[str, notebook.Stopped]]:
     return found
 
 
+# --- where submissions are graded ----------------------------------------------------------------
+
+
+class LocalPool:
+    """``jobs`` submissions at a time in this machine's threads, each in its own nbgrader process."""
+
+    def __init__(self, jobs: int, work: Path):
+        self.jobs = jobs
+        self.work = work
+        self.processes = Processes()
+        self.executor = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grader")
+        self.pending: dict = {}
+
+    def describe(self) -> str:
+        return f"{self.jobs} worker{'s' * (self.jobs > 1)}"
+
+    def window(self) -> int:
+        return self.jobs  # tasks are made when a worker is free: their gradebook rows are fresh
+
+    def submit(self, course: CourseFiles, task: SubmissionTask) -> None:
+        future = self.executor.submit(grade_submission, course, task, self.work / task.student, self.processes)
+        self.pending[future] = task.student
+
+    def in_flight(self) -> int:
+        return len(self.pending)
+
+    def next_done(self) -> tuple[str, Graded | BaseException]:
+        done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+        future = next(iter(done))
+        student = self.pending.pop(future)
+        try:
+            return student, future.result()
+        except Exception as err:  # noqa: BLE001 (a bug or a full disk: this submission only)
+            return student, err
+
+    def cancel(self) -> None:
+        for future in list(self.pending):
+            if future.cancel():
+                self.pending.pop(future)
+
+    def stop(self) -> None:
+        self.processes.stop()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
 class Runner:
     def __init__(self, root: Path, assignment: str, jobs: int | None = None, force: bool = False,
-                 students: list[str] | None = None, progress: bool = True):
+                 students: list[str] | None = None, progress: bool = True, scheduler: str | None = None,
+                 threads: int | None = None):
         self.root = Path(root).resolve()
         self.assignment = assignment
+        self.scheduler = scheduler
         self.jobs = jobs or default_jobs()
+        self.threads = threads
         self.force = force
         self.only = students
         self.progress = progress
         key = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
         self.work = Path(tempfile.gettempdir()) / f"coursekit-runner-{key}"
-        self.children: set[subprocess.Popen] = set()
-        self.lock = threading.Lock()
-        self.stopping = False
+        self.pool = None
+        self.refusal: str | None = None
 
     # -- set-up --
 
@@ -175,15 +520,8 @@ class Runner:
             raise RunnerError(f"{err}; run from the course root or pass --course") from None
 
     @property
-    def master_db(self) -> Path:
-        """The course's gradebook: only this process writes it."""
-        if self.layout.gradebook_path is None:
-            raise RunnerError(f"the gradebook {self.layout.db_url} is not a SQLite file: the runner merges SQLite only")
-        return self.layout.gradebook_path
-
-    @property
     def logs(self) -> Path:
-        return self.master_db.parent / LOG_DIR
+        return self.layout.gradebook_folder / LOG_DIR
 
     def students(self) -> list[str]:
         found = self.layout.students(self.assignment)
@@ -197,7 +535,9 @@ class Runner:
 
     def check(self) -> None:
         settings = self.layout.sandbox_settings()  # first: refuse before anything else is looked at
-        if settings.enabled:
+        if self.scheduler is not None:
+            pass  # student code runs on the workers only: each worker is checked (cluster.DaskPool)
+        elif settings.enabled:
             try:
                 sandbox.check(settings)
             except sandbox.SandboxUnavailable as err:
@@ -205,27 +545,46 @@ class Runner:
         else:
             print("coursekit runner: the sandbox is OFF in nbgrader_config.py: student code runs with your rights",
                   file=sys.stderr)
-        if not self.master_db.is_file():
-            raise RunnerError(f"no gradebook at {self.master_db}: run `nbgrader generate_assignment {self.assignment}` first")
-        if not gradebook.knows_assignment(self.master_db, self.assignment):
+        path = self.layout.gradebook_path
+        if path is not None and not path.is_file():
+            raise RunnerError(f"no gradebook at {path}: run `nbgrader generate_assignment {self.assignment}` first")
+        if not self.db.knows_assignment(self.assignment):
             raise RunnerError(f"the gradebook does not know assignment '{self.assignment}': "
                               f"run `nbgrader generate_assignment {self.assignment}` first")
+
+    @functools.cached_property
+    def db(self) -> gradebook.CourseGradebook:
+        """The course's gradebook: only this process writes it."""
+        return gradebook.CourseGradebook(self.layout.db_url)
 
     # -- running --
 
     def run(self) -> list[Outcome]:
-        self.check()
-        self.logs.mkdir(parents=True, exist_ok=True)
-        lock = open(self.master_db.parent / LOCK_NAME, "w")
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunnerError(f"another runner is grading this course (lock {lock.name}); wait for it to finish") from None
-        try:
-            return self._run()
+            self.check()
+            self.logs.mkdir(parents=True, exist_ok=True)
+            lock = open(self.layout.gradebook_folder / LOCK_NAME, "w")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunnerError(f"another runner is grading this course (lock {lock.name}); wait for it to finish") from None
+            try:
+                return self._run()
+            finally:
+                shutil.rmtree(self.work, ignore_errors=True)
+                lock.close()
         finally:
-            shutil.rmtree(self.work, ignore_errors=True)
-            lock.close()
+            self.db.close()
+
+    def _make_pool(self):
+        if self.scheduler is None:
+            return LocalPool(self.jobs, self.work)
+        from coursekit.cluster import DaskPool
+
+        try:
+            return DaskPool(self.scheduler)
+        except OSError as err:
+            raise RunnerError(f"cannot reach the Dask scheduler at {self.scheduler}: {err}") from None
 
     def _run(self) -> list[Outcome]:
         from tqdm import tqdm
@@ -237,121 +596,88 @@ class Runner:
         students = self.students()
         todo = [s for s in students if self.force or not is_graded(self.layout, s, self.assignment)]
         skipped = len(students) - len(todo)
-        print(f"{self.assignment}: {len(students)} submissions, {skipped} already graded (skipped"
-              f"{'' if not skipped else '; --force grades them again'}), {len(todo)} to grade with "
-              f"{self.jobs} worker{'s' * (self.jobs > 1)}", file=sys.stderr, flush=True)
-        self.template = self.work / "gradebook.db"
-        gradebook.snapshot(self.master_db, self.template)
+        course = CourseFiles.of(self.layout, self.assignment, self.db.structure(), self.work)
+        self.pool = pool = self._make_pool()
+        threads = self.threads or (1 if self.scheduler else threads_per_job(self.jobs))
         outcomes: list[Outcome] = []
-        bar = tqdm(total=len(todo), unit="submission", desc=f"grading {self.assignment}",
-                   disable=not self.progress or not todo, file=sys.stderr)
-        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="grader")
+        bar = None
         try:
-            pending = {pool.submit(self.grade_one, s): s for s in todo}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    student = pending.pop(future)
-                    try:
-                        outcome = future.result()
-                    except Exception as err:  # a bug or a full disk: this submission only
-                        outcome = Outcome(student, False, "error", f"{type(err).__name__}: {err}")
-                    outcome = self.commit(outcome)
-                    outcomes.append(outcome)
-                    bar.update(1)
-                    bar.set_postfix(failed=sum(not o.ok for o in outcomes))
+            if todo and hasattr(pool, "check"):
+                pool.check(course)  # every worker of the cluster, before anything is graded
+            print(f"{self.assignment}: {len(students)} submissions, {skipped} already graded (skipped"
+                  f"{'' if not skipped else '; --force grades them again'}), {len(todo)} to grade with "
+                  f"{pool.describe()}", file=sys.stderr, flush=True)
+            bar = tqdm(total=len(todo), unit="submission", desc=f"grading {self.assignment}",
+                       disable=not self.progress or not todo, file=sys.stderr)
+            queue = deque(todo)
+            while True:
+                while queue and self.refusal is None and pool.in_flight() < pool.window():
+                    student = queue.popleft()
+                    rows = self.db.rows(student, self.assignment)
+                    pool.submit(course, SubmissionTask.of(self.layout, student, self.assignment, rows, threads))
+                if not pool.in_flight():
+                    break
+                student, result = pool.next_done()
+                if isinstance(result, Refused):
+                    self.refusal = self.refusal or str(result)
+                    pool.cancel()  # what has not started; what is grading elsewhere is kept
+                    outcome = Outcome(student, False, "sandbox", str(result))
+                elif isinstance(result, BaseException):
+                    outcome = Outcome(student, False, "error", f"{type(result).__name__}: {result}")
+                else:
+                    outcome = outcome_of(result)
+                outcomes.append(self.commit(outcome, course))
+                bar.update(1)
+                bar.set_postfix(failed=sum(not o.ok for o in outcomes))
         except BaseException:
-            self.stop()
+            pool.stop()
             raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            bar.close()
+            pool.close()
+            if bar is not None:
+                bar.close()
+        if self.refusal is not None:
+            raise RunnerError(f"{self.refusal}\n(graded {sum(o.ok for o in outcomes)} submissions before a worker "
+                              f"refused; {len(todo) - sum(o.ok for o in outcomes)} left: run again when every worker "
+                              f"has the sandbox)")
         return outcomes
 
     def stop(self) -> None:
         """Ctrl-C: kill the nbgrader processes in flight (their kernels and sandboxes go with them)."""
-        with self.lock:
-            self.stopping = True
-            for child in self.children:
-                with contextlib.suppress(OSError):
-                    child.kill()
+        if self.pool is not None:
+            self.pool.stop()
 
     def _stage(self, student: str, pid: int | str) -> Path:
         """Where a graded submission is put together before it is moved into place."""
         dest = self.layout.autograded(student, self.assignment)
         return dest.parent / f".{dest.name}.runner-{pid}"
 
-    def _private_course(self, student: str) -> CourseLayout:
-        """A private course copy for one submission: config, source/, release/, a snapshot of the
-        gradebook, and that submission only."""
-        work = self.work / student
-        shutil.rmtree(work, ignore_errors=True)
-        private = Course.copy_of(work / "course", repo=self.root).layout  # nbgrader_config.py, source/
-        # coursekit.sanitize grades a missing notebook from its release
-        if self.layout.release(self.assignment).is_dir():
-            shutil.copytree(self.layout.release(self.assignment), private.release(self.assignment), symlinks=True)
-        shutil.copy2(self.template, private.gradebook_path)
-        shutil.copytree(self.layout.submitted(student, self.assignment), private.submitted(student, self.assignment),
-                        symlinks=True)
-        return private
-
-    def grade_one(self, student: str) -> Outcome:
-        """Grade one submission in a private course copy (runs in a worker thread)."""
-        if self.stopping:
-            raise RuntimeError("stopped")
-        private = self._private_course(student)
-        work = self.work / student
-        events = work / "events.jsonl"
-        env = grading_env() | thread_env(self.jobs) | {sandbox.EVENTS_ENV: str(events)}
-        log = work / "nbgrader.log"
-        cmd = [str(Path(sys.executable).with_name("nbgrader")), "autograde", self.assignment, "--student", student]
-        with open(log, "w") as out:
-            with self.lock:
-                if self.stopping:
-                    raise RuntimeError("stopped")
-                proc = subprocess.Popen(cmd, cwd=private.root, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-                self.children.add(proc)
-            try:
-                proc.wait()
-            finally:
-                with self.lock:
-                    self.children.discard(proc)
-        found = [json.loads(line) for line in events.read_text().splitlines()] if events.is_file() else []
-        if proc.returncode == 0 and private.autograded(student, self.assignment).is_dir():
-            return Outcome(student, True, log=log, events=found, graded_in=private)
-        text = log.read_text(errors="replace")
-        kind = found[-1]["kind"] if found else "error"
-        message = "; ".join(e["message"] for e in found) if found else _error_summary(text)
-        return Outcome(student, False, kind, f"nbgrader autograde exited {proc.returncode}: {message}", log, found)
-
-    def commit(self, outcome: Outcome) -> Outcome:
+    def commit(self, outcome: Outcome, course: CourseFiles) -> Outcome:
         """Write one outcome into the course (main thread only: one writer for the gradebook)."""
         student = outcome.student
         dest = self.layout.autograded(student, self.assignment)
-        work = self.work / student
+        graded = outcome.graded
+        if outcome.ok and graded.course_digest != course.digest:  # check_worker refuses this already
+            outcome = Outcome(student, False, "error", f"graded on {graded.host} with other course files", graded=graded)
         if not outcome.ok:
-            if outcome.log is not None and outcome.log.is_file():
+            if graded is not None and graded.log:
                 kept = self.logs / f"{self.assignment}-{student}.log"
-                shutil.copy2(outcome.log, kept)
+                kept.write_text(graded.log)
                 outcome.log = kept
             note = " (the previous grading is kept)" if is_graded(self.layout, student, self.assignment) else ""
             problems.record(dest, outcome.kind, None, None, outcome.message + note)
-            shutil.rmtree(work, ignore_errors=True)
             return outcome
-        private = outcome.graded_in
         stage = self._stage(student, os.getpid())
         shutil.rmtree(stage, ignore_errors=True)
-        shutil.copytree(private.autograded(student, self.assignment), stage, symlinks=True)
+        unpack(graded.archive, stage)
         for name, stop in stopped_cells(stage):
             problems.record(stage, stop.kind, name, stop.where, stop.message)
-        for event in outcome.events:  # the sandbox stopped something but grading went on
+        for event in graded.events:  # the sandbox stopped something but grading went on
             problems.record(stage, event["kind"], None, None, event["message"])
-        gradebook.merge_submission(self.master_db, private.gradebook_path, student, self.assignment)
+        self.db.merge(graded.rows, student, self.assignment)
         if dest.exists():
             shutil.rmtree(dest)
         os.rename(stage, dest)  # the commit point: from here on the submission counts as graded
-        shutil.rmtree(work, ignore_errors=True)
         (self.logs / f"{self.assignment}-{student}.log").unlink(missing_ok=True)
         return outcome
 
@@ -380,10 +706,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student", action="append", help="grade only this student (repeatable)")
     parser.add_argument("--course", default=".", help="the course's root folder (default: the current folder)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="grade on the Dask cluster of this scheduler (e.g. tcp://HOST:8786) instead of here")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="TensorFlow threads per submission (default: cores / jobs here, 1 on a cluster)")
     args = parser.parse_args(argv)
     if args.jobs is not None and args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    runner = Runner(Path(args.course), args.assignment, args.jobs, args.force, args.student, not args.no_progress)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+    if args.scheduler and args.jobs:
+        parser.error("--jobs is for grading here; on a cluster the workers' threads decide")
+    runner = Runner(Path(args.course), args.assignment, args.jobs, args.force, args.student, not args.no_progress,
+                    scheduler=args.scheduler, threads=args.threads)
     try:
         outcomes = runner.run()
     except RunnerError as err:
@@ -398,4 +733,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the module imported under its own name, not __main__: Dask pickles its classes and
+    # functions by name, and workers import coursekit.runner.
+    from coursekit import runner as _runner
+
+    sys.exit(_runner.main())
