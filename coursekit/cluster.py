@@ -28,7 +28,9 @@ task's gradebook rows are read just before it is sent.
 from __future__ import annotations
 
 import asyncio
+import os
 import platform
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -148,3 +150,31 @@ class DaskPool:
 
     def close(self) -> None:
         self.client.close()
+
+
+# --- starting workers on a Slurm cluster ----------------------------------------------------------
+
+
+def slurm_cluster(cores: int = 16, walltime: str = "04:00:00", queue: str | None = None,
+                  account: str | None = None, python: str | None = None, **kwargs):
+    """A dask-jobqueue ``SLURMCluster`` whose jobs are grading nodes: one job per node (``--exclusive``),
+    one worker process per core with one thread each (``runner.MEMORY_PER_WORKER`` of memory each),
+    started as root through ``sudo -n`` (the sandbox gives each kernel a user id of its own, which
+    only root can do; a worker that is not root refuses, and the runner stops). The nodes run the
+    course's own virtual environment (the same requirements.lock and coursekit: checked) and need
+    bubblewrap; course files are shipped by the runner, so no shared folder is needed.
+
+        cluster = slurm_cluster(queue="grading"); cluster.scale(jobs=4)
+        python -m coursekit.runner week2 --scheduler <cluster.scheduler_address>
+    """
+    from dask_jobqueue import SLURMCluster
+
+    gb_per_worker = runner.MEMORY_PER_WORKER // runner.GB
+    prologue = ["export TF_CPP_MIN_LOG_LEVEL=3"]
+    if os.environ.get("COURSEKIT_DATA_DIR"):
+        prologue.append(f"export COURSEKIT_DATA_DIR={os.environ['COURSEKIT_DATA_DIR']}")
+    return SLURMCluster(
+        cores=cores, processes=cores, memory=f"{cores * gb_per_worker}GiB", walltime=walltime, queue=queue,
+        account=account, python=python or f"sudo -n --preserve-env {sys.executable}",
+        job_extra_directives=["--exclusive"], job_script_prologue=prologue,
+        worker_extra_args=["--local-directory", "/tmp/coursekit-dask"], **kwargs)
