@@ -574,7 +574,8 @@ class Runner:
                 shutil.rmtree(self.work, ignore_errors=True)
                 lock.close()
         finally:
-            self.db.close()
+            if "db" in self.__dict__:
+                self.db.close()
 
     def _make_pool(self):
         if self.scheduler is None:

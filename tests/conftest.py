@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from builder import ASSIGNMENT
 from coursekit import datapaths
 from coursekit.course import Course
 from coursekit.notebook import strip_ansi
+from coursekit.pgserver import PostgresServer, PostgresUnavailable
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SUBMISSIONS = FIXTURES / "submissions"
@@ -227,3 +229,48 @@ def dump(graded: GradedClass, student: str) -> str:
     """A student's scores and problems, for assertion messages."""
     scores = {f"{k[1]}:{k[2]}": v for k, v in graded.scores.items() if k[0] == student}
     return json.dumps({"scores": scores, "problems": graded.problems(student)}, indent=1)
+
+
+# --- a real PostgreSQL server and courses whose gradebook is on it ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL server for the session: Debian's binaries, a cluster made by initdb in a
+    temporary folder, on 127.0.0.1 and a free port (coursekit/pgserver.py); removed afterwards."""
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="coursekit-postgres-")))
+    try:
+        server.start()
+    except PostgresUnavailable as err:
+        server.remove()
+        pytest.fail(f"no PostgreSQL server: {err}")
+    yield server
+    server.remove()
+
+
+def postgres_course(root: Path, server: PostgresServer, database: str) -> Course:
+    """A fresh course whose gradebook is a new database on ``server``, with week2 generated."""
+    course = Course.copy_of(root)
+    url = server.create_database(database)
+    with open(course.root / "nbgrader_config.py", "a") as f:
+        f.write(f"\n# test: the gradebook on PostgreSQL\nc.CourseDirectory.db_url = {url!r}\n")
+    course.generate(ASSIGNMENT)
+    return course
+
+
+@pytest.fixture(scope="session")
+def runner_class(tmp_path_factory) -> Course:
+    """test_runner's small class (CLASS) graded by the local runner on a SQLite gradebook: the
+    reference for the cluster and PostgreSQL tests."""
+    import subprocess
+
+    from coursekit.course import grading_env
+    from test_runner import build_class
+
+    course = Course.copy_of(tmp_path_factory.mktemp("runner-class") / "course")
+    course.generate(ASSIGNMENT)
+    build_class(course)
+    cmd = [sys.executable, "-m", "coursekit.runner", ASSIGNMENT, "--no-progress", "-j", "2", "--course", str(course.root)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=grading_env(), timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return course
