@@ -532,7 +532,8 @@ def test_the_class_report_lists_refused_folders_and_starts_no_formula(runner_cla
 
 
 def test_runner_work_folder_and_snapshot_are_private(tmp_path, generated_course):
-    """The runner's snapshot holds every student's scores: 0700 folder, 0600 file, a fresh name."""
+    """The runner's work folder holds the submissions the intake read and the gradebook's template:
+    0700 folder, 0600 file, a fresh name."""
     from coursekit import runner
 
     course = course_copy(generated_course, tmp_path / "course")
