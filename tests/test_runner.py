@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -144,8 +145,8 @@ def test_a_failure_is_isolated_recorded_and_listed(parallel):
 
 def test_nothing_left_behind(parallel):
     course, _ = parallel
-    work = runner.Runner(course.root, ASSIGNMENT).work
-    assert not work.exists()
+    prefix = runner.Runner(course.root, ASSIGNMENT).work_prefix  # work folders are mkdtemp(prefix=...)
+    assert glob.glob(str(Path(tempfile.gettempdir()) / f"{prefix}*")) == []
     assert glob.glob(str(course.layout.autograded("*", f".{ASSIGNMENT}.runner-*"))) == []  # staging folders
 
 
