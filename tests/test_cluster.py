@@ -87,8 +87,9 @@ def _cmdline(pid: int) -> bytes:
 
 
 def _student_of(pid: int) -> str:
+    """The id nbgrader was given: the runner passes ``--student=<id>`` (never read as an option)."""
     args = _cmdline(pid).split(b"\0")
-    return args[args.index(b"--student") + 1].decode()
+    return next(a for a in args if a.startswith(b"--student=")).split(b"=", 1)[1].decode()
 
 
 def test_cluster_gradebook_equals_local_runner_field_by_field(cluster_class, local_class):
