@@ -103,6 +103,28 @@ c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, Course
 # formula (a name or id starting with = + - @): coursekit/csvsafe.py.
 c.ExportApp.plugin_class = "coursekit.csvsafe.SafeCsvExportPlugin"
 
+# --- Pages a TA or a student opens (coursekit/safehtml.py, bounds.py, pages.py; owner: issue 12) --
+# Stock nbgrader renders a student's markdown and HTML outputs as they are: a written answer
+# holding <img src=x onerror=...> runs as script in the browser of the TA who opens it in
+# formgrader, with the TA's Jupyter session (files written into the course, a terminal opened),
+# and in the student's own feedback page. The course's pages sanitise everything a student wrote
+# (coursekit/safehtml.py: math, images as data: URIs, tables and code highlighting kept) and
+# render nothing over the size limits below (a 2.5 MB written answer blocked the Jupyter server).
+# The feedback pages are written by coursekit.pages.FeedbackExporter; formgrader's submission
+# view is coursekit.pages.FormgradeExporter, installed by the course's Jupyter config
+# (jupyter_server_config.py, with its Content-Security-Policy).
+from coursekit.bounds import Limits  # noqa: E402
+
+c.GenerateFeedback.exporter_class = "coursekit.pages.FeedbackExporter"
+# Characters: a markdown or raw cell (a written answer); an output's text and its HTML or
+# Markdown; an image's base64; and, per notebook, all that a student wrote that a renderer parses,
+# and all outputs. Longer is cut, with a note, before grading (sanitize) and before rendering.
+RENDER_LIMITS = Limits(cell_source=20_000, output_text=100_000, output_markup=20_000, output_image=2_000_000,
+                       notebook_markup=200_000, notebook_outputs=10_000_000)
+c.RepairCells.limits = RENDER_LIMITS
+c.SubmissionExporter.limits = RENDER_LIMITS
+c.BoundedRendering.limits = RENDER_LIMITS
+
 # --- Submission repairs (coursekit/sanitize.py; owner: issue 4) -------------------------
 # Stock nbgrader mishandles broken submissions: one notebook with copied graded cells
 # aborts the whole batch, invalid JSON fails the student with exit code 1, a renamed notebook
@@ -119,9 +141,6 @@ c.Autograde.sanitize_preprocessors = [
     sanitize.RepairCells,  # first: before nbgrader's own checks see the cells
     ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata,
 ]
-# A single output line is not cut by LimitOutput.max_lines: cap each output's characters too
-# (200 lines of ordinary width stay whole).
-c.SubmissionExporter.max_output_chars = 100_000
 
 # --- Sandbox (coursekit/sandbox.py; owner: issue 6) -------------------------------------
 # Every kernel nbgrader starts (autograde, validate) runs student code inside bubblewrap, as a

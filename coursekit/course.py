@@ -18,7 +18,7 @@ from coursekit.layout import CourseLayout
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What a course copy needs from the repository (everything else is generated or student data).
-COURSE_FILES = ("nbgrader_config.py", "source")
+COURSE_FILES = ("nbgrader_config.py", "jupyter_server_config.py", "source")
 
 
 class NbgraderFailed(RuntimeError):

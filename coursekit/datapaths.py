@@ -21,14 +21,17 @@ Standard library only: the sandbox wrapper imports this once per notebook graded
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR_ENV = "COURSEKIT_DATA_DIR"
 CACHE_DIR_ENV = "COURSEKIT_CACHE_DIR"
 MIRROR = REPO_ROOT.parent / "shared" / "data"
-# False when installed from the students' wheel: site-packages is no course repository.
-IN_CHECKOUT = (REPO_ROOT / "nbgrader_config.py").is_file()
+# False when installed from the students' wheel, whose __init__ says so: site-packages is no
+# course repository. (Not a look for the repository's files: the grading sandbox mounts only the
+# package and the data folders, so the repository looks absent from inside it.)
+IN_CHECKOUT = not getattr(sys.modules["coursekit"], "STUDENT_PACKAGE", False)
 COURSE_DATA_DIR = REPO_ROOT / "data"
 DEFAULT_CACHE_DIR = (REPO_ROOT / ".cache" / "datasets" if IN_CHECKOUT else
                      Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "coursekit" / "datasets")

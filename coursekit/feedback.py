@@ -17,6 +17,11 @@ turns it into what a student should read:
 - a last guard redacts any output line that quotes a line of hidden test code or of a mark
   scheme (a student's own cell could print IPython's input history, for example).
 
+The summary and the verdicts are HTML from autoescaped templates (``coursekit.pages``). The page
+itself is rendered by ``coursekit.pages.FeedbackExporter``, which sanitises everything the
+student wrote; what this preprocessor wrote carries the page's one-time token
+(``resources["coursekit"]["trusted"]``) in its metadata, so that the exporter shows it as it is.
+
 Whether a failure comes from the public or the hidden part of a check cell is read from the
 traceback's "Cell In[n], line L": the public part (e.g. ``checks.expect_names``) says nothing
 secret, so its message is shown in full. When the line cannot be told, the failure counts as
@@ -298,6 +303,7 @@ class CourseFeedback(NbGraderPreprocessor):
     hidden_placeholder = Unicode("# (hidden checks run here when your work is graded)").tag(config=True)
 
     def preprocess(self, nb, resources):
+        trusted = {"coursekit": {"trusted": resources["coursekit"]["trusted"]}} if "coursekit" in resources else {}
         info = resources.get("nbgrader", {})
         notebook = info.get("notebook", resources.get("metadata", {}).get("name", ""))
         grades, late = self._gradebook(info)
@@ -320,7 +326,7 @@ class CourseFeedback(NbGraderPreprocessor):
             row.score += 0.0 if pending else float(score or 0)
             if is_check_cell(cell):
                 row.checks += 1
-                row.failed += self._render_check(cell, score, points) != "passed"
+                row.failed += self._render_check(cell, score, points, trusted) != "passed"
             else:
                 if cell.cell_type == "markdown":
                     row.written += 1
@@ -346,9 +352,8 @@ class CourseFeedback(NbGraderPreprocessor):
         found = problems.load(Path(resources.get("metadata", {}).get("path", "") or "."))
         items = self._problems(notebook, late, found, timeouts, secrets)
         summary = Summary(notebook, list(rows.values()), items, penalty=late[1])
-        # A markdown cell of raw HTML: nbgrader's feedback template renders it as it is (raw
-        # cells would go through nbconvert's HTML sanitizer, which drops tables and headings).
-        nb.cells.insert(0, new_markdown_cell(render_summary(summary), metadata={"coursekit": "feedback-summary"}))
+        # A markdown cell of the grader's own HTML, marked with the page's token: the page shows it as it is.
+        nb.cells.insert(0, new_markdown_cell(render_summary(summary), metadata=dict(trusted)))
         return nb, resources
 
     # --- pieces ----------------------------------------------------------------------
@@ -398,8 +403,9 @@ class CourseFeedback(NbGraderPreprocessor):
                 (TYPE_HINT.format(ename=failure.ename) if failure.ename != "CheckFailed" else "")
         return verdict
 
-    def _render_check(self, cell, score, points) -> str:
-        """Replace a check cell's outputs by its verdict; hide its hidden region."""
+    def _render_check(self, cell, score, points, trusted: dict) -> str:
+        """Replace a check cell's outputs by its verdict (with ``trusted``, the page's token, as
+        its metadata); hide its hidden region."""
         verdict = self.verdict(cell, score, points)
         box = render_verdict(verdict)
         text = re.sub(r"<[^>]+>", " ", html.unescape(box))
@@ -409,7 +415,8 @@ class CourseFeedback(NbGraderPreprocessor):
             keep = [o for o in cell.get("outputs", []) if o.get("output_type") not in ("error",)]
             if failure is not None and failure.ename not in ("CheckFailed", "stderr"):
                 keep += [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-        cell.outputs = [new_output("display_data", data={"text/html": box, "text/plain": " ".join(text.split())})] + keep
+        cell.outputs = [new_output("display_data", data={"text/html": box, "text/plain": " ".join(text.split())},
+                                   metadata=dict(trusted))] + keep
         if verdict.kind == "hidden":
             cell.source = remove_region(cell.source, self.begin_hidden, self.end_hidden, self.hidden_placeholder)
         return verdict.status

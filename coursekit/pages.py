@@ -1,20 +1,48 @@
-"""The course's HTML pages (class report, feedback summary and verdicts) from Jinja2 templates.
+"""The course's HTML pages, none of which runs what a student wrote.
 
-The templates are in ``coursekit/templates/``. Autoescaping is on for every template: student
-names, messages, notebook names and grade ids are hostile input and are only ever shown as
-text. Filters: ``points`` (``3.0`` -> ``3``) and ``oneline`` (escaped, line breaks as ``<br>``:
-for HTML inside a markdown cell, where a blank line would end the HTML block).
+- The class report, and the feedback summary and verdicts, come from the Jinja2 templates in
+  ``coursekit/templates/``. Autoescaping is on for every template: student names, messages,
+  notebook names and grade ids are hostile input and are only ever shown as text. Filters:
+  ``points`` (``3.0`` -> ``3``) and ``oneline`` (escaped, line breaks as ``<br>``).
+- Pages of a student's notebook are nbconvert's HTML exporter with the course's templates
+  (``coursekit/templates/nbconvert/``) and sanitiser (``coursekit.safehtml``), after the notebook
+  is cut to the size limits (``coursekit.bounds``): ``FormgradeExporter`` is formgrader's
+  submission view (``coursekit.formgrader`` installs it), ``FeedbackExporter`` writes the
+  feedback pages (``GenerateFeedback.exporter_class`` in nbgrader_config.py).
+- Pages opened as files (the report, feedback) carry their own Content-Security-Policy in a
+  ``<meta>`` element; the TAs' Jupyter server sends its own (jupyter_server_config.py).
 """
 
 from __future__ import annotations
 
+import secrets
 from functools import lru_cache
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
+from nbconvert.exporters import HTMLExporter
+from traitlets.config import Config
+
+from coursekit import bounds, safehtml
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+NBCONVERT_TEMPLATES = TEMPLATES / "nbconvert"
+NBGRADER_CSS = Path(__import__("nbgrader").__file__).parent / "server_extensions" / "formgrader" / "static" / \
+    "node_modules" / "bootstrap" / "dist" / "css"
+
+# MathJax for the feedback pages, pinned (nbconvert's default, latest.js, loads whatever version is
+# newest from another path): the pages' policy lets scripts come from this folder only.
+MATHJAX_DIR = "https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/"
+MATHJAX_URL = MATHJAX_DIR + "MathJax.js?config=TeX-AMS_CHTML-full,Safe"
+# A page opened as a file: no script but MathJax ('unsafe-eval': MathJax 2 evaluates its own
+# configuration block), styles inline (the page's own) and from MathJax, images only as data:
+# URIs, fonts from MathJax, nothing else fetched, no form, no <base>.
+FILE_PAGE_CSP = "; ".join([
+    "default-src 'none'", f"script-src {MATHJAX_DIR} 'unsafe-eval'", f"style-src 'unsafe-inline' {MATHJAX_DIR}",
+    "img-src data:", f"font-src {MATHJAX_DIR}", "base-uri 'none'", "form-action 'none'",
+])
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 
 
 def points(value) -> str:
@@ -35,3 +63,54 @@ def environment() -> Environment:
 
 def render(template: str, **context) -> str:
     return environment().get_template(template).render(**context)
+
+
+# --- pages of a student's notebook (nbconvert) ----------------------------------------------
+
+
+class _SafeNotebookPage(HTMLExporter):
+    """nbconvert's HTML exporter, sanitising with the course's policy, after ``BoundedRendering``.
+
+    The settings that make it safe go in this class's own configuration section, which wins over
+    ``HTMLExporter``'s: nbgrader configures ``HTMLExporter.template_name`` for formgrader and
+    feedback, which applies to subclasses too and would otherwise put its unsafe templates back.
+    """
+
+    page_template = ""
+
+    def __init__(self, config=None, **kw):
+        config = Config(config) if config is not None else Config()
+        config.merge(Config({type(self).__name__: self.safe_settings()}))
+        super().__init__(config=config, **kw)
+        # Before any other preprocessor (and nbgrader's, registered after) sees a 2.5 MB cell.
+        self._preprocessors.insert(0, bounds.BoundedRendering(parent=self, enabled=True))
+
+    def safe_settings(self) -> dict:
+        return {"template_name": self.page_template, "extra_template_basedirs": [str(NBCONVERT_TEMPLATES)],
+                "sanitize_html": True, "filters": {"clean_html": safehtml.clean_html}}
+
+
+class FormgradeExporter(_SafeNotebookPage):
+    """formgrader's submission view (Manual Grading): ``coursekit_formgrade`` template."""
+
+    page_template = "coursekit_formgrade"
+
+
+class FeedbackExporter(_SafeNotebookPage):
+    """A student's feedback page (``nbgrader generate_feedback``): ``coursekit_feedback`` template.
+
+    ``resources["coursekit"]``: ``trusted``, this page's one-time token that marks the cells and
+    outputs the course's grader wrote (``coursekit.feedback``), and the page's
+    ``content_security_policy``.
+    """
+
+    page_template = "coursekit_feedback"
+
+    def safe_settings(self) -> dict:
+        # bootstrap.min.css is inlined from nbgrader's copy, as nbgrader's feedback template does.
+        return {**super().safe_settings(), "mathjax_url": MATHJAX_URL, "extra_template_paths": [str(NBGRADER_CSS)]}
+
+    def from_notebook_node(self, nb, resources=None, **kw):
+        resources = dict(resources or {})
+        resources["coursekit"] = {"trusted": secrets.token_hex(16), "content_security_policy": FILE_PAGE_CSP}
+        return super().from_notebook_node(nb, resources=resources, **kw)

@@ -46,6 +46,7 @@ KINDS = {
                                                  "is a link: not graded (class report and runner)", recorded=False),
     "unreadable-record": Kind("Problem record damaged", "grading-problems.json could not be read (class report)",
                               recorded=False),
+    "too-long": Kind("Cut for length", "a written answer, cell or output over the size limits (coursekit.bounds) was cut"),
     "errors-in-answers": Kind("Errors in answers", "answer cells that raised errors (class report)", recorded=False),
     "not-autograded": Kind("Not autograded", "submitted, but no autograded notebook (class report)", recorded=False),
 }

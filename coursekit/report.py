@@ -363,7 +363,7 @@ def render_html(data: ClassData, stats: list[QuestionStats], generated: datetime
                    key=lambda r: (order.get(r[0].question, 99), r[0].notebook, r[0].grade_id, r[1]))
     queue_counts = sorted(Counter((c.notebook, c.grade_id) for c, _ in queue).items())
     return pages.render(
-        "report.html.j2", data=data, stats=stats, generated=generated, summary=summary,
+        "report.html.j2", csp=pages.REPORT_CSP, data=data, stats=stats, generated=generated, summary=summary,
         histogram=histogram_png(scores, max_score) if summary else "",
         questions_plot=questions_png(stats) if stats else "",
         problems=problems, late=late, queue=queue, queue_counts=queue_counts,

@@ -28,14 +28,20 @@ edited read-only cell  restored, with a log line only              restored; the
 changed cell metadata  points/locked reset, other flags kept       the release's metadata restored
 late                   penalty applied, nothing tells the student  penalty applied; the note says why
 cell timeout           CellTimeoutError in the cell                same, and the note explains it
-one huge output line   kept whole (LimitOutput counts lines), so   cut to ``max_output_chars`` characters
+one huge output line   kept whole (LimitOutput counts lines), so   cut to the limits of ``coursekit.bounds``
                        a 50 MB line reaches notebook and feedback
+huge written answer    kept whole: formgrader renders it inside    cut to the limits of ``coursekit.bounds``
+                       the server's event loop (a 2.5 MB answer    before grading; the note says so
+                       blocks the server ~15 s)
 stray ``coursekit/``   copied, ignored by the kernel (``-P``)      same, and recorded
 =====================  ==========================================  =========================================
 
 Everything found is recorded with :func:`coursekit.problems.record` (for the TA report) and
 listed in a "Grading notes" cell at the top of the autograded notebook (so the feedback page
-shows it). Nothing here writes to ``submitted/`` or changes the gradebook's assignment.
+shows it). The notes quote grade ids and file names that the student chose: each note is
+markdown-quoted (``coursekit.safehtml.quote_markdown``), so that formgrader, JupyterLab and the
+feedback page show it as text. Nothing here writes to ``submitted/`` or changes the gradebook's
+assignment.
 """
 
 from __future__ import annotations
@@ -54,11 +60,12 @@ from pathlib import Path
 import nbformat
 from nbconvert.exporters import NotebookExporter
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Integer
+from traitlets import Instance
 
-from coursekit import problems
+from coursekit import bounds, problems
 from coursekit.layout import CourseLayout
 from coursekit.notebook import cell_name, flags, grade_id, is_answer_cell, is_graded, is_readonly, stopped_cells
+from coursekit.safehtml import quote_markdown
 
 NOTES_MARK = "<!-- coursekit:grading-notes -->"
 NOTES_TITLE = "**Grading notes** (written by the course's grader, not by you)"
@@ -102,7 +109,8 @@ def report(owner, resources, kind: str, cell: str | None, message: str, per_note
 
 
 def put_notes(nb, notes: list[str]) -> None:
-    """Add ``notes`` to the "Grading notes" cell at the top of ``nb`` (made if absent)."""
+    """Add ``notes`` (plain text) to the "Grading notes" cell at the top of ``nb`` (made if
+    absent), each quoted as text: a note may quote a grade id or a file name the student chose."""
     if not notes:
         return
     for c in nb.cells:
@@ -119,8 +127,9 @@ def put_notes(nb, notes: list[str]) -> None:
         nb.cells.insert(0, c)
         known = c.source
     for note in notes:
-        if f"- {note}" not in known:
-            c.source = c.source.rstrip("\n") + f"\n- {note}"
+        line = f"- {quote_markdown(note)}"
+        if line not in known:
+            c.source = c.source.rstrip("\n") + "\n" + line
 
 
 def _unique_ids(nb) -> None:
@@ -289,15 +298,13 @@ class SubmissionExporter(NotebookExporter):
     pre-convert hook (``ExpectedNotebooks``), which file stands for each expected notebook; reads
     it, upgrades old formats, and stands in a placeholder for a notebook that is missing or cannot
     be read. After grading (the "autograde" pass): notes cells that hit the time limit, and cuts
-    outputs longer than ``max_output_chars``.
+    outputs to ``limits`` (``coursekit.bounds``).
 
     State lives on this object, which nbgrader makes once per command: ``plans`` maps the path of
     each expected notebook to the file to read for it and why.
     """
 
-    max_output_chars = Integer(
-        100_000, help="Longest text output kept per cell output after grading; the rest is cut (-1: no limit)."
-    ).tag(config=True)
+    limits = Instance(bounds.Limits, args=(), help="coursekit.bounds.Limits (nbgrader_config.py: RENDER_LIMITS)").tag(config=True)
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -442,32 +449,9 @@ class SubmissionExporter(NotebookExporter):
                        f"A cell ({where}) was still running after the {timeout} s time limit and was stopped "
                        "(CellTimeoutError); the cells after it were run and graded as usual. "
                        "Look for a loop that never ends.")
-            for o in c.outputs:
-                cut = self._cut(o)
-                note = (f"A cell ({where}) printed {cut:,} characters in one output; only the first "
-                        f"{self.max_output_chars:,} are kept in the graded notebook and the feedback.")
-                if cut and note not in resources[RESOURCE_KEY]:
-                    resources[RESOURCE_KEY].append(note)
+        for cut in bounds.cut_outputs(nb, self.limits):
+            report(self, resources, "too-long", cut.where, cut.note())
         put_notes(nb, resources.pop(RESOURCE_KEY))
-
-    def _cut(self, output) -> int:
-        """Cut a text output down to ``max_output_chars``; returns its former length if cut."""
-        limit = self.max_output_chars
-        if limit < 0:
-            return 0
-        if output.output_type == "stream":
-            text = output.get("text", "")
-            if len(text) > limit:
-                output.text = text[:limit] + f"\n... output cut by the grader ({len(text):,} characters) ...\n"
-                return len(text)
-        elif output.output_type in ("execute_result", "display_data"):
-            longest = 0
-            for mime, value in list(output.get("data", {}).items()):
-                if mime.startswith("text/") and isinstance(value, str) and len(value) > limit:
-                    output.data[mime] = value[:limit] + f"\n... output cut by the grader ({len(value):,} characters) ..."
-                    longest = max(longest, len(value))
-            return longest
-        return 0
 
 
 # --- the sanitize preprocessor: cells ------------------------------------------------------
@@ -484,7 +468,9 @@ class RepairCells(NbGraderPreprocessor):
     - read-only cells that were edited are reported (nbgrader's OverwriteCells restores them);
     - read-only and graded cells that were deleted are put back from the release, after the
       cell that precedes them there (nbgrader would leave their points "to be graded");
-    - a late submission is reported with the penalty the late policy takes.
+    - a late submission is reported with the penalty the late policy takes;
+    - markdown and raw cells over the size limits are cut (``coursekit.bounds``), so that no
+      page renders a 2.5 MB written answer.
     Everything found is recorded and listed in the notebook's "Grading notes" cell.
 
     Why not nbgrader's own ``OverwriteCells.add_missing_cells`` (0.9.6) for deleted cells
@@ -497,6 +483,8 @@ class RepairCells(NbGraderPreprocessor):
     show inside the check. It is therefore left off (its default), and step 4 below does it.
     """
 
+    limits = Instance(bounds.Limits, args=(), help="coursekit.bounds.Limits (nbgrader_config.py: RENDER_LIMITS)").tag(config=True)
+
     def preprocess(self, nb, resources):
         course = course_of(self)
         info = resources["nbgrader"]
@@ -504,6 +492,8 @@ class RepairCells(NbGraderPreprocessor):
             release = _release_notebook(course, info["assignment"], info["notebook"], self.log)
             if release is not None:
                 self.match_release(nb, release, resources)
+        for cut in bounds.cut_sources(nb, self.limits, readonly=False):  # read-only cells are restored next
+            report(self, resources, "too-long", cut.where, cut.note())
         self.check_late(resources)
         _unique_ids(nb)
         put_notes(nb, resources.pop(RESOURCE_KEY, []))

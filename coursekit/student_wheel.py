@@ -51,6 +51,7 @@ INIT = '''"""Week 2 of the TensorFlow course, the students' part: data loaders a
 """
 
 __all__ = {modules!r}
+STUDENT_PACKAGE = True  # no course repository around it (coursekit.datapaths)
 '''
 
 PYPROJECT = '''[build-system]

@@ -271,6 +271,15 @@ def postgres_course(root: Path, server: PostgresServer, database: str) -> Course
     return course
 
 
+INTAKE_OFF = "c.Intake.enabled = False  # tests: stock nbgrader's reading of submissions"
+
+
+def turn_intake_off(course: Course) -> None:
+    """Let a course copy read submissions as stock nbgrader does (no coursekit.intake)."""
+    with open(course.root / "nbgrader_config.py", "a") as f:
+        f.write("\n# test settings\n" + INTAKE_OFF + "\n")
+
+
 def course_copy(generated: Course, target: Path, execute: bool = True, intake: bool = True) -> Course:
     """A copy of a generated course. ``execute=False``: autograde runs no code (no kernel, every
     check scores its points): for tests of what happens to files and folders around grading,
@@ -283,7 +292,7 @@ def course_copy(generated: Course, target: Path, execute: bool = True, intake: b
                   "CheckCellMetadata as _Check",
                   "c.Autograde.autograde_preprocessors = [_Clear, _Save, _Late, _Check]  # tests: no code runs"]
     if not intake:
-        lines += ["c.Intake.enabled = False  # tests: stock nbgrader"]
+        lines += [INTAKE_OFF]
     if lines:
         with open(target / "nbgrader_config.py", "a") as f:
             f.write("\n# test settings\n" + "\n".join(lines) + "\n")

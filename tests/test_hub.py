@@ -256,6 +256,8 @@ def run_the_loop(loop: Loop) -> None:
         listing = hub.user_url(TA, f"formgrader/gradebook/{ASSIGNMENT}/fashion_mnist")
         b.open(listing)
         b.find_text("td", "Submission #3", 60)
+        # The staff's servers run the course's formgrader (sanitised pages, strict policy), not nbgrader's.
+        assert "coursekit/static/formgrader.js" in b.driver.page_source
         b.find_text("button", "Show All Names").click()
         link = b.find_text("a[href*='/submissions/']", ANN, 30)
         loop.shot(b, "ta-manual-grading")

@@ -63,3 +63,20 @@ def test_check_cells_of_a_graded_solution_write_no_stderr_and_return_no_value(gr
         for out in cell.outputs:
             assert not (out.output_type == "stream" and out.name == "stderr"), f"{gid} wrote to stderr: {out.text[:500]}"
             assert out.output_type not in ("execute_result", "error"), f"{gid}: {out.output_type}"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_every_heading_states_the_points_of_its_cells(notebook):
+    """'## F3 · ... (7 points)' is what the cells whose grade ids start with f3_ are worth together."""
+    from coursekit.notebook import flags, question_of
+
+    nb = nbformat.read(REPO.source(ASSIGNMENT) / f"{notebook}.ipynb", as_version=4)
+    stated = {m.group(1): int(m.group(2)) for cell in nb.cells if cell.cell_type == "markdown"
+              for m in re.finditer(r"^#{1,6}\s*([A-Z]\d+)\s*·.*\((?:[^()]*?)(\d+) points?\)\s*$", cell.source, re.M)}
+    worth: dict[str, float] = {}
+    for cell in nb.cells:
+        if is_graded(cell):
+            question = question_of(grade_id(cell))
+            worth[question] = worth.get(question, 0) + float(flags(cell).get("points", 0))
+    assert stated and set(stated) == set(worth)
+    assert {q: float(p) for q, p in stated.items()} == worth

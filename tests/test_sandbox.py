@@ -406,6 +406,21 @@ def test_the_sandbox_shows_student_code_the_data_coursekit_datasets_reads(tmp_pa
     assert all(readonly.get(p) == p for p in wanted), (wanted, readonly)
 
 
+def test_student_code_in_the_sandbox_searches_the_folders_the_grader_searches(capfd, monkeypatch):
+    """With no $COURSEKIT_DATA_DIR the loaders search the mirror beside the repository, and so
+    must they inside the sandbox, where only the package and the data folders are mounted."""
+    monkeypatch.delenv(datapaths.DATA_DIR_ENV, raising=False)
+    script = ("import json; from coursekit import datapaths; "
+              "print('SEARCHED ' + json.dumps([str(p) for p in datapaths.readable()]))")
+    box = sandbox.Sandbox([sys.executable, "-P", "-c", script], sandbox.Settings(), cwd=None)
+    assert box.run(box.prepare()) == 0
+    out = capfd.readouterr().out
+    line = next((l for l in out.splitlines() if l.startswith("SEARCHED ")), None)
+    assert line is not None, out
+    assert json.loads(line[len("SEARCHED "):]) == [str(p) for p in datapaths.readable()]
+    assert datapaths.MIRROR in datapaths.data_dirs()
+
+
 def test_nothing_of_the_course_or_home_is_mounted(tmp_path):
     course = tmp_path / "course"
     cwd = course / "autograded" / "alice" / "week2"
