@@ -99,6 +99,12 @@ class CourseLayout:
         return Path(url.database) if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
             else None
 
+    @property
+    def gradebook_folder(self) -> Path:
+        """Where the gradebook's side files go (the class runner's lock and logs): the SQLite
+        file's folder, or ``<root>/gradebook`` when the gradebook is on a database server."""
+        return self.gradebook_path.parent if self.gradebook_path is not None else self.root / "gradebook"
+
     def gradebook(self) -> AbstractContextManager:
         """nbgrader's ``Gradebook`` of this course (use it in a ``with`` block)."""
         from nbgrader.api import Gradebook

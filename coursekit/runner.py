@@ -1,30 +1,45 @@
-"""Grade every submission of an assignment, several at a time, each in the sandbox.
+"""Grade every submission of an assignment, several at a time, each in the sandbox: on this
+machine, or on a Dask distributed cluster.
 
     python -m coursekit.runner week2            # workers fitted to this machine
     python -m coursekit.runner week2 -j 4       # four at a time
     python -m coursekit.runner week2 --force    # grade again what is already graded
     python -m coursekit.runner week2 --student alice --student bob
+    python -m coursekit.runner week2 --scheduler tcp://HOST:8786   # on a Dask cluster
 
 Run it from the course's root (or pass ``--course``). How it works:
 
 - Each submission is graded by the real ``nbgrader autograde <assignment> --student <id>`` in a
-  private copy of the course (config, ``source/``, a snapshot of the gradebook, that one
-  submission), so that workers never share a SQLite file: concurrent nbgrader processes on one
-  gradebook fail with "database is locked".
-- This process alone writes the course's gradebook, one submission at a time, in one
-  transaction per submission: the automatic fields nbgrader sets (scores, auto comments,
-  timestamps, late penalties) are copied; the TAs' fields (manual scores and comments, extra
-  credit, flags, extensions) are kept. Then the autograded folder is moved into place: that
-  move is the commit point.
+  private copy of the course (config, ``source/``, the release, a SQLite gradebook with the
+  course's structure and that student's rows, that one submission), so that workers never share
+  a gradebook: concurrent nbgrader processes on one SQLite file fail with "database is locked".
+  ``grade_submission`` does it from data alone and returns data (the graded folder, the
+  student's rows), so the same function runs in this machine's pool and on a Dask worker that
+  shares no file with this one (coursekit.cluster). Course files are shipped by this process,
+  and each worker checks what it grades with: the sandbox starts, its grading code is this
+  process's, and the course files and the submission it unpacked hash as they do here.
+- Submissions are data, never paths (coursekit.intake): the class is listed without globbing or
+  following links (folders whose names are not safe ids are refused and listed at the end), and
+  each submission is read through the intake (regular files only, no link followed, limits,
+  reserved names refused, timestamp parsed strictly) into this process's private work folder
+  (0700, a fresh name) before it is packed and shipped, locally or to a Dask worker; what the
+  intake refused is recorded in the student's grading-problems.json.
+- This process alone writes the course's gradebook (any database nbgrader's db_url accepts; a
+  damaged one stops the run before anything is changed), one submission per transaction (coursekit.gradebook): the automatic fields nbgrader sets
+  (scores, auto comments, timestamps, late penalties) are copied; the TAs' fields (manual scores
+  and comments, extra credit, flags, extensions) are kept. Then the autograded folder is moved
+  into place: that move is the commit point.
 - A submission counts as graded when ``autograded/<student>/<assignment>/`` holds its notebooks
   and is not older than the submission (nbgrader's own rule). Graded submissions are skipped
   unless ``--force``; a run that is killed loses at most the submissions in flight, and the
   next run grades exactly those that are not graded.
-- TensorFlow in each worker gets ``cores // workers`` threads, so that workers do not fight.
+- TensorFlow in each local worker gets ``cores // workers`` threads, so that workers do not
+  fight; on a cluster one thread per submission (``--threads``), one worker thread per process.
 - A submission that fails (nbgrader error, the sandbox's wall-time or memory limit) does not stop
   the others: it is recorded in ``autograded/<student>/<assignment>/grading-problems.json``
-  (coursekit.problems), its log is kept under ``gradebook/runner-logs/``, and the failures are
-  listed at the end (exit status 1). It is tried again on the next run.
+  (coursekit.problems), its log is kept under ``gradebook/runner-logs/`` (0700), and the failures are
+  listed at the end (exit status 1). It is tried again on the next run. A worker that refuses
+  (no sandbox, other code or course files) stops the run (exit status 2).
 """
 
 from __future__ import annotations
@@ -36,20 +51,25 @@ import fcntl
 import functools
 import glob
 import hashlib
+import io
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
+import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from coursekit import gradebook, intake, notebook, problems, sandbox
-from coursekit.course import Course, grading_env
+from coursekit.course import COURSE_FILES, grading_env
 from coursekit.layout import CourseLayout, NotACourse
 
 GB = 2**30
@@ -82,11 +102,16 @@ def default_jobs() -> int:
     return max(1, min(cores(), available_memory() // MEMORY_PER_WORKER))
 
 
-def thread_env(jobs: int) -> dict[str, str]:
-    """TensorFlow and BLAS threads per worker: the cores shared among the workers."""
-    threads = str(max(1, cores() // jobs))
-    return {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
-            "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+def threads_per_job(jobs: int) -> int:
+    """TensorFlow and BLAS threads per submission when ``jobs`` share this machine's cores."""
+    return max(1, cores() // jobs)
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment that gives a submission's TensorFlow and BLAS ``threads`` threads."""
+    n = str(max(1, threads))
+    return {"TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1",
+            "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n}
 
 
 # --- what is graded ----------------------------------------------------------------------------
@@ -104,7 +129,291 @@ def is_graded(layout: CourseLayout, student: str, assignment: str) -> bool:
     return not (new is not None and old is not None and new > old)
 
 
-# --- one submission ----------------------------------------------------------------------------
+# --- what a worker needs, as data ---------------------------------------------------------------
+#
+# One submission is graded by ``grade_submission`` from data alone (the course files, the
+# submission, the student's gradebook rows) and gives data back (the graded folder, the rows
+# nbgrader wrote): the same function runs in this process's pool and on a Dask worker on another
+# machine, which shares no file with this one.
+
+
+class Refused(RuntimeError):
+    """A worker will not grade: it has no sandbox, other grading code, or course files that are
+    not the client's. The message says why; nothing is graded there."""
+
+
+def _keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    """Files, folders and links of a folder; no devices, pipes or sockets; no owners."""
+    if not (info.isfile() or info.isdir() or info.issym() or info.islnk()):
+        return None
+    if Path(info.name).name == ".ipynb_checkpoints":
+        return None
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def pack(root: Path, names: list[str]) -> bytes:
+    """A tar archive (gzip) of ``names`` (paths relative to ``root``); links are kept as links."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+        for name in names:
+            if os.path.lexists(root / name):
+                tar.add(root / name, arcname=name, filter=_keep)
+    return buffer.getvalue()
+
+
+def unpack(data: bytes, root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        tar.extractall(root, filter="tar")  # no absolute names, nothing outside root
+
+
+def tree_digest(root: Path, names: list[str]) -> str:
+    """SHA-256 of the files under ``names`` (relative to ``root``): paths, contents, link targets.
+    Computed from what is on disk, where the client reads it and where the worker grades it."""
+    digest = hashlib.sha256()
+
+    def add(path: Path) -> None:
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            digest.update(f"L {rel}\0{os.readlink(path)}\0".encode())
+        elif path.is_dir():
+            if path.name == ".ipynb_checkpoints":
+                return
+            digest.update(f"D {rel}\0".encode())
+            for child in sorted(path.iterdir(), key=lambda p: p.name):
+                add(child)
+        elif path.is_file():
+            digest.update(f"F {rel}\0".encode() + hashlib.sha256(path.read_bytes()).digest())
+
+    for name in names:
+        if os.path.lexists(root / name):
+            add(root / name)
+    return digest.hexdigest()
+
+
+GRADING_PACKAGES = ("nbgrader", "nbconvert", "nbclient", "nbformat", "ipykernel", "jupyter-client",
+                    "tensorflow-cpu", "keras", "numpy", "matplotlib")
+
+
+@functools.cache
+def environment() -> dict[str, str]:
+    """What grades here: Python, the grading packages' versions, and a hash of coursekit's code
+    (the kernel, the checks, the repairs, the sandbox). Workers must match the client."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    package = Path(__file__).resolve().parent
+    code = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".j2") and "__pycache__" not in path.parts:
+            code.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    found = {"python": platform.python_version(), "coursekit": code.hexdigest()[:16]}
+    for name in GRADING_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def environment_differences(theirs: dict[str, str], ours: dict[str, str]) -> str:
+    return ", ".join(f"{k} {ours.get(k)} here, {theirs.get(k)} on the client"
+                     for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k))
+
+
+@dataclass(frozen=True)
+class CourseFiles:
+    """Everything every submission of an assignment is graded with, shipped by the client: the
+    config, ``source/`` and the release (as a tar archive), the gradebook's structure (a SQLite
+    file without student data), the sandbox settings, and the client's grading environment."""
+
+    assignment: str
+    names: tuple[str, ...]   # what the archive holds, relative to the course root
+    archive: bytes
+    gradebook: bytes
+    digest: str              # of the client's files on disk, and of the gradebook template
+    environment: dict
+    sandbox: sandbox.Settings
+
+    @classmethod
+    def of(cls, layout: CourseLayout, assignment: str, structure: gradebook.Rows, scratch: Path) -> "CourseFiles":
+        release = layout.release(assignment)
+        names = [*COURSE_FILES]
+        if release.is_dir():  # coursekit.sanitize grades a missing notebook from its release
+            names.append(release.relative_to(layout.root).as_posix())
+        template = gradebook.template(structure, scratch / "template.db")
+        return cls(assignment, tuple(names), pack(layout.root, names), template,
+                   cls.digest_of(layout.root, names, template), environment(), layout.sandbox_settings())
+
+    @staticmethod
+    def digest_of(root: Path, names, template: bytes) -> str:
+        return hashlib.sha256((tree_digest(root, list(names)) + hashlib.sha256(template).hexdigest()).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SubmissionTask:
+    """One submission to grade: its folder (a tar archive of what the intake accepted), its
+    digest, and what the gradebook holds about it (a regrade keeps the TAs' marks)."""
+
+    student: str
+    archive: bytes
+    digest: str
+    rows: gradebook.Rows
+    threads: int  # TensorFlow and BLAS threads for this submission
+
+    @classmethod
+    def of(cls, layout: CourseLayout, student: str, assignment: str, rows: gradebook.Rows, threads: int,
+           scratch: Path | None = None) -> "SubmissionTask":
+        """The submission as the intake reads it (``taken``), or, with the intake off
+        (``c.Intake.enabled = False``, for comparisons), the folder as it is, links and all."""
+        return cls.of_listing(layout, student, assignment, rows, threads, scratch)[0]
+
+    @classmethod
+    def of_listing(cls, layout: CourseLayout, student: str, assignment: str, rows: gradebook.Rows, threads: int,
+                   scratch: Path | None = None) -> tuple["SubmissionTask", intake.Listing | None]:
+        folder = layout.submitted(student, assignment)
+        limits = intake.Intake(config=layout.config)
+        if not limits.enabled:  # the explicit opt-out: as stock nbgrader, links and all
+            return cls(student, pack(folder, ["."]), tree_digest(folder, ["."]), rows, threads), None
+        with tempfile.TemporaryDirectory(prefix="coursekit-intake-", dir=scratch) as tmp:  # 0700
+            taken = Path(tmp) / "submission"
+            notebooks = [p.stem for p in layout.release(assignment).glob("*.ipynb")]
+            listing = intake.take(folder, taken, limits, notebooks)
+            return cls(student, pack(taken, ["."]), tree_digest(taken, ["."]), rows, threads), listing
+
+
+@dataclass
+class Graded:
+    """What a worker sends back: nbgrader's exit status and log, the sandbox's events and, when
+    grading succeeded, the autograded folder (a tar archive) and the student's gradebook rows."""
+
+    student: str
+    returncode: int
+    log: str
+    events: list[dict]
+    archive: bytes | None = None
+    rows: gradebook.Rows | None = None
+    course_digest: str = ""   # of the course files the worker graded with, read from its disk
+    host: str = ""
+    seconds: float = 0.0
+
+
+LOG_LIMIT = 2 * 2**20  # the end of a longer nbgrader log is kept
+
+
+def check_worker(course: CourseFiles, private_root: Path) -> CourseLayout:
+    """Refuse unless this machine grades as the client would: the sandbox starts (unless the
+    course opts out), the grading code is the client's, and the course files unpacked at
+    ``private_root`` are the client's files."""
+    settings = course.sandbox
+    if settings.enabled:
+        try:
+            sandbox.check(settings)
+        except sandbox.SandboxUnavailable as err:
+            raise Refused(f"on {platform.node()}: {sandbox.refusal(str(err))}") from None
+    else:
+        print("coursekit runner: the sandbox is OFF in nbgrader_config.py: student code runs with the worker's rights",
+              file=sys.stderr)
+    if (ours := environment()) != course.environment:
+        raise Refused(f"on {platform.node()}: the grading environment differs from the client's "
+                      f"({environment_differences(course.environment, ours)}); install the same "
+                      f"requirements.lock and coursekit on every worker")
+    unpack(course.archive, private_root)
+    private = CourseLayout.load(private_root)
+    private_db = private_gradebook(private_root)
+    private_db.parent.mkdir(parents=True, exist_ok=True)
+    private_db.write_bytes(course.gradebook)
+    found = CourseFiles.digest_of(private_root, course.names, private_db.read_bytes())
+    if found != course.digest:
+        raise Refused(f"on {platform.node()}: the course files unpacked here (sha256 {found[:12]}) are not the "
+                      f"client's (sha256 {course.digest[:12]})")
+    if private.sandbox_settings() != settings:
+        raise Refused(f"on {platform.node()}: the course's sandbox settings read here differ from the client's")
+    return private
+
+
+def private_gradebook(private_root: Path) -> Path:
+    """The SQLite gradebook of a private course copy (whatever the course's own db_url is)."""
+    return private_root / "gradebook" / "gradebook.db"
+
+
+class Processes:
+    """The nbgrader processes this process started, so that Ctrl-C can stop them."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.running: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def start(self, *args, **kwargs) -> subprocess.Popen:
+        with self.lock:
+            if self.stopping:
+                raise RuntimeError("stopped")
+            proc = subprocess.Popen(*args, **kwargs)
+            self.running.add(proc)
+            return proc
+
+    def done(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.running.discard(proc)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            for proc in self.running:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+
+
+def grade_submission(course: CourseFiles, task: SubmissionTask, work: Path,
+                     processes: Processes | None = None) -> Graded:
+    """Grade one submission in a private course copy at ``work`` with the real ``nbgrader
+    autograde``, in the sandbox; ``work`` is removed afterwards. Runs in a thread of the local
+    pool or on a Dask worker: everything in and out is data."""
+    started = time.monotonic()
+    processes = processes or Processes()
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        private_root = work / "course"
+        private = check_worker(course, private_root)
+        private_db = private_gradebook(private_root)
+        gradebook.add_rows(private_db, task.rows)
+        submission = private.submitted(task.student, course.assignment)
+        unpack(task.archive, submission)
+        if tree_digest(submission, ["."]) != task.digest:
+            raise Refused(f"on {platform.node()}: the submission of {task.student} unpacked here is not the client's")
+        events = work / "events.jsonl"
+        env = grading_env() | thread_env(task.threads) | {sandbox.EVENTS_ENV: str(events)}
+        log = work / "nbgrader.log"
+        # '--student=<id>': an id is never read as an option (and the intake's ids are no globs).
+        cmd = [str(Path(sys.executable).with_name("nbgrader")), "autograde", course.assignment,
+               f"--student={task.student}", f"--course-dir={private_root}", f"--db=sqlite:///{private_db}"]
+        with open(log, "w") as out:
+            proc = processes.start(cmd, cwd=private_root, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            try:
+                proc.wait()
+            finally:
+                processes.done(proc)
+        with open(log, "rb") as f:
+            f.seek(max(0, log.stat().st_size - LOG_LIMIT))
+            text = f.read().decode(errors="replace")
+        found = [json.loads(line) for line in events.read_text().splitlines()] if events.is_file() else []
+        graded = Graded(task.student, proc.returncode, text, found, host=platform.node(),
+                        course_digest=CourseFiles.digest_of(private_root, course.names, course.gradebook))
+        autograded = private.autograded(task.student, course.assignment)
+        if proc.returncode == 0 and autograded.is_dir():
+            graded.archive = pack(autograded, ["."])
+            graded.rows = gradebook.read_rows(private_db, task.student, course.assignment)
+        graded.seconds = time.monotonic() - started
+        return graded
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --- one submission, back in the course --------------------------------------------------------
 
 
 @dataclass
@@ -114,13 +423,13 @@ class Outcome:
     kind: str = ""        # for a failure: a coursekit.problems kind
     message: str = ""
     log: Path | None = None
-    events: list[dict] = field(default_factory=list)
-    graded_in: CourseLayout | None = None  # the private course copy that graded it
+    graded: Graded | None = None
     listing: intake.Listing | None = None  # what the intake accepted and refused of the submission
 
 
 def _die_with_parent() -> None:
-    """In the nbgrader child: be killed if the runner dies, so that nothing grades on unseen."""
+    """In the nbgrader child: be killed if the runner (or the Dask worker) dies, so that nothing
+    grades on unseen."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
@@ -131,6 +440,15 @@ def _error_summary(log: str) -> str:
             if "coursekit sandbox:" in line or "Error" in line or "ERROR" in line]
     keep = [k for k in keep if not k.startswith("Traceback")][-6:]
     return "\n".join(keep) or log.strip()[-1500:]
+
+
+def outcome_of(graded: Graded) -> Outcome:
+    if graded.archive is not None:
+        return Outcome(graded.student, True, graded=graded)
+    kind = graded.events[-1]["kind"] if graded.events else "error"
+    message = "; ".join(e["message"] for e in graded.events) if graded.events else _error_summary(graded.log)
+    return Outcome(graded.student, False, kind, f"nbgrader autograde exited {graded.returncode}: {message}",
+                   graded=graded)
 
 
 def stopped_cells(folder: Path) -> list[tuple[str, notebook.Stopped]]:
@@ -145,23 +463,75 @@ def stopped_cells(folder: Path) -> list[tuple[str, notebook.Stopped]]:
     return found
 
 
+# --- where submissions are graded ----------------------------------------------------------------
+
+
+class LocalPool:
+    """``jobs`` submissions at a time in this machine's threads, each in its own nbgrader process."""
+
+    def __init__(self, jobs: int, work: Path):
+        self.jobs = jobs
+        self.work = work
+        self.processes = Processes()
+        self.executor = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grader")
+        self.pending: dict = {}
+
+    def describe(self) -> str:
+        return f"{self.jobs} worker{'s' * (self.jobs > 1)}"
+
+    def window(self) -> int:
+        return self.jobs  # tasks are made when a worker is free: their gradebook rows are fresh
+
+    def submit(self, course: CourseFiles, task: SubmissionTask) -> None:
+        future = self.executor.submit(grade_submission, course, task, self.work / task.student, self.processes)
+        self.pending[future] = task.student
+
+    def in_flight(self) -> int:
+        return len(self.pending)
+
+    def next_done(self) -> tuple[str, Graded | BaseException]:
+        done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+        future = next(iter(done))
+        student = self.pending.pop(future)
+        try:
+            return student, future.result()
+        except Exception as err:  # noqa: BLE001 (a bug or a full disk: this submission only)
+            return student, err
+
+    def cancel(self) -> None:
+        for future in list(self.pending):
+            if future.cancel():
+                self.pending.pop(future)
+
+    def stop(self) -> None:
+        self.processes.stop()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
 class Runner:
     def __init__(self, root: Path, assignment: str, jobs: int | None = None, force: bool = False,
-                 students: list[str] | None = None, progress: bool = True):
+                 students: list[str] | None = None, progress: bool = True, scheduler: str | None = None,
+                 threads: int | None = None):
         self.root = Path(root).resolve()
         self.assignment = assignment
+        self.scheduler = scheduler
         self.jobs = jobs or default_jobs()
+        self.threads = threads
         self.force = force
         self.only = students
         self.progress = progress
         key = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
-        # The work folder holds a snapshot of every student's scores: made private (0700) and
-        # unpredictable by mkdtemp when the run starts (make_work); this prefix finds those of killed runs.
+        # The work folder holds the submissions the intake read and the gradebook's template:
+        # made private (0700) and unpredictable by mkdtemp when the run starts (make_work); this
+        # prefix finds those of killed runs.
         self.work_prefix = f"coursekit-runner-{key}-"
         self.work: Path | None = None
-        self.children: set[subprocess.Popen] = set()
-        self.lock = threading.Lock()
-        self.stopping = False
+        self.template: Path | None = None
+        self.course_files: CourseFiles | None = None
+        self.pool = None
+        self.refusal: str | None = None
 
     # -- set-up --
 
@@ -173,15 +543,8 @@ class Runner:
             raise RunnerError(f"{err}; run from the course root or pass --course") from None
 
     @property
-    def master_db(self) -> Path:
-        """The course's gradebook: only this process writes it."""
-        if self.layout.gradebook_path is None:
-            raise RunnerError(f"the gradebook {self.layout.db_url} is not a SQLite file: the runner merges SQLite only")
-        return self.layout.gradebook_path
-
-    @property
     def logs(self) -> Path:
-        return self.master_db.parent / LOG_DIR
+        return self.layout.gradebook_folder / LOG_DIR
 
     @functools.cached_property
     def intake(self) -> intake.Intake:
@@ -211,7 +574,9 @@ class Runner:
 
     def check(self) -> None:
         settings = self.layout.sandbox_settings()  # first: refuse before anything else is looked at
-        if settings.enabled:
+        if self.scheduler is not None:
+            pass  # student code runs on the workers only: each worker is checked (cluster.DaskPool)
+        elif settings.enabled:
             try:
                 sandbox.check(settings)
             except sandbox.SandboxUnavailable as err:
@@ -219,32 +584,42 @@ class Runner:
         else:
             print("coursekit runner: the sandbox is OFF in nbgrader_config.py: student code runs with your rights",
                   file=sys.stderr)
-        if not self.master_db.is_file():
-            raise RunnerError(f"no gradebook at {self.master_db}: run `nbgrader generate_assignment {self.assignment}` first")
-        damage = gradebook.damage(self.layout.db_url)
+        path = self.layout.gradebook_path
+        if path is not None and not path.is_file():
+            raise RunnerError(f"no gradebook at {path}: run `nbgrader generate_assignment {self.assignment}` first")
+        damage = gradebook.damage(self.layout.db_url)  # read-only, before the gradebook is opened to write
         if damage:
             raise RunnerError(damage)
-        if not gradebook.knows_assignment(self.master_db, self.assignment):
+        if not self.db.knows_assignment(self.assignment):
             raise RunnerError(f"the gradebook does not know assignment '{self.assignment}': "
                               f"run `nbgrader generate_assignment {self.assignment}` first")
+
+    @functools.cached_property
+    def db(self) -> gradebook.CourseGradebook:
+        """The course's gradebook: only this process writes it."""
+        return gradebook.CourseGradebook(self.layout.db_url)
 
     # -- running --
 
     def run(self) -> list[Outcome]:
-        self.check()
-        self.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.logs, 0o700)  # logs hold what student code printed
-        lock = open(self.master_db.parent / LOCK_NAME, "w")
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunnerError(f"another runner is grading this course (lock {lock.name}); wait for it to finish") from None
-        try:
-            return self._run()
+            self.check()
+            self.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.logs, 0o700)  # logs hold what student code printed
+            lock = open(self.layout.gradebook_folder / LOCK_NAME, "w")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunnerError(f"another runner is grading this course (lock {lock.name}); wait for it to finish") from None
+            try:
+                return self._run()
+            finally:
+                if self.work is not None:
+                    shutil.rmtree(self.work, ignore_errors=True)
+                lock.close()
         finally:
-            if self.work is not None:
-                shutil.rmtree(self.work, ignore_errors=True)
-            lock.close()
+            if "db" in self.__dict__:
+                self.db.close()
 
     def make_work(self) -> Path:
         """The run's private work folder (0700, a fresh name), after removing what killed runs left."""
@@ -256,13 +631,32 @@ class Runner:
         return self.work
 
     def snapshot(self) -> Path:
-        """A private copy (0600) of the course's gradebook, from which every worker's copy is made."""
-        self.template = self.work / "gradebook.db"
-        with open(os.open(self.template, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "w"):
-            pass
-        gradebook.snapshot(self.master_db, self.template)
-        os.chmod(self.template, 0o600)
+        """The course files every worker gets (``self.course_files``), with the gradebook's
+        template: the course's structure, no student data, a private file (0600) in the work folder."""
+        self.course_files = CourseFiles.of(self.layout, self.assignment, self.db.structure(), self.work)
+        self.template = self.work / "template.db"
         return self.template
+
+    def _make_pool(self):
+        if self.scheduler is None:
+            return LocalPool(self.jobs, self.work)
+        from coursekit.cluster import DaskPool
+
+        try:
+            return DaskPool(self.scheduler)
+        except OSError as err:
+            raise RunnerError(f"cannot reach the Dask scheduler at {self.scheduler}: {err}") from None
+
+    def _task(self, student: str, threads: int) -> SubmissionTask | Outcome:
+        """The task that grades ``student``'s submission, read through the intake now (into the
+        private work folder), or the failure if the folder cannot be read."""
+        rows = self.db.rows(student, self.assignment)
+        try:
+            task, listing = SubmissionTask.of_listing(self.layout, student, self.assignment, rows, threads, self.work)
+        except OSError as err:  # e.g. the folder was replaced by a link after the class was listed
+            return Outcome(student, False, "error", f"the submission could not be read ({err.strerror or err})")
+        self.listings[student] = listing
+        return task
 
     def _run(self) -> list[Outcome]:
         from tqdm import tqdm
@@ -276,146 +670,119 @@ class Runner:
             refused = [r for r in refused if r.name in self.only]
         todo = [s for s in students if self.force or not is_graded(self.layout, s, self.assignment)]
         skipped = len(students) - len(todo)
-        print(f"{self.assignment}: {len(students)} submissions, {skipped} already graded (skipped"
-              f"{'' if not skipped else '; --force grades them again'}), {len(todo)} to grade with "
-              f"{self.jobs} worker{'s' * (self.jobs > 1)}"
-              + (f"; {len(refused)} folder{'s' * (len(refused) > 1)} refused (listed at the end)" if refused else ""),
-              file=sys.stderr, flush=True)
         self.snapshot()
+        course = self.course_files
+        self.listings: dict[str, intake.Listing | None] = {}
+        self.pool = pool = self._make_pool()
+        threads = self.threads or (1 if self.scheduler else threads_per_job(self.jobs))
         outcomes: list[Outcome] = [Outcome(r.student, False, "refused-id", r.reason) for r in refused]
-        bar = tqdm(total=len(todo), unit="submission", desc=f"grading {self.assignment}",
-                   disable=not self.progress or not todo, file=sys.stderr)
-        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="grader")
+        bar = None
         try:
-            pending = {pool.submit(self.grade_one, s): s for s in todo}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    student = pending.pop(future)
-                    try:
-                        outcome = future.result()
-                    except Exception as err:  # a bug or a full disk: this submission only
-                        outcome = Outcome(student, False, "error", f"{type(err).__name__}: {err}")
-                    try:
-                        outcome = self.commit(outcome)
-                    except Exception as err:  # this submission only: the others are graded all the same
-                        outcome = self._commit_failed(outcome, err)
-                    outcomes.append(outcome)
-                    bar.update(1)
-                    bar.set_postfix(failed=sum(not o.ok for o in outcomes))
+            if todo and hasattr(pool, "check"):
+                pool.check(course)  # every worker of the cluster, before anything is graded
+            print(f"{self.assignment}: {len(students)} submissions, {skipped} already graded (skipped"
+                  f"{'' if not skipped else '; --force grades them again'}), {len(todo)} to grade with "
+                  f"{pool.describe()}"
+                  + (f"; {len(refused)} folder{'s' * (len(refused) > 1)} refused (listed at the end)" if refused else ""),
+                  file=sys.stderr, flush=True)
+            bar = tqdm(total=len(todo), unit="submission", desc=f"grading {self.assignment}",
+                       disable=not self.progress or not todo, file=sys.stderr)
+            queue = deque(todo)
+            while True:
+                while queue and self.refusal is None and pool.in_flight() < pool.window():
+                    student = queue.popleft()
+                    task = self._task(student, threads)
+                    if isinstance(task, Outcome):  # not readable: this submission only
+                        outcomes.append(self._commit_safely(task, course))
+                        bar.update(1)
+                        continue
+                    pool.submit(course, task)
+                if not pool.in_flight():
+                    break
+                student, result = pool.next_done()
+                if isinstance(result, Refused):
+                    self.refusal = self.refusal or str(result)
+                    pool.cancel()  # what has not started; what is grading elsewhere is kept
+                    outcome = Outcome(student, False, "sandbox", str(result))
+                elif isinstance(result, BaseException):
+                    outcome = Outcome(student, False, "error", f"{type(result).__name__}: {result}")
+                else:
+                    outcome = outcome_of(result)
+                outcome.listing = self.listings.pop(student, None)
+                outcomes.append(self._commit_safely(outcome, course))
+                bar.update(1)
+                bar.set_postfix(failed=sum(not o.ok for o in outcomes))
         except BaseException:
-            self.stop()
+            pool.stop()
             raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            bar.close()
+            pool.close()
+            if bar is not None:
+                bar.close()
+        if self.refusal is not None:
+            graded = sum(o.ok for o in outcomes)
+            raise RunnerError(f"{self.refusal}\n(graded {graded} submissions before a worker refused; "
+                              f"{len(todo) - graded} left: run again when every worker has the sandbox)")
         return outcomes
 
     def stop(self) -> None:
         """Ctrl-C: kill the nbgrader processes in flight (their kernels and sandboxes go with them)."""
-        with self.lock:
-            self.stopping = True
-            for child in self.children:
-                with contextlib.suppress(OSError):
-                    child.kill()
+        if self.pool is not None:
+            self.pool.stop()
 
     def _stage(self, student: str, pid: int | str) -> Path:
         """Where a graded submission is put together before it is moved into place."""
         dest = self.layout.autograded(student, self.assignment)
         return dest.parent / f".{dest.name}.runner-{pid}"
 
-    def _private_course(self, student: str) -> tuple[CourseLayout, intake.Listing | None]:
-        """A private course copy for one submission: config, source/, release/, a snapshot of the
-        gradebook, and that submission only, copied by the intake (what it refused, with why)."""
-        work = self.work / student
-        shutil.rmtree(work, ignore_errors=True)
-        private = Course.copy_of(work / "course", repo=self.root).layout  # nbgrader_config.py, source/
-        # coursekit.sanitize grades a missing notebook from its release
-        if self.layout.release(self.assignment).is_dir():
-            shutil.copytree(self.layout.release(self.assignment), private.release(self.assignment), symlinks=True)
-        shutil.copy2(self.template, private.gradebook_path)
-        source, dest = self.layout.submitted(student, self.assignment), private.submitted(student, self.assignment)
-        if not self.intake.enabled:  # the explicit opt-out: as stock nbgrader, links and all
-            shutil.copytree(source, dest, symlinks=True)
-            return private, None
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        notebooks = [p.stem for p in self.layout.release(self.assignment).glob("*.ipynb")]
-        return private, intake.take(source, dest, self.intake, notebooks)
+    def _commit_safely(self, outcome: Outcome, course: CourseFiles) -> Outcome:
+        try:
+            return self.commit(outcome, course)
+        except Exception as err:  # this submission only: the others are graded all the same
+            return self._commit_failed(outcome, err)
 
-    def grade_one(self, student: str) -> Outcome:
-        """Grade one submission in a private course copy (runs in a worker thread)."""
-        if self.stopping:
-            raise RuntimeError("stopped")
-        private, listing = self._private_course(student)
-        work = self.work / student
-        events = work / "events.jsonl"
-        env = grading_env() | thread_env(self.jobs) | {sandbox.EVENTS_ENV: str(events)}
-        log = work / "nbgrader.log"
-        # '--student=<id>': an id is never read as an option (and the intake's ids are no globs).
-        cmd = [str(Path(sys.executable).with_name("nbgrader")), "autograde", self.assignment, f"--student={student}"]
-        with open(log, "w") as out:
-            with self.lock:
-                if self.stopping:
-                    raise RuntimeError("stopped")
-                proc = subprocess.Popen(cmd, cwd=private.root, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-                self.children.add(proc)
-            try:
-                proc.wait()
-            finally:
-                with self.lock:
-                    self.children.discard(proc)
-        found = [json.loads(line) for line in events.read_text().splitlines()] if events.is_file() else []
-        if proc.returncode == 0 and private.autograded(student, self.assignment).is_dir():
-            return Outcome(student, True, log=log, events=found, graded_in=private, listing=listing)
-        text = log.read_text(errors="replace")
-        kind = found[-1]["kind"] if found else "error"
-        message = "; ".join(e["message"] for e in found) if found else _error_summary(text)
-        return Outcome(student, False, kind, f"nbgrader autograde exited {proc.returncode}: {message}", log, found,
-                       listing=listing)
-
-    def commit(self, outcome: Outcome) -> Outcome:
+    def commit(self, outcome: Outcome, course: CourseFiles) -> Outcome:
         """Write one outcome into the course (main thread only: one writer for the gradebook)."""
         student = outcome.student
         dest = self.layout.autograded(student, self.assignment)
-        work = self.work / student
+        graded = outcome.graded
+        if outcome.ok and graded.course_digest != course.digest:  # check_worker refuses this already
+            outcome = Outcome(student, False, "error", f"graded on {graded.host} with other course files",
+                              graded=graded, listing=outcome.listing)
         if not outcome.ok:
             if outcome.kind == "refused-id":  # no folder of its own can be written: listed at the end
                 return outcome
-            if outcome.log is not None and outcome.log.is_file():
+            if graded is not None and graded.log:
                 kept = self.logs / f"{self.assignment}-{student}.log"
-                shutil.copyfile(outcome.log, kept)
-                os.chmod(kept, 0o600)
+                kept.unlink(missing_ok=True)
+                with open(os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "w") as f:
+                    f.write(graded.log)
                 outcome.log = kept
             note = " (the previous grading is kept)" if is_graded(self.layout, student, self.assignment) else ""
             problems.record(dest, outcome.kind, None, None, outcome.message + note)
             if outcome.listing is not None:
                 intake.record(dest, outcome.listing)
-            shutil.rmtree(work, ignore_errors=True)
             return outcome
-        private = outcome.graded_in
         stage = self._stage(student, os.getpid())
         shutil.rmtree(stage, ignore_errors=True)
-        shutil.copytree(private.autograded(student, self.assignment), stage, symlinks=True)
+        unpack(graded.archive, stage)
         stops = stopped_cells(stage)
         for name, stop in stops:
             problems.record(stage, stop.kind, name, stop.where, stop.message)
         # The sandbox stopped something but grading went on. A stop the notebook marks (the output
         # budget's notice) is recorded above with its cell; the event would repeat it without it.
         marked = {stop.reason for _, stop in stops}
-        for event in outcome.events:
+        for event in graded.events:
             if event.get("reason") not in marked:
                 problems.record(stage, event["kind"], None, None, event["message"])
-        if outcome.listing is not None:  # what the intake refused when it copied the submission
+        if outcome.listing is not None:  # what the intake refused when it read the submission
             intake.record(stage, outcome.listing)
-        gradebook.merge_submission(self.master_db, private.gradebook_path, student, self.assignment)
+        self.db.merge(graded.rows, student, self.assignment)
         if dest.exists():
             shutil.rmtree(dest)
         os.rename(stage, dest)  # the commit point: from here on the submission counts as graded
-        shutil.rmtree(work, ignore_errors=True)
         (self.logs / f"{self.assignment}-{student}.log").unlink(missing_ok=True)
         return outcome
-
 
     def _commit_failed(self, outcome: Outcome, err: Exception) -> Outcome:
         """A submission whose results could not be put in place: recorded, the others go on."""
@@ -457,10 +824,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student", action="append", help="grade only this student (repeatable)")
     parser.add_argument("--course", default=".", help="the course's root folder (default: the current folder)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="grade on the Dask cluster of this scheduler (e.g. tcp://HOST:8786) instead of here")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="TensorFlow threads per submission (default: cores / jobs here, 1 on a cluster)")
     args = parser.parse_args(argv)
     if args.jobs is not None and args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    runner = Runner(Path(args.course), args.assignment, args.jobs, args.force, args.student, not args.no_progress)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+    if args.scheduler and args.jobs:
+        parser.error("--jobs is for grading here; on a cluster the workers' threads decide")
+    runner = Runner(Path(args.course), args.assignment, args.jobs, args.force, args.student, not args.no_progress,
+                    scheduler=args.scheduler, threads=args.threads)
     try:
         outcomes = runner.run()
     except RunnerError as err:
@@ -475,4 +851,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the module imported under its own name, not __main__: Dask pickles its classes and
+    # functions by name, and workers import coursekit.runner.
+    from coursekit import runner as _runner
+
+    sys.exit(_runner.main())

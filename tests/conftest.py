@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from builder import ASSIGNMENT
 from coursekit import datapaths
 from coursekit.course import Course, grading_env
 from coursekit.notebook import strip_ansi
+from coursekit.pgserver import PostgresServer, PostgresUnavailable
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SUBMISSIONS = FIXTURES / "submissions"
@@ -267,6 +269,33 @@ def generated_course(tmp_path_factory) -> Course:
     return course
 
 
+# --- a real PostgreSQL server and courses whose gradebook is on it ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL server for the session: Debian's binaries, a cluster made by initdb in a
+    temporary folder, on 127.0.0.1 and a free port (coursekit/pgserver.py); removed afterwards."""
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="coursekit-postgres-")))
+    try:
+        server.start()
+    except PostgresUnavailable as err:
+        server.remove()
+        pytest.fail(f"no PostgreSQL server: {err}")
+    yield server
+    server.remove()
+
+
+def postgres_course(root: Path, server: PostgresServer, database: str) -> Course:
+    """A fresh course whose gradebook is a new database on ``server``, with week2 generated."""
+    course = Course.copy_of(root)
+    url = server.create_database(database)
+    with open(course.root / "nbgrader_config.py", "a") as f:
+        f.write(f"\n# test: the gradebook on PostgreSQL\nc.CourseDirectory.db_url = {url!r}\n")
+    course.generate(ASSIGNMENT)
+    return course
+
+
 INTAKE_OFF = "c.Intake.enabled = False  # tests: stock nbgrader's reading of submissions"
 
 
@@ -297,3 +326,21 @@ def course_copy(generated: Course, target: Path, execute: bool = True, intake: b
     if lines:
         add_test_settings(target, lines)
     return Course(target)
+
+
+@pytest.fixture(scope="session")
+def runner_class(tmp_path_factory) -> Course:
+    """test_runner's small class (CLASS) graded by the local runner on a SQLite gradebook: the
+    reference for the cluster and PostgreSQL tests."""
+    import subprocess
+
+    from coursekit.course import grading_env
+    from test_runner import build_class
+
+    course = Course.copy_of(tmp_path_factory.mktemp("runner-class") / "course")
+    course.generate(ASSIGNMENT)
+    build_class(course)
+    cmd = [sys.executable, "-m", "coursekit.runner", ASSIGNMENT, "--no-progress", "-j", "2", "--course", str(course.root)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=grading_env(), timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return course

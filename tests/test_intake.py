@@ -532,7 +532,8 @@ def test_the_class_report_lists_refused_folders_and_starts_no_formula(runner_cla
 
 
 def test_runner_work_folder_and_snapshot_are_private(tmp_path, generated_course):
-    """The runner's snapshot holds every student's scores: 0700 folder, 0600 file, a fresh name."""
+    """The runner's work folder holds the submissions the intake read and the gradebook's template:
+    0700 folder, 0600 file, a fresh name."""
     from coursekit import runner
 
     course = course_copy(generated_course, tmp_path / "course")
@@ -641,3 +642,42 @@ def test_a_killed_autograde_is_resumed_by_the_same_command(tmp_path, generated_c
     assert "left half-graded" in proc.stderr and not unscored
     assert not intake.unfinished(course.layout.autograded("slow", ASSIGNMENT))
     assert course.layout.autograded("later", ASSIGNMENT).is_dir()
+
+
+# --- what the class runner ships to a worker (local thread or Dask) ------------------------------
+
+
+@pytest.mark.parametrize("stock", [True, False], ids=["intake-off", "intake"])
+def test_the_submission_shipped_to_a_worker_is_the_intakes_copy(tmp_path, generated_course, stock):
+    """The runner packs a submission for its workers (coursekit.runner.SubmissionTask): with the
+    intake, the archive is the intake's copy (no link, no secret, no forged problems file, the
+    timestamp rewritten) and what was refused stays with the runner, which records it; without
+    it, the links travel to the worker, which (as root) would follow them."""
+    import io
+    import tarfile
+
+    from coursekit import runner
+
+    course = course_copy(generated_course, tmp_path / "course", execute=False, intake=not stock)
+    release = builder.release(course.layout)
+    folder = builder.Submission({"mnist": release["mnist"]}).submit(course, "mallory")
+    os.symlink("../../../source/week2/fashion_mnist.ipynb", folder / "fashion_mnist.ipynb")
+    os.symlink(str(secret_file(tmp_path)), folder / "shadow.txt")
+    (folder / problems.FILENAME).write_text('{"kind": [[[[')
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(mode=0o700)
+    task, listing = runner.SubmissionTask.of_listing(course.layout, "mallory", ASSIGNMENT, {}, 1, scratch)
+    with tarfile.open(fileobj=io.BytesIO(task.archive), mode="r:gz") as tar:
+        members = {Path(m.name).name: m for m in tar.getmembers()}
+        links = [name for name, m in members.items() if m.issym() or m.islnk()]
+        if stock:
+            assert {"fashion_mnist.ipynb", "shadow.txt"} <= set(links) and listing is None
+            return
+        assert links == [] and "mnist.ipynb" in members
+        assert not {"fashion_mnist.ipynb", "shadow.txt", problems.FILENAME} & set(members)
+        assert all(SECRET.encode() not in tar.extractfile(m).read() for m in members.values() if m.isfile())
+    assert {r.path for r in listing.refused} >= {"fashion_mnist.ipynb", "shadow.txt", problems.FILENAME}
+    assert list(scratch.iterdir()) == []  # the intake's copy is gone once packed
+    graded = course.layout.autograded("mallory", ASSIGNMENT)
+    intake.record(graded, listing)  # as Runner.commit does, for a graded or a failed submission
+    assert {"fashion_mnist.ipynb", "shadow.txt"} <= {p["message"].split("'")[1] for p in problems.load(graded)}
