@@ -163,9 +163,19 @@ def pack(root: Path, names: list[str]) -> bytes:
     return buffer.getvalue()
 
 
+class _OwnTarFile(tarfile.TarFile):
+    """Extracts as a copy does: files belong to the process that unpacks them, in the group the
+    folder gives them. tarfile run as root would hand them to the archive's owner and group
+    (root, see ``_keep``): in a hub course, whose setgid folders give the staff group, the
+    autograded folders would then be closed to the TAs' formgrader."""
+
+    def chown(self, tarinfo, targetpath, numeric_owner):
+        pass
+
+
 def unpack(data: bytes, root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+    with _OwnTarFile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         tar.extractall(root, filter="tar")  # no absolute names, nothing outside root
 
 

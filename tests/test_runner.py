@@ -241,6 +241,37 @@ def test_default_workers_fit_the_machine():
     assert runner.thread_env(runner.threads_per_job(1))["TF_NUM_INTRAOP_THREADS"] == str(runner.cores())
 
 
+@pytest.mark.parametrize("owners", ["kept", "archive's"])
+def test_a_graded_folder_takes_the_group_of_the_course_folder(tmp_path, monkeypatch, owners):
+    """On a hub the course's folders are setgid to the staff group, and root's runner unpacks each
+    graded submission into autograded/: the TAs' formgrader reads it through that group. With the
+    archive's owners (tarfile's way as root) it would belong to root's group, closed to the TAs."""
+    if os.geteuid() != 0:
+        pytest.skip("tarfile sets the archive's owners only when it runs as root")
+    import grp
+    import tarfile
+
+    if owners == "archive's":
+        monkeypatch.setattr(runner._OwnTarFile, "chown", tarfile.TarFile.chown)  # the defence off
+    staff = grp.getgrnam("users").gr_gid  # a group other than root's
+    graded = tmp_path / "graded"
+    (graded / "fashion_mnist_files").mkdir(parents=True)
+    (graded / "fashion_mnist.ipynb").write_text("{}")
+    (graded / "fashion_mnist_files" / "figure.png").write_bytes(b"png")
+    autograded = tmp_path / "autograded"
+    autograded.mkdir()
+    os.chown(autograded, 0, staff)
+    os.chmod(autograded, 0o2750)
+    runner.unpack(runner.pack(graded, ["."]), autograded / "ann")
+    groups = {path.relative_to(autograded).as_posix(): path.stat().st_gid
+              for path in [autograded / "ann", *(autograded / "ann").rglob("*")]}
+    assert len(groups) == 4
+    if owners == "kept":
+        assert set(groups.values()) == {staff}, groups
+    else:
+        assert groups["ann"] == 0 and groups["ann/fashion_mnist.ipynb"] == 0, groups
+
+
 def _processes_in(root: Path) -> list[int]:
     """Processes of a course's grading: nbgrader run for it, or a sandboxed kernel."""
     found = []
