@@ -374,3 +374,22 @@ def test_every_question_named_in_the_issue_has_a_visible_structure_check():
         assert visible, f"{gid} has no visible check beyond the names"
     assert "checks.expect_epochs(mnist_model, EPOCHS" in check_source("mnist", "m3_train_public")
     assert "checks.expect_epochs(fashion_model, EPOCHS" in check_source("mnist", "m5_compare_hidden").split("### BEGIN HIDDEN")[0]
+
+
+def test_m5_whole_check_passes_on_models_trained_for_epochs_and_fails_on_a_loop_of_short_fits(fashion):
+    """The visible lines and the hidden part together, on a fashion model whose last fit ran EPOCHS
+    epochs; the same model fitted one epoch at a time is stopped by the visible epoch check."""
+    import dataclasses
+
+    fashion_model = dataclasses.replace(fashion["model"], fit_epochs=5)
+    (x_train, y_train), _ = load_mnist()
+    mnist_model = dataclasses.replace(train(x_train[:6000] / 255.0, y_train[:6000], epochs=1), fit_epochs=5)
+    fashion_acc = checks.accuracy_on_test_set(fashion_model, "fashion-mnist")
+    mnist_acc = checks.accuracy_on_test_set(mnist_model, "mnist")
+    assert mnist_acc > 0.8, mnist_acc  # a real digit model, if a quick one
+    better = "mnist" if mnist_acc > fashion_acc else "fashion-mnist"
+    values = dict(EPOCHS=5, mnist_model=mnist_model, fashion_model=fashion_model, fashion_test_acc=fashion_acc,
+                  more_accurate=better)
+    assert run_check("mnist", "m5_compare_hidden", **values) is None
+    values["fashion_model"] = dataclasses.replace(fashion_model, fit_epochs=1)
+    assert "fitted more than once" in hint_of("mnist", "m5_compare_hidden", **values)
