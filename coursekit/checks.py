@@ -222,6 +222,8 @@ def fit_epochs(model, name: str = "model") -> int | None:
 
 def expect_epochs(model, epochs: int, name: str = "model", hint: str = "") -> None:
     """The model's last ``fit`` ran ``epochs`` epochs; the hint adds the likely cause."""
+    require(_isinstance(epochs, (int, _integer)) and not _isinstance(epochs, bool), "the number of epochs asked for",
+            "a whole number", _short(epochs), "keep EPOCHS as the read-only set-up cell sets it")
     found = fit_epochs(model, name)
     if found is None:
         cause = f"{name} was never trained: nothing called fit on it"

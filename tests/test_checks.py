@@ -261,6 +261,8 @@ def test_a_models_last_fit_reads_the_same_live_and_as_the_checkers_data(tmp_path
     assert "epochs=5" in err.value.hint
     with pytest.raises(CheckFailed, match="should be a Keras model"):
         checks.expect_epochs(None, 5, "fashion_model")
+    with pytest.raises(CheckFailed, match="the number of epochs asked for: expected a whole number, found '5'"):
+        checks.expect_epochs(model, "5", "model")  # EPOCHS comes from the student's kernel
 
 
 def test_a_hand_made_history_on_a_model_is_no_training_record(tmp_path):
