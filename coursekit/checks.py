@@ -134,6 +134,33 @@ def expect_int(value, name: str, low: int, high: int, hint: str = "") -> None:
     require(low <= int(value) <= high, f"{name} out of range", f"{low}..{high}", int(value), hint)
 
 
+def expect_fraction(value, name: str, hint: str = "") -> None:
+    """``value`` is a number from 0 to 1 (an accuracy): a Python or NumPy number, not a list."""
+    if _isinstance(value, UnreadableValue):
+        value.fail()
+    number = _isinstance(value, (int, float, _integer, _floating)) and not _isinstance(value, bool)
+    if _isinstance(value, _ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        number = True  # a 0-d array (a TensorFlow scalar, as the checker receives it)
+    if not number:
+        cause = (f"{name} is a {type_name(value)} ({_short(value)}), not a number"
+                 if _isinstance(value, (tuple, list, _ndarray)) else f"{name} should be a number")
+        raise CheckFailed(f"{name} should be a number", "a number from 0 to 1", type_name(value),
+                          f"{cause}: {hint}" if hint else cause)
+    require(bool(_isfinite(float(value))) and 0.0 <= float(value) <= 1.0, f"{name} should be a fraction", "0..1",
+            value, hint)
+
+
+def expect_indices(value, name: str, count: int, size: int, hint: str = "") -> None:
+    """``value`` is a list (tuple, range or 1-D array) of ``count`` integer indices into ``size`` items."""
+    if _isinstance(value, UnreadableValue):
+        value.fail()
+    listed = _isinstance(value, (list, tuple, range)) or (_isinstance(value, _ndarray) and value.ndim == 1)
+    require(listed, f"{name} should be a list of {count} indices", f"a list of {count} integers", type_name(value), hint)
+    require(_len(value) == count, f"number of images in {name}", count, _len(value), hint)
+    for item in value:
+        expect_int(item, f"each index in {name}", 0, size - 1, hint)
+
+
 def expect_at_least(value: float, threshold: float, name: str, hint: str = ""):
     require(float(value) >= threshold, name, f"at least {threshold:.4f}", f"{float(value):.4f}", hint)
 
@@ -185,6 +212,28 @@ def model_data(model, name: str = "model") -> ModelData:
 
 def expect_keras_model(model, name: str = "model") -> None:
     model_data(model, name)
+
+
+def fit_epochs(model, name: str = "model") -> int | None:
+    """How many epochs the model's last ``fit`` ran (Keras keeps that fit's History as
+    ``model.history``); None if it was never fitted."""
+    return model_data(model, name).fit_epochs
+
+
+def expect_epochs(model, epochs: int, name: str = "model", hint: str = "") -> None:
+    """The model's last ``fit`` ran ``epochs`` epochs; the hint adds the likely cause."""
+    require(_isinstance(epochs, (int, _integer)) and not _isinstance(epochs, bool), "the number of epochs asked for",
+            "a whole number", _short(epochs), "keep EPOCHS as the read-only set-up cell sets it")
+    found = fit_epochs(model, name)
+    if found is None:
+        cause = f"{name} was never trained: nothing called fit on it"
+    elif found < epochs:
+        cause = (f"its last fit ran {found} epoch{'s' if found != 1 else ''}: fit once with epochs={epochs} "
+                 "(a model fitted more than once keeps only its last fit, e.g. one epoch per call in a loop)")
+    else:
+        cause = f"fit for epochs={epochs}, the tutorial's length"
+    require(found == epochs, f"number of epochs {name} was trained", epochs,
+            "none (never fitted)" if found is None else found, f"{hint}; {cause}" if hint else cause)
 
 
 def describe_layers(model) -> list[tuple]:
@@ -388,6 +437,17 @@ def figure_panels(fig, name: str) -> list[dict]:
     expect_figure(fig, name)
     data = fig if _isinstance(fig, FigureData) else _live.figure_data(fig)
     return [dict(panel) for panel in data.panels]
+
+
+def image_panels(fig, name: str) -> list[dict]:
+    """The panels of ``fig`` that show an image (``plt.imshow``), in order."""
+    return [panel for panel in figure_panels(fig, name) if panel["image"] is not None]
+
+
+def expect_panels(fig, count: int, name: str, images: bool = False, hint: str = "") -> None:
+    """``fig`` has ``count`` panels (axes), or ``count`` panels that show an image if ``images``."""
+    found = _len(image_panels(fig, name) if images else figure_panels(fig, name))
+    require(found == count, f"number of {'images' if images else 'panels'} in {name}", count, found, hint)
 
 
 def find_image(image, candidates, atol: float = 1e-6) -> int | None:

@@ -90,7 +90,21 @@ def model_data(model) -> ModelData:
             weights.append([])
     compiled = bool(getattr(model, "compiled", False))
     return ModelData(layers, weights, _shape(model, "input_shape"), _shape(model, "output_shape"), compiled,
-                     compile_settings(model) if compiled else None, type(model).__name__)
+                     compile_settings(model) if compiled else None, type(model).__name__, fit_epochs(model))
+
+
+def fit_epochs(model) -> int | None:
+    """How many epochs the model's last ``fit`` ran, None if it was never fitted. Keras sets
+    ``model.history`` to the History of each fit (``evaluate`` and ``predict`` leave it); the
+    History lists the epochs that fit ran (``history.epoch``, as ``len(history.history[...])``)."""
+    try:
+        history = vars(model).get("history")
+    except TypeError:  # an object without a __dict__
+        return None
+    if not is_keras_history(history):
+        return None
+    epochs = vars(history).get("epoch")
+    return len(epochs) if type(epochs) is list else None
 
 
 def _shape(model, attribute: str):

@@ -22,6 +22,8 @@ class ModelData:
     ``("Flatten",)``, ``("Dense", units, activation)``, ``("Dropout", rate)`` or ``(class name,)``;
     ``weights`` holds each layer's arrays (a Dense layer's kernel and bias), in the same order.
     The activation was named in the student's kernel by what it does to a probe.
+    ``fit_epochs`` is the model's last training record: how many epochs its last ``fit`` ran
+    (Keras keeps that fit's ``History`` as ``model.history``), None if it was never fitted.
     """
 
     layers: list[tuple]
@@ -31,6 +33,7 @@ class ModelData:
     compiled: bool
     compile_settings: dict | None  # {"optimizer", "loss", "metrics"} when compiled
     type_name: str = "Sequential"
+    fit_epochs: int | None = None
 
 
 @dataclass

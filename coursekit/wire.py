@@ -20,7 +20,8 @@ Writing is done by ``Writer``; reading by ``read_message``, which trusts nothing
 - arrays are ``.npy`` files read with NumPy's header parser (no pickles, no code): numeric,
   boolean or fixed-width text dtypes only, at most ``MAX_ARRAY_BYTES`` each and
   ``MAX_MESSAGE_BYTES`` per message, and the file must be exactly header + data;
-- records (model, history, figure) are checked field by field.
+- records (model, history, figure) are checked field by field (a model's ``fit_epochs``, the
+  epochs its last fit ran, is absent/null or an integer from 0 to ``MAX_EPOCHS``).
 
 A value that breaks a rule is read as ``UnreadableValue`` with the reason: the check that
 uses it fails with that reason, and nothing else is affected. Only the standard library and
@@ -54,6 +55,7 @@ MAX_NODES = 1_000_000
 MAX_STRING = 2**20
 MAX_ATTRIBUTES = 64
 MAX_PANELS = 1000
+MAX_EPOCHS = 10**6  # the epochs a model's last fit ran (ModelData.fit_epochs)
 MESSAGE_ID = re.compile(r"[a-z][a-z0-9-]{0,63}")
 ARRAY_FILE = re.compile(r"a[0-9]{1,6}\.npy")
 # Array kinds that hold numbers or text only: bool, signed/unsigned int, float, complex, str, bytes.
@@ -226,7 +228,8 @@ class Writer:
                 "input_shape": self._encode(model.input_shape, depth + 1, frozenset()),
                 "output_shape": self._encode(model.output_shape, depth + 1, frozenset()),
                 "compiled": bool(model.compiled),
-                "compile_settings": self._encode(model.compile_settings, depth + 1, frozenset())}
+                "compile_settings": self._encode(model.compile_settings, depth + 1, frozenset()),
+                "fit_epochs": self._encode(model.fit_epochs, depth + 1, frozenset())}
 
 
 # Arrays this large are looked up by checksum before being written again (``Writer.sent``):
@@ -439,8 +442,11 @@ class Reader:
                     and isinstance(settings["optimizer"], str) and isinstance(settings["loss"], str)
                     and isinstance(settings["metrics"], list) and all(isinstance(m, str) for m in settings["metrics"])):
                 raise WireError("a model with malformed compile settings")
+        fit_epochs = node.get("fit_epochs")
+        if fit_epochs is not None and not (type(fit_epochs) is int and 0 <= fit_epochs <= MAX_EPOCHS):
+            raise WireError("a model whose last training record is not a number of epochs")
         return ModelData(layers, weights, input_shape, output_shape, compiled, settings,
-                         _type_name(node))
+                         _type_name(node), fit_epochs)
 
     def _history(self, node, depth):
         history = self.value(node.get("history"), depth + 1)

@@ -230,6 +230,110 @@ def test_a_training_history_and_a_hand_made_one_both_read(tmp_path):
     assert through_the_wire(tmp_path / "2", _History()).history == _History.history
 
 
+def test_a_models_last_fit_reads_the_same_live_and_as_the_checkers_data(tmp_path):
+    """M3 and M5 see how many epochs a model's last fit ran (Keras keeps its History as
+    model.history): None before any fit, a loop of one-epoch fits leaves 1."""
+    model = tutorial_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    images, labels = np.zeros((8, 28, 28)), np.zeros(8)
+    assert checks.fit_epochs(model) is None and through_the_wire(tmp_path / "0", model).fit_epochs is None
+    with pytest.raises(CheckFailed, match="number of epochs model was trained: expected 5, found none") as err:
+        checks.expect_epochs(through_the_wire(tmp_path / "1", model), 5, "model")
+    assert "never trained" in err.value.hint
+    model.fit(images, labels, epochs=2, verbose=0)
+    model.evaluate(images, labels, verbose=0)  # evaluate and predict leave the record alone
+    model.predict(images, verbose=0)
+    for seen in (model, through_the_wire(tmp_path / "2", model)):
+        assert checks.fit_epochs(seen) == 2
+        assert checks.expect_epochs(seen, 2, "model") is None
+        with pytest.raises(CheckFailed, match="expected 5, found 2"):
+            checks.expect_epochs(seen, 5, "model", hint="fit for EPOCHS epochs")
+    for _ in range(3):
+        model.fit(images, labels, epochs=1, verbose=0)
+    for seen in (model, through_the_wire(tmp_path / "3", model)):
+        with pytest.raises(CheckFailed, match="expected 5, found 1") as err:
+            checks.expect_epochs(seen, 5, "mnist_model", hint="train_tutorial_model should fit for EPOCHS epochs")
+        assert err.value.hint.startswith("train_tutorial_model should fit for EPOCHS epochs")
+        assert "fitted more than once" in err.value.hint
+    model.fit(images, labels, epochs=7, verbose=0)
+    with pytest.raises(CheckFailed, match="expected 5, found 7") as err:
+        checks.expect_epochs(model, 5, "model")
+    assert "epochs=5" in err.value.hint
+    with pytest.raises(CheckFailed, match="should be a Keras model"):
+        checks.expect_epochs(None, 5, "fashion_model")
+    with pytest.raises(CheckFailed, match="the number of epochs asked for: expected a whole number, found '5'"):
+        checks.expect_epochs(model, "5", "model")  # EPOCHS comes from the student's kernel
+
+
+def test_a_hand_made_history_on_a_model_is_no_training_record(tmp_path):
+    model = tutorial_model()
+
+    class _History:
+        epoch = [0, 1, 2, 3, 4]
+
+    model.history = _History()
+    assert checks.fit_epochs(model) is None and through_the_wire(tmp_path, model).fit_epochs is None
+
+
+def test_panels_and_image_panels_count_the_same_live_and_as_the_checkers_data(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    for k in range(3):
+        plt.subplot(2, 2, k + 1)
+        plt.imshow(np.full((28, 28), k / 3))
+    plt.subplot(2, 2, 4)
+    plt.bar(range(10), np.linspace(0, 1, 10))
+    data = through_the_wire(tmp_path, fig)
+    plt.close(fig)
+    for seen in (fig, data):
+        assert len(checks.image_panels(seen, "fig")) == 3
+        assert checks.expect_panels(seen, 4, "fig") is None
+        assert checks.expect_panels(seen, 3, "fig", images=True) is None
+        with pytest.raises(CheckFailed, match="number of panels in fig: expected 30, found 4") as err:
+            checks.expect_panels(seen, 30, "fig", hint="5 rows of 3 images, each with its bar chart")
+        assert err.value.hint == "5 rows of 3 images, each with its bar chart"
+        with pytest.raises(CheckFailed, match="number of images in fig: expected 10, found 3"):
+            checks.expect_panels(seen, 10, "fig", images=True)
+    with pytest.raises(CheckFailed, match="should be a matplotlib figure"):
+        checks.expect_panels([fig], 4, "fig_two")
+
+
+@pytest.mark.parametrize("value", [0.97, 0, 1, np.float32(0.5), np.float64(0.88), np.array(0.9, dtype="float32")])
+def test_expect_fraction_takes_python_and_numpy_numbers(value):
+    assert checks.expect_fraction(value, "acc") is None
+
+
+@pytest.mark.parametrize("value, what, hint", [
+    ([0.07, 0.97], "mnist_test_acc should be a number", "mnist_test_acc is a list ([0.07, 0.97]), not a number"),
+    ((0.07, 0.97), "should be a number", "is a tuple"),
+    ("0.97", "should be a number", "should be a number"),
+    (None, "should be a number", "should be a number"),
+    (True, "should be a number", "should be a number"),
+    (97.7, "mnist_test_acc should be a fraction: expected 0..1, found 97.7", ""),
+    (-0.1, "should be a fraction", ""),
+    (float("nan"), "should be a fraction", ""),
+])
+def test_expect_fraction_names_what_was_stored_instead(value, what, hint):
+    with pytest.raises(CheckFailed) as err:
+        checks.expect_fraction(value, "mnist_test_acc", hint="mnist_model.evaluate(x_test_scaled, y_test)[1]")
+    assert what in str(err.value)
+    assert hint in err.value.hint and "evaluate(x_test_scaled, y_test)[1]" in err.value.hint
+
+
+def test_expect_indices_wants_a_list_of_that_many_integers_in_range():
+    for good in ([50, 7], (3, 4), np.array([1, 2]), [np.int64(9999), 0]):
+        assert checks.expect_indices(good, "my_images", 2, 10000) is None
+    for bad, what in [(7, "my_images should be a list of 2 indices"), ([50], "number of images in my_images"),
+                      ([50, 7, 3], "number of images in my_images"), ([50, 10000], "each index in my_images out of range"),
+                      ([50, 7.0], "each index in my_images should be an integer"), (np.zeros((2, 2), int), "a list of 2")]:
+        with pytest.raises(CheckFailed, match=what):
+            checks.expect_indices(bad, "my_images", 2, 10000, hint="my_images is a list of two test image indices")
+
+
 GUARD_DEMO = """
 import numpy
 from IPython.core.interactiveshell import InteractiveShell

@@ -262,3 +262,134 @@ def test_m3_bars_of_the_students_own_classifications_pass(fashion, mnist):
                          {"image": None, "bars": classifications[chosen], "xlabel": "", "title": ""}])
     assert run_check("mnist", "m3_chosen_hidden", mnist_model=fashion["model"], classifications=classifications,
                      chosen=chosen, chosen_class=int(np.argmax(classifications[chosen])), fig_chosen=figure) is None
+
+
+# --- what the student sees before submitting: the visible part of each check (issue 13) ------------
+
+
+def run_visible(notebook: str, gid: str, **values) -> checks.CheckFailed | None:
+    """The visible part of check cell ``gid`` (what a student runs before submitting) on ``values``."""
+    source = check_source(notebook, gid).split("### BEGIN HIDDEN TESTS")[0]
+    namespace = {"np": np, "checks": checks, "EPOCHS": 5, **values}
+    try:
+        exec(compile(source, gid, "exec"), namespace)
+    except checks.CheckFailed as failure:
+        return failure
+    return None
+
+
+def image_panel(k: int = 0) -> dict:
+    return {"image": np.full((28, 28), k / 30), "bars": None, "xlabel": str(k), "title": ""}
+
+
+def bars_panel() -> dict:
+    return {"image": None, "bars": np.full(10, 0.1), "xlabel": "", "title": ""}
+
+
+def figure(*panels) -> FigureData:
+    return FigureData(list(panels))
+
+
+def trained(epochs) -> ModelData:
+    return ModelData(LAYERS, [[], [np.zeros((784, 128)), np.zeros(128)], [np.zeros((128, 10)), np.zeros(10)]],
+                     (None, 28, 28), (None, 10), True, None, fit_epochs=epochs)
+
+
+SOLUTION_VALUES = {
+    ("fashion_mnist", "f1_show_hidden"): dict(fig_samples=figure(*[image_panel(k) for k in range(10)])),
+    ("fashion_mnist", "f9_two_images_hidden"): dict(my_images=[50, 7], fig_two=figure(image_panel(), bars_panel(),
+                                                                                       image_panel(), bars_panel())),
+    ("fashion_mnist", "f9_grid_hidden"): dict(fig_grid=figure(*[p for k in range(15) for p in (image_panel(k), bars_panel())])),
+    ("mnist", "m2_digits_hidden"): dict(fig_digits=figure(*[image_panel(k) for k in range(25)])),
+    ("mnist", "m3_train_public"): dict(classifications=np.full((10000, 10), 0.1), mnist_model=trained(5)),
+    ("mnist", "m3_chosen_hidden"): dict(chosen=0, chosen_class=7, fig_chosen=figure(image_panel(), bars_panel())),
+    ("mnist", "m4_accuracy_hidden"): dict(mnist_model=trained(5), mnist_train_acc=0.9887, mnist_test_acc=np.float64(0.9771)),
+    ("mnist", "m5_compare_hidden"): dict(fashion_model=trained(5), fashion_test_acc=0.8851, more_accurate="mnist"),
+}
+
+# (notebook, grade id, the wrong answer (names replaced), what the visible failure says, what its hint says)
+VISIBLE_MISTAKES = [
+    ("fashion_mnist", "f1_show_hidden", dict(fig_samples=figure(*[image_panel(k) for k in range(9)])),
+     "number of images in fig_samples: expected 10, found 9", "first 10 training images"),
+    ("fashion_mnist", "f1_show_hidden", dict(fig_samples="the figure"), "fig_samples should be a matplotlib figure",
+     "plt.figure"),
+    ("fashion_mnist", "f9_two_images_hidden", dict(my_images=50), "my_images should be a list of 2 indices",
+     "list of two test image indices"),
+    ("fashion_mnist", "f9_two_images_hidden", dict(my_images=[50]), "number of images in my_images: expected 2, found 1",
+     "list of two test image indices"),
+    ("fashion_mnist", "f9_two_images_hidden", dict(fig_two=figure(image_panel(), bars_panel())),
+     "number of panels in fig_two: expected 4, found 2", "2x2 grid"),
+    ("fashion_mnist", "f9_grid_hidden", dict(fig_grid=figure(*[image_panel(k) for k in range(15)])),
+     "number of panels in fig_grid: expected 30, found 15", "each with its bar chart"),
+    ("mnist", "m2_digits_hidden", dict(fig_digits=figure(*[bars_panel() for _ in range(25)])),
+     "number of images in fig_digits: expected 25, found 0", "5x5 grid"),
+    ("mnist", "m3_train_public", dict(mnist_model=trained(None)), "number of epochs mnist_model was trained: expected 5",
+     "never trained"),
+    ("mnist", "m3_train_public", dict(mnist_model=trained(1)), "number of epochs mnist_model was trained: expected 5, found 1",
+     "fitted more than once"),
+    ("mnist", "m3_train_public", dict(mnist_model=trained(10)), "expected 5, found 10", "train_tutorial_model should fit for EPOCHS"),
+    ("mnist", "m3_chosen_hidden", dict(chosen_class=np.float64(7.0)), "chosen_class should be an integer",
+     "int(np.argmax(classifications[chosen]))"),
+    ("mnist", "m3_chosen_hidden", dict(chosen_class=10), "chosen_class out of range", "np.argmax"),
+    ("mnist", "m3_chosen_hidden", dict(chosen=10000), "chosen out of range", "index of one test image"),
+    ("mnist", "m3_chosen_hidden", dict(fig_chosen=figure(image_panel())), "number of panels in fig_chosen: expected 2, found 1",
+     "bars on the right"),
+    ("mnist", "m4_accuracy_hidden", dict(mnist_test_acc=[0.07, 0.9771]), "mnist_test_acc should be a number",
+     "is a list ([0.07, 0.9771]), not a number"),
+    ("mnist", "m4_accuracy_hidden", dict(mnist_train_acc=98.87), "mnist_train_acc should be a fraction: expected 0..1",
+     "evaluate(x_train_scaled, y_train)[1]"),
+    ("mnist", "m5_compare_hidden", dict(fashion_model="not trained yet"), "fashion_model should be a Keras model",
+     "tf.keras.Sequential"),
+    ("mnist", "m5_compare_hidden", dict(fashion_model=trained(None)), "number of epochs fashion_model was trained",
+     "train_tutorial_model"),
+    ("mnist", "m5_compare_hidden", dict(fashion_model=trained(3)), "expected 5, found 3", "fitted more than once"),
+    ("mnist", "m5_compare_hidden", dict(fashion_test_acc=88.5), "fashion_test_acc should be a fraction", "evaluate"),
+    ("mnist", "m5_compare_hidden", dict(more_accurate="MNIST"), "more_accurate should be 'mnist' or 'fashion-mnist'",
+     "spelled exactly"),
+    ("mnist", "m5_compare_hidden", dict(more_accurate=True), "more_accurate should be 'mnist' or 'fashion-mnist'", "string"),
+]
+
+
+@pytest.mark.parametrize("notebook, gid", list(SOLUTION_VALUES))
+def test_visible_part_passes_on_the_solutions_structure(notebook, gid):
+    assert run_visible(notebook, gid, **SOLUTION_VALUES[notebook, gid]) is None
+
+
+@pytest.mark.parametrize("notebook, gid, wrong, what, hint", VISIBLE_MISTAKES,
+                         ids=[f"{gid}-{what[:40]}" for _, gid, _, what, _ in VISIBLE_MISTAKES])
+def test_visible_part_catches_an_obviously_wrong_answer_before_submission(notebook, gid, wrong, what, hint):
+    """Each structure check sits above ### BEGIN HIDDEN TESTS: a student sees it fail in their own
+    notebook, with the message, before submitting."""
+    failure = run_visible(notebook, gid, **{**SOLUTION_VALUES[notebook, gid], **wrong})
+    assert failure is not None, f"{gid} passed {wrong}"
+    assert what in str(failure), str(failure)
+    assert hint in failure.hint, failure.hint
+
+
+def test_every_question_named_in_the_issue_has_a_visible_structure_check():
+    """F1's figure, F9, M2, M3's chosen image, M4 and M5 had only the 'names exist' line."""
+    for notebook, gid in SOLUTION_VALUES:
+        visible = [line for line in check_source(notebook, gid).split("### BEGIN HIDDEN TESTS")[0].splitlines()
+                   if line.startswith("checks.") and not line.startswith("checks.expect_names(")]
+        assert visible, f"{gid} has no visible check beyond the names"
+    assert "checks.expect_epochs(mnist_model, EPOCHS" in check_source("mnist", "m3_train_public")
+    assert "checks.expect_epochs(fashion_model, EPOCHS" in check_source("mnist", "m5_compare_hidden").split("### BEGIN HIDDEN")[0]
+
+
+def test_m5_whole_check_passes_on_models_trained_for_epochs_and_fails_on_a_loop_of_short_fits(fashion):
+    """The visible lines and the hidden part together, on a fashion model whose last fit ran EPOCHS
+    epochs; the same model fitted one epoch at a time is stopped by the visible epoch check."""
+    import dataclasses
+
+    fashion_model = dataclasses.replace(fashion["model"], fit_epochs=5)
+    (x_train, y_train), _ = load_mnist()
+    mnist_model = dataclasses.replace(train(x_train[:6000] / 255.0, y_train[:6000], epochs=1), fit_epochs=5)
+    fashion_acc = checks.accuracy_on_test_set(fashion_model, "fashion-mnist")
+    mnist_acc = checks.accuracy_on_test_set(mnist_model, "mnist")
+    assert mnist_acc > 0.8, mnist_acc  # a real digit model, if a quick one
+    better = "mnist" if mnist_acc > fashion_acc else "fashion-mnist"
+    values = dict(EPOCHS=5, mnist_model=mnist_model, fashion_model=fashion_model, fashion_test_acc=fashion_acc,
+                  more_accurate=better)
+    assert run_check("mnist", "m5_compare_hidden", **values) is None
+    values["fashion_model"] = dataclasses.replace(fashion_model, fit_epochs=1)
+    assert "fitted more than once" in hint_of("mnist", "m5_compare_hidden", **values)

@@ -57,7 +57,8 @@ def unreadable(value, *words) -> None:
 def test_plain_values_arrays_and_records_round_trip(tmp_path):
     model = ModelData([("Flatten",), ("Dense", 3, "relu"), ("Dropout", 0.2), ("Dense", 2, "softmax")],
                       [[], [np.ones((4, 3), "float32"), np.zeros(3, "float32")], [], [np.ones((3, 2)), np.ones(2)]],
-                      (None, 2, 2), (None, 2), True, {"optimizer": "adam", "loss": "mse", "metrics": ["accuracy"]})
+                      (None, 2, 2), (None, 2), True, {"optimizer": "adam", "loss": "mse", "metrics": ["accuracy"]},
+                      fit_epochs=5)
     values = {
         "none": None, "flag": True, "count": 7, "big": 10**40, "ratio": 0.25, "nan": math.nan, "text": "é\n",
         "items": [1, [2.5, "x"], (3, None)], "shape": (60000, 28, 28), "mapping": {"a": 1, 2: [3], (4, 5): "t"},
@@ -83,6 +84,7 @@ def test_plain_values_arrays_and_records_round_trip(tmp_path):
     assert type(got["scalar"]) is np.float32 and type(got["index"]) is np.int64 and type(got["yes"]) is np.bool_
     assert got["model"].layers == model.layers and got["model"].input_shape == (None, 2, 2)
     assert got["model"].compile_settings == model.compile_settings and got["model"].compiled is True
+    assert got["model"].fit_epochs == 5
     assert all(np.array_equal(a, b) for ws, vs in zip(got["model"].weights, model.weights) for a, b in zip(ws, vs))
     assert got["history"].history == {"accuracy": [0.5, 0.6]} and got["history"].params == {"epochs": 2}
     assert np.array_equal(got["figure"].panels[0]["image"], np.eye(2)) and got["figure"].panels[1]["title"] == "t"
@@ -223,6 +225,34 @@ def test_hostile_value_is_unreadable_and_alone(tmp_path, what):
     unreadable(got["bad"])
     assert got["bad"].name == "bad"
     assert got["good"] == [1, 2]
+
+
+def model_node(**fields) -> dict:
+    return {"t": "model", "type_name": "Sequential", "layers": [["Flatten"]], "weights": [[]], "input_shape": None,
+            "output_shape": None, "compiled": True, "compile_settings": None, **fields}
+
+
+@pytest.mark.parametrize("fit_epochs", ["5", -1, 10**7, 10**299, True, 5.0, [5], {"t": "scalar", "dtype": "int64", "value": 5},
+                                        {"t": "array", "file": "a0.npy"}])
+def test_a_models_training_record_that_is_not_a_number_of_epochs_is_unreadable(tmp_path, fit_epochs):
+    """The epochs a model's last fit ran come from the student's kernel: wrong-typed, negative or
+    oversized, the model is unreadable and the check that reads it fails with the reason."""
+    folder = write_manifest(tmp_path, {"mnist_model": model_node(fit_epochs=fit_epochs), "good": 1})
+    np.save(folder / "a0.npy", np.array(5))
+    got = receive(tmp_path, ["mnist_model", "good"])
+    unreadable(got["mnist_model"], "last training record is not a number of epochs")
+    assert got["good"] == 1
+    from coursekit import checks
+
+    with pytest.raises(CheckFailed, match="mnist_model could not be read from your notebook: .*number of epochs"):
+        checks.expect_epochs(got["mnist_model"], 5, "mnist_model")
+
+
+@pytest.mark.parametrize("fields, epochs", [({}, None), ({"fit_epochs": None}, None), ({"fit_epochs": 0}, 0),
+                                            ({"fit_epochs": 5}, 5)])
+def test_a_models_training_record_reads_as_the_epochs_of_its_last_fit(tmp_path, fields, epochs):
+    write_manifest(tmp_path, {"model": model_node(**fields)})
+    assert receive(tmp_path, ["model"])["model"].fit_epochs == epochs
 
 
 def test_too_many_values_is_unreadable(tmp_path, monkeypatch):
