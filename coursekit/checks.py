@@ -269,13 +269,8 @@ def images_used(images, reference, name: str = "images") -> _ndarray:
     [0, 1] as the question asks."""
     ref = _asarray(reference, dtype=_float64)
     correct = ref / 255.0
-    if _isinstance(images, UnreadableValue):
-        return correct
-    try:
-        arr = _array(images, dtype=_float64, copy=True, subok=False)
-    except Exception:
-        return correct
-    if arr.shape != ref.shape or not _isfinite(arr).all() or float(ref.max()) <= 0:
+    arr = _finite_copy(images, ref.shape)
+    if arr is None or float(ref.max()) <= 0:
         return correct
     factor = float(arr.max()) / float(ref.max())
     if factor > 0 and _allclose(arr, ref * factor, rtol=1e-5, atol=1e-6 * max(1.0, factor)):
@@ -288,13 +283,20 @@ def rows_used(values, reference, name: str = "values") -> _ndarray:
     own when they are finite numbers of the reference's shape (the check about them charges a
     mistake once), else the reference."""
     ref = _asarray(reference, dtype=_float64)
+    arr = _finite_copy(values, ref.shape)
+    return ref if arr is None else arr
+
+
+def _finite_copy(values, shape: tuple):
+    """A float64 copy of a student's ``values`` when they are finite numbers of ``shape``, else
+    None: what errors carried forward may build on."""
     if _isinstance(values, UnreadableValue):
-        return ref
+        return None
     try:
         arr = _array(values, dtype=_float64, copy=True, subok=False)
     except Exception:
-        return ref
-    return arr if arr.shape == ref.shape and _isfinite(arr).all() else ref
+        return None
+    return arr if arr.shape == shape and _isfinite(arr).all() else None
 
 
 def bars_hint(bars, expected, source: str) -> str:
