@@ -15,9 +15,14 @@ starts two kernels:
 nbclient records each cell as usual (outputs, errors, tracebacks, time limits): for a check cell
 the client it talks to is the checker's, so nbgrader's verdict for that cell is the checker's.
 
+The constants a read-only cell sets (``EPOCHS = 5`` in the set-up cell: a name bound to a literal
+at the cell's top level) are the checker's own too: it binds them from the gradebook's source of
+that cell, so a student who rebinds ``EPOCHS`` changes what their code does, not what the check
+expects.
+
 Before a check cell, the names it reads (the AST's free names, and the names its
 ``checks.expect_names`` line lists, minus what the checker provides itself: its preamble, the
-names check cells assign, builtins) are exported by the student's kernel as data
+read-only cells' constants, the names check cells assign, builtins) are exported by the student's kernel as data
 (coursekit/export.py) into a transfer folder, and loaded into the checker (coursekit/checker.py),
 which decodes them strictly (coursekit/wire.py). A student function the check calls is a proxy:
 the checker asks this process over a Unix socket, this process runs the function in the
@@ -61,7 +66,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Bool, Unicode
 
 from coursekit import sandbox
-from coursekit.notebook import grade_id, is_check_cell
+from coursekit.notebook import grade_id, is_check_cell, is_readonly
 from coursekit.kernel import CHECKER_KERNEL
 
 DEFAULT_PREAMBLE = ("import numpy as np\n"
@@ -138,6 +143,21 @@ def names_read(source: str) -> set[str]:
     return found
 
 
+def literal_constants(source: str) -> dict[str, str]:
+    """name -> literal source of each ``NAME = <literal>`` statement at a cell's top level."""
+    tree = parse_cell(source)
+    found: dict[str, str] = {}
+    for node in tree.body if tree is not None else []:
+        if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                continue
+            for target in node.targets:
+                found[target.id] = repr(value)
+    return found
+
+
 def student_names(cell_source: str, provided: set[str]) -> list[str]:
     """The student's names a check cell reads: what it reads minus what the checker provides."""
     skip = provided | set(dir(builtins)) | KERNEL_BUILTINS | names_assigned(cell_source)
@@ -208,9 +228,10 @@ class SplitExecute(Execute):
     # -- the notebook --
 
     async def _async_split_preprocess(self) -> None:
-        self._trusted = self._trusted_check_sources()
+        self._trusted, locked = self._gradebook_sources() or (None, None)
         check_sources = [c.source for c in self.nb.cells if self._runs_in_checker(c)]
-        self._provided = set(names_assigned(self.checker_preamble)) | {CHECKER_MODULE}
+        self._constants = self._readonly_constants(locked)
+        self._provided = set(names_assigned(self.checker_preamble)) | set(self._constants) | {CHECKER_MODULE}
         for source in check_sources:
             self._provided |= names_assigned(source)
         self._transfer = Transfer()
@@ -250,9 +271,10 @@ class SplitExecute(Execute):
             server.close()
             self._transfer.remove()
 
-    def _trusted_check_sources(self) -> dict[str, str] | None:
-        """grade id -> source of each check cell in the gradebook, during autograde; None when
-        there is no gradebook (validate: the notebook is the instructor's, or the student's own)."""
+    def _gradebook_sources(self) -> tuple[dict[str, str], list[str]] | None:
+        """During autograde, from the gradebook: grade id -> source of each check cell, and the
+        sources of the other locked code cells. None without a gradebook (validate: the notebook
+        is the instructor's, or the student's own)."""
         info = (self.resources or {}).get("nbgrader") or {}
         if not info.get("db_url"):
             return None
@@ -261,7 +283,20 @@ class SplitExecute(Execute):
         with Gradebook(info["db_url"]) as gb:
             notebook = gb.find_notebook(info["notebook"], info["assignment"])
             sources = {c.name: c.source for c in notebook.source_cells if c.cell_type == "code"}
-            return {c.name: sources[c.name] for c in notebook.grade_cells if c.name in sources and c.cell_type == "code"}
+            graded = {c.name for c in notebook.grade_cells if c.cell_type == "code"}
+            locked = [c.source for c in notebook.source_cells if c.cell_type == "code" and c.locked and c.name not in graded]
+            return {name: sources[name] for name in graded if name in sources}, locked
+
+    def _readonly_constants(self, locked_sources: list[str] | None) -> dict[str, str]:
+        """The literal constants of the read-only cells that are not checks (see the module
+        docstring): the gradebook's sources during autograde, else the notebook's cells."""
+        if locked_sources is None:
+            locked_sources = [c.source for c in self.nb.cells
+                              if c.get("cell_type") == "code" and is_readonly(c) and not is_check_cell(c)]
+        constants: dict[str, str] = {}
+        for source in locked_sources:
+            constants.update(literal_constants(source))
+        return constants
 
     def _runs_in_checker(self, cell) -> bool:
         if not is_check_cell(cell):
@@ -311,7 +346,8 @@ class SplitExecute(Execute):
         t = self._transfer
         setup = (f"import coursekit.checker as {CHECKER_MODULE}\n"
                  f"{CHECKER_MODULE}.setup({str(t.student)!r}, {str(t.checker)!r}, {str(t.socket)!r}, globals())\n"
-                 + self.checker_preamble)
+                 + self.checker_preamble
+                 + "".join(f"{name} = {value}\n" for name, value in sorted(self._constants.items())))
         failure = await self._request(km, kc, setup, monotonic() + self.startup_timeout)
         if failure is not None:
             raise CheckerFailed(f"the checker kernel could not be set up: {failure}")

@@ -26,7 +26,7 @@ import leaks
 from conftest import SUBMISSIONS, grade_class, read_expected_scores
 from coursekit.course import REPO_ROOT
 from coursekit.notebook import grade_id, is_check_cell
-from coursekit.split_execute import SplitExecute, student_names
+from coursekit.split_execute import SplitExecute, literal_constants, student_names
 
 # --- which names a check reads ------------------------------------------------------------------
 
@@ -47,6 +47,13 @@ def test_names_the_checker_provides_or_any_check_assigns_are_never_read_from_the
     assert student_names("_panels = checks.figure_panels(fig, 'fig')", {"np", "checks", "_panels"}) == ["fig"]
 
 
+def test_a_read_only_cells_constants_are_its_literal_bindings_at_top_level():
+    source = ("import numpy as np\nSEED = 2026\nEPOCHS = 5  # length\nA = B = (1, 'x')\nSHAPE = np.zeros(3).shape\n"
+              "x, y = 1, 2\nif True:\n    HIDDEN = 1\nNEG = -0.5\n")
+    assert literal_constants(source) == {"SEED": "2026", "EPOCHS": "5", "A": "(1, 'x')", "B": "(1, 'x')", "NEG": "-0.5"}
+    assert literal_constants("this is not python(") == {}
+
+
 # --- small notebooks through SplitExecute ---------------------------------------------------------
 
 
@@ -58,9 +65,12 @@ def meta(gid, grade=False, solution=False):
     return {"nbgrader": m}
 
 
-def notebook(*cells) -> nbformat.NotebookNode:
-    """(kind, source) pairs: kind 'answer' or 'check' (graded, read-only)."""
-    built = [new_code_cell("import numpy as np\nfrom coursekit import checks", metadata=meta("setup"))]
+SETUP = "import numpy as np\nfrom coursekit import checks"
+
+
+def notebook(*cells, setup: str = SETUP) -> nbformat.NotebookNode:
+    """(kind, source) pairs: kind 'answer' or 'check' (graded, read-only), after a read-only set-up cell."""
+    built = [new_code_cell(setup, metadata=meta("setup"))]
     for n, (kind, source) in enumerate(cells):
         built.append(new_code_cell(source, metadata=meta(f"{kind}{n}", grade=kind == "check", solution=kind == "answer")))
     nb = new_notebook(cells=built)
@@ -68,15 +78,19 @@ def notebook(*cells) -> nbformat.NotebookNode:
     return nb
 
 
-def run(tmp_path, nb, timeout=60, **options) -> dict[str, list]:
-    """Execute ``nb`` as the course does (its nbgrader_config.py); grade id -> outputs."""
+def run(tmp_path, nb, timeout=60, gradebook: dict | None = None, **options) -> dict[str, list]:
+    """Execute ``nb`` as the course does (its nbgrader_config.py); grade id -> outputs. With
+    ``gradebook`` (resources' "nbgrader" entry), as autograde does: trusted sources from there."""
     config = PyFileConfigLoader("nbgrader_config.py", path=str(REPO_ROOT)).load_config()
     config.Execute.timeout = timeout  # (nbconvert reloads the configuration when it executes)
     config.SplitExecute.update(options)
     folder = tmp_path / "work"
     folder.mkdir(exist_ok=True)
     pp = SplitExecute(config=config)
-    nb, _ = pp.preprocess(nb, {"metadata": {"path": str(folder)}})
+    resources = {"metadata": {"path": str(folder)}}
+    if gradebook is not None:
+        resources["nbgrader"] = gradebook
+    nb, _ = pp.preprocess(nb, resources)
     if options.get("split", True):
         assert not pp._transfer.root.exists(), "the transfer folder is removed with the notebook"
     return cell_outputs(nb)
@@ -235,6 +249,39 @@ try:
 except OSError as err:
     print("checker folder:", err.strerror)
 '''
+
+
+EPOCHS_SETUP = SETUP + "\nEPOCHS = 5  # the tutorial's training length"
+REBOUND_EPOCHS = ("answer", "EPOCHS = 1  # trains faster, and the check counts one epoch as the length")
+EPOCHS_CHECK = ("check", "checks.expect_equal(EPOCHS, 5, 'number of epochs the check expects')")
+
+
+def course_gradebook(tmp_path, nb) -> dict:
+    """A gradebook holding ``nb`` as the instructor released it, as autograde's resources name it."""
+    from nbgrader.api import Gradebook
+
+    url = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    with Gradebook(url) as gb:
+        gb.add_assignment("a")
+        gb.add_notebook("n", "a")
+        for cell in nb.cells:
+            m = cell.metadata.nbgrader
+            gb.add_source_cell(m["grade_id"], "n", "a", cell_type="code", locked=m["locked"], source=cell.source,
+                               checksum="-")
+            if m["grade"]:
+                gb.add_grade_cell(m["grade_id"], "n", "a", cell_type="code", max_score=m["points"])
+    return {"db_url": url, "notebook": "n", "assignment": "a"}
+
+
+def test_a_read_only_cells_constants_are_the_checkers_own_whatever_the_student_rebinds(tmp_path):
+    """EPOCHS in a check is the set-up cell's, as the gradebook holds it: in the student's kernel
+    a student who rebinds it changes what the check compares with."""
+    attempt = notebook(REBOUND_EPOCHS, EPOCHS_CHECK, setup=EPOCHS_SETUP)
+    assert "number of epochs" in error(run(tmp_path, attempt, split=False)["check1"]), "the rebinding did no damage"
+    assert error(run(tmp_path, attempt)["check1"]) == ""
+    released = notebook(REBOUND_EPOCHS, EPOCHS_CHECK, setup=EPOCHS_SETUP)
+    attempt.cells[0].source = SETUP + "\nEPOCHS = 1"  # nbgrader restores it; the checker reads the gradebook anyway
+    assert error(run(tmp_path, attempt, gradebook=course_gradebook(tmp_path, released))["check1"]) == ""
 
 
 def test_the_students_sandbox_sees_its_transfer_folders_only(tmp_path):
