@@ -4,7 +4,10 @@ and the per-submission cost of the sandbox. results/grading.txt holds a recorded
     .venv/bin/python benchmarks/grading.py [-k 4] [--rounds 2] [--jobs N]
 
 (a) K copies of the reference submission (tests/fixtures/submissions/perfect), graded by plain
-    `nbgrader autograde week2`, one after the other, with the sandbox turned off: stock nbgrader.
+    `nbgrader autograde week2`, one after the other, as stock nbgrader grades: nbgrader's own
+    Execute (no checker kernel), the stock `python3` kernel (no training speed-up of
+    coursekit/fastfit.py), no sandbox. The course's other settings (time limits, the stderr
+    pattern, intake) stay, so that both courses give the perfect score.
 (b) The same K submissions graded by `python -m coursekit.runner week2` (default workers for
     this machine), every kernel in the sandbox.
 (c) Overhead: one reference submission graded by `nbgrader autograde --student`, alternately
@@ -38,12 +41,14 @@ ASSIGNMENT = "week2"
 REFERENCE = REPO / "tests" / "fixtures" / "submissions" / "perfect" / ASSIGNMENT
 
 
-def course_with(base: Path, students: list[str], sandbox: bool) -> Course:
+def course_with(base: Path, students: list[str], sandbox: bool, stock: bool = False) -> Course:
     course = Course.copy_of(base)
     course.generate(ASSIGNMENT)
     with open(course.root / "nbgrader_config.py", "a") as f:
         f.write("\n# benchmark\nfrom coursekit.sandbox import Settings as _S\n"
                 f"SANDBOX = _S(enabled={sandbox})\nc.Execute.extra_arguments = SANDBOX.kernel_arguments()\n")
+        if stock:
+            f.write("c.SplitExecute.split = False\nc.Execute.kernel_name = 'python3'\n")
     for student in students:
         course.submit(student, REFERENCE, ASSIGNMENT)
     return course
@@ -83,10 +88,10 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f} at start", flush=True)
     with tempfile.TemporaryDirectory(prefix="grading-bench-") as tmp:
         tmp = Path(tmp)
-        stock = course_with(tmp / "stock", students, sandbox=False)
+        stock = course_with(tmp / "stock", students, sandbox=False, stock=True)
         a = timed([nbgrader, "autograde", ASSIGNMENT], stock.root)
         check_perfect(stock, students)
-        print(f"(a) nbgrader autograde, sequential, no sandbox:   {a:7.1f} s  ({a / args.k:.1f} s per submission)", flush=True)
+        print(f"(a) stock nbgrader autograde, sequential:        {a:7.1f} s  ({a / args.k:.1f} s per submission)", flush=True)
 
         ours = course_with(tmp / "runner", students, sandbox=True)
         b = timed([sys.executable, "-m", "coursekit.runner", ASSIGNMENT, "-j", str(jobs), "--no-progress"], ours.root)
