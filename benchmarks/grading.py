@@ -48,7 +48,7 @@ def course_with(base: Path, students: list[str], sandbox: bool, stock: bool = Fa
         f.write("\n# benchmark\nfrom coursekit.sandbox import Settings as _S\n"
                 f"SANDBOX = _S(enabled={sandbox})\nc.Execute.extra_arguments = SANDBOX.kernel_arguments()\n")
         if stock:
-            f.write("c.SplitExecute.split = False\nc.Execute.kernel_name = 'python3'\n")
+            f.write("c.SplitExecute.split = False\nc.Execute.kernel_name = 'python3'\nc.Execute.extra_arguments = []\n")
     for student in students:
         course.submit(student, REFERENCE, ASSIGNMENT)
     return course
