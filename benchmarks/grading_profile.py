@@ -1,7 +1,7 @@
 """Where grading one submission spends its time, and grading vs running the notebooks bare.
 results/grading_profile.txt holds a recorded run (issue 14).
 
-    .venv/bin/python benchmarks/grading_profile.py [--rounds 1]
+    .venv/bin/python benchmarks/grading_profile.py [--rounds 1] [--profile-only | --side-by-side-only]
 
 (1) Profile by stage: the two source notebooks (the solutions plus every public and hidden check:
     what autograde executes for a perfect submission) run in the grading kernel, sandbox
@@ -135,7 +135,8 @@ def grade_scores(course, student: str) -> dict[str, float]:
 
     with sqlite3.connect(course.layout.gradebook_path) as db:
         rows = db.execute(
-            "SELECT sn.notebook_id || '/' || gc.name, g.auto_score FROM grade g JOIN grade_cells gc ON g.cell_id = gc.id "
+            "SELECT sn.notebook_id || '/' || bc.name, g.auto_score FROM grade g JOIN grade_cells gc ON g.cell_id = gc.id "
+            "JOIN base_cell bc ON bc.id = gc.id "
             "JOIN submitted_notebook sn ON g.notebook_id = sn.id JOIN submitted_assignment sa ON "
             "sn.assignment_id = sa.id WHERE sa.student_id = ? AND gc.cell_type = 'code'", (student,)).fetchall()
     return dict(rows)
@@ -155,13 +156,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of (a), (b), (c) (default 1)")
     parser.add_argument("--profile-only", action="store_true", help="stage profile (1) only, no side by side (2)")
+    parser.add_argument("--side-by-side-only", action="store_true", help="(2) only: no stage profile (1)")
     parser.add_argument("--notebooks", nargs="+", default=list(NOTEBOOKS), help="notebooks to profile (default both)")
     args = parser.parse_args()
-    nbgrader = str(Path(sys.executable).with_name("nbgrader"))
     cores = runner.cores()
     print(f"grading profile (issue 14): tests/fixtures/submissions/perfect; {cores} cores, "
           f"load average {os.getloadavg()[0]:.2f} at start; fastfit default steps_per_execution "
           f"{fastfit.DEFAULT_STEPS_PER_EXECUTION}", flush=True)
+    if args.side_by_side_only:
+        side_by_side(args.rounds, cores, notebooks_fast=None)
+        return
     tf_import = tf_import_seconds()
 
     source = CourseLayout.load(REPO).source(ASSIGNMENT)
@@ -182,7 +186,12 @@ def main() -> None:
     print(f"  all fits: {fits[False]:.1f} s -> {fits[True]:.1f} s ({fits[False] / fits[True]:.2f}x faster)", flush=True)
     if args.profile_only:
         return
+    side_by_side(args.rounds, cores, notebooks_fast)
 
+
+def side_by_side(rounds: int, cores: int, notebooks_fast: float | None) -> None:
+    """(2): bare nbconvert, autograde with the speed-up off and on, alternating, ``rounds`` times."""
+    nbgrader = str(Path(sys.executable).with_name("nbgrader"))
     times = defaultdict(list)
     feedback = []
     with tempfile.TemporaryDirectory(prefix="grading-profile-") as tmp:
@@ -191,7 +200,7 @@ def main() -> None:
                    "on": course_with(tmp / "on", ["ref"], sandbox=True)}
         scores = {}
         shutil.copytree(REFERENCE, tmp / "bare")  # the notebooks may write files beside them
-        for r in range(args.rounds):
+        for r in range(rounds):
             times["bare"].append(bare_nbconvert(tmp / "bare", tmp / f"bare-{r}"))
             for key, course in courses.items():
                 os.environ[fastfit.ENV] = "0" if key == "off" else ""
@@ -207,15 +216,16 @@ def main() -> None:
                   f"on {times['on'][-1]:.1f} s", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     fmt = lambda v: ", ".join(f"{t:.1f}" for t in v)
-    print(f"\n(2) side by side, {args.rounds} round(s) alternating, medians:")
+    print(f"\n(2) side by side, {rounds} round(s) alternating, medians:")
     print(f"  (a) jupyter nbconvert --execute, both notebooks, python3 kernel, no sandbox: {med['bare']:7.1f} s ({fmt(times['bare'])})")
     print(f"  (b) nbgrader autograde --student, sandboxed, speed-up off:                 {med['off']:7.1f} s ({fmt(times['off'])})")
     print(f"  (c) nbgrader autograde --student, sandboxed, speed-up on:                  {med['on']:7.1f} s ({fmt(times['on'])})")
     print(f"  (b)/(a) = {med['off'] / med['bare']:.2f}   (c)/(a) = {med['on'] / med['bare']:.2f}   (target: <= 0.6)   "
           f"(b)/(c) = {med['off'] / med['on']:.2f}")
     print(f"  scores of (b) and (c): identical on all {len(scores['on'])} grade cells, every one full marks")
-    print(f"  nbgrader bookkeeping (c) less the profiled notebooks (speed-up on): {med['on'] - notebooks_fast:+.1f} s "
-          f"(different runs: noisy)")
+    if notebooks_fast is not None:
+        print(f"  nbgrader bookkeeping (c) less the profiled notebooks (speed-up on): {med['on'] - notebooks_fast:+.1f} s "
+              f"(different runs: noisy)")
     print(f"  feedback, nbgrader generate_feedback --student: {statistics.median(feedback):.1f} s")
     per_core_hour = 3600 / med["on"]
     print(f"\n16-core estimate: the runner gives each worker cores // workers TensorFlow threads; with one\n"
