@@ -135,9 +135,9 @@ def grade_scores(course, student: str) -> dict[str, float]:
 
     with sqlite3.connect(course.layout.gradebook_path) as db:
         rows = db.execute(
-            "SELECT sn.notebook_id || '/' || bc.name, g.auto_score FROM grade g JOIN grade_cells gc ON g.cell_id = gc.id "
-            "JOIN base_cell bc ON bc.id = gc.id "
-            "JOIN submitted_notebook sn ON g.notebook_id = sn.id JOIN submitted_assignment sa ON "
+            "SELECT n.name || '/' || bc.name, g.auto_score FROM grade g JOIN grade_cells gc ON g.cell_id = gc.id "
+            "JOIN base_cell bc ON bc.id = gc.id JOIN submitted_notebook sn ON g.notebook_id = sn.id "
+            "JOIN notebook n ON sn.notebook_id = n.id JOIN submitted_assignment sa ON "
             "sn.assignment_id = sa.id WHERE sa.student_id = ? AND gc.cell_type = 'code'", (student,)).fetchall()
     return dict(rows)
 
