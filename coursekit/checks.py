@@ -220,6 +220,12 @@ def fit_epochs(model, name: str = "model") -> int | None:
     return model_data(model, name).fit_epochs
 
 
+def fit_steps(model, name: str = "model") -> int | None:
+    """How many batches each epoch of the model's last ``fit`` ran (``history.params['steps']``);
+    None if it was never fitted or Keras did not know."""
+    return model_data(model, name).fit_steps
+
+
 def expect_epochs(model, epochs: int, name: str = "model", hint: str = "") -> None:
     """The model's last ``fit`` ran ``epochs`` epochs; the hint adds the likely cause."""
     require(_isinstance(epochs, (int, _integer)) and not _isinstance(epochs, bool), "the number of epochs asked for",
@@ -403,6 +409,57 @@ def expect_validation_held_out(model, history, images, labels, split: float = 0.
     require(gap <= HELD_OUT_TOLERANCE,
             f"the validation accuracy should be the model's accuracy on the last {split:.0%} of the training images",
             f"about {held:.4f}", f"{float(val_accuracy):.4f}", LEAKAGE_HINT)
+
+
+# How much more accurate on the test images than on the training images a model fitted on the
+# training images may be: MNIST's test digits are a little easier than its training digits, so a
+# weak honest model can score a few tenths of a point higher on them; one fitted on the test
+# images scores points higher (tests/test_hints.py measures both).
+TEST_ABOVE_TRAIN_TOLERANCE = 0.01
+
+
+def _accuracy_in_chunks(model, raw_images, labels, chunk: int = 10000) -> float:
+    """``accuracy`` on a data set's images scaled to [0, 1], 10,000 at a time (a float64 copy of
+    60,000 images at once is 376 MB)."""
+    right = 0.0
+    for start in range(0, _len(labels), chunk):
+        right += accuracy(model, raw_images[start:start + chunk] / 255.0, labels[start:start + chunk]) * \
+            _len(labels[start:start + chunk])
+    return right / _len(labels)
+
+
+def expect_trained_on(model, samples: int, name: str = "model", hint: str = "", dataset: str | None = None) -> None:
+    """Leakage, for a model fitted without a validation split: its last ``fit`` ran over
+    ``samples`` images (each epoch a whole number of batches of them, at any batch size:
+    ``history.params['steps']``), so neither the test images alone nor training and test images
+    together. Steps alone cannot tell every batch size apart (10,000 test images in batches of 32
+    make as many steps as 60,000 in batches of 192), so with ``dataset`` the check also measures
+    the model on the course's copy of that data set: a model fitted on the training images is not
+    more accurate on the test images than on them (``TEST_ABOVE_TRAIN_TOLERANCE``)."""
+    require(_isinstance(samples, (int, _integer)) and not _isinstance(samples, bool) and samples > 0,
+            "the number of training images asked for", "a positive whole number", _short(samples))
+    data = model_data(model, name)
+    if data.fit_epochs is None:
+        require(False, f"{name} should be trained on the {int(samples):,} training images", "a fitted model",
+                "none (never fitted)", f"{hint}; nothing called fit on {name}" if hint else f"nothing called fit on {name}")
+    steps = data.fit_steps
+    require(steps is not None, f"each epoch of {name}'s last fit should run over the {int(samples):,} training images",
+            f"a whole number of batches of {int(samples):,} images", "an unknown number of steps",
+            f"{hint}; fit on the arrays themselves, so that Keras records how many batches each epoch ran"
+            if hint else "fit on the arrays themselves, so that Keras records how many batches each epoch ran")
+    require(steps_fit_samples(steps, int(samples)),
+            f"each epoch of {name}'s last fit should run over the {int(samples):,} training images",
+            f"a whole number of batches of {int(samples):,} images", f"{steps} steps", hint)
+    if dataset is None:
+        return
+    from coursekit.datasets import load
+
+    (x_train, y_train), (x_test, y_test) = load(dataset)
+    on_train, on_test = _accuracy_in_chunks(model, x_train, y_train), _accuracy_in_chunks(model, x_test, y_test)
+    require(on_test <= on_train + TEST_ABOVE_TRAIN_TOLERANCE,
+            f"{name} should not be more accurate on the test images than on the training images it was fitted on",
+            f"at most {on_train + TEST_ABOVE_TRAIN_TOLERANCE:.4f} (its training accuracy {on_train:.4f}, measured by the check)",
+            f"{on_test:.4f}", hint)
 
 
 def accuracy_on_test_set(model, dataset: str) -> float:

@@ -90,21 +90,36 @@ def model_data(model) -> ModelData:
             weights.append([])
     compiled = bool(getattr(model, "compiled", False))
     return ModelData(layers, weights, _shape(model, "input_shape"), _shape(model, "output_shape"), compiled,
-                     compile_settings(model) if compiled else None, type(model).__name__, fit_epochs(model))
+                     compile_settings(model) if compiled else None, type(model).__name__, fit_epochs(model),
+                     fit_steps(model))
 
 
-def fit_epochs(model) -> int | None:
-    """How many epochs the model's last ``fit`` ran, None if it was never fitted. Keras sets
-    ``model.history`` to the History of each fit (``evaluate`` and ``predict`` leave it); the
-    History lists the epochs that fit ran (``history.epoch``, as ``len(history.history[...])``)."""
+def _last_fit(model):
+    """The History of the model's last ``fit`` (Keras sets ``model.history`` to the History of
+    each fit; ``evaluate`` and ``predict`` leave it), None if it was never fitted."""
     try:
         history = vars(model).get("history")
     except TypeError:  # an object without a __dict__
         return None
-    if not is_keras_history(history):
-        return None
-    epochs = vars(history).get("epoch")
+    return history if is_keras_history(history) else None
+
+
+def fit_epochs(model) -> int | None:
+    """How many epochs the model's last ``fit`` ran, None if it was never fitted: the History
+    lists the epochs that fit ran (``history.epoch``, as ``len(history.history[...])``)."""
+    history = _last_fit(model)
+    epochs = vars(history).get("epoch") if history is not None else None
     return len(epochs) if type(epochs) is list else None
+
+
+def fit_steps(model) -> int | None:
+    """How many batches each epoch of the model's last ``fit`` ran (``history.params['steps']``:
+    the training samples over the batch size, rounded up), None if it was never fitted or Keras
+    did not know (a generator of unknown length)."""
+    history = _last_fit(model)
+    params = vars(history).get("params") if history is not None else None
+    steps = params.get("steps") if type(params) is dict else None
+    return steps if type(steps) is int else None
 
 
 def _shape(model, attribute: str):

@@ -23,7 +23,9 @@ class ModelData:
     ``weights`` holds each layer's arrays (a Dense layer's kernel and bias), in the same order.
     The activation was named in the student's kernel by what it does to a probe.
     ``fit_epochs`` is the model's last training record: how many epochs its last ``fit`` ran
-    (Keras keeps that fit's ``History`` as ``model.history``), None if it was never fitted.
+    (Keras keeps that fit's ``History`` as ``model.history``), None if it was never fitted;
+    ``fit_steps`` is how many batches each epoch of that fit ran (``history.params['steps']``),
+    None if it was never fitted or Keras did not know (a generator of unknown length).
     """
 
     layers: list[tuple]
@@ -34,6 +36,7 @@ class ModelData:
     compile_settings: dict | None  # {"optimizer", "loss", "metrics"} when compiled
     type_name: str = "Sequential"
     fit_epochs: int | None = None
+    fit_steps: int | None = None
 
 
 @dataclass

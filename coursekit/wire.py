@@ -21,7 +21,9 @@ Writing is done by ``Writer``; reading by ``read_message``, which trusts nothing
   boolean or fixed-width text dtypes only, at most ``MAX_ARRAY_BYTES`` each and
   ``MAX_MESSAGE_BYTES`` per message, and the file must be exactly header + data;
 - records (model, history, figure) are checked field by field (a model's ``fit_epochs``, the
-  epochs its last fit ran, is absent/null or an integer from 0 to ``MAX_EPOCHS``).
+  epochs its last fit ran, is absent/null or an integer from 0 to ``MAX_EPOCHS``; its
+  ``fit_steps``, the batches per epoch of that fit, absent/null or an integer from 0 to
+  ``MAX_STEPS``).
 
 A value that breaks a rule is read as ``UnreadableValue`` with the reason: the check that
 uses it fails with that reason, and nothing else is affected. Only the standard library and
@@ -56,6 +58,7 @@ MAX_STRING = 2**20
 MAX_ATTRIBUTES = 64
 MAX_PANELS = 1000
 MAX_EPOCHS = 10**6  # the epochs a model's last fit ran (ModelData.fit_epochs)
+MAX_STEPS = 10**8  # the batches per epoch of that fit (ModelData.fit_steps): above any data set's size
 MESSAGE_ID = re.compile(r"[a-z][a-z0-9-]{0,63}")
 ARRAY_FILE = re.compile(r"a[0-9]{1,6}\.npy")
 # Array kinds that hold numbers or text only: bool, signed/unsigned int, float, complex, str, bytes.
@@ -229,7 +232,8 @@ class Writer:
                 "output_shape": self._encode(model.output_shape, depth + 1, frozenset()),
                 "compiled": bool(model.compiled),
                 "compile_settings": self._encode(model.compile_settings, depth + 1, frozenset()),
-                "fit_epochs": self._encode(model.fit_epochs, depth + 1, frozenset())}
+                "fit_epochs": self._encode(model.fit_epochs, depth + 1, frozenset()),
+                "fit_steps": self._encode(model.fit_steps, depth + 1, frozenset())}
 
 
 # Arrays this large are looked up by checksum before being written again (``Writer.sent``):
@@ -445,8 +449,11 @@ class Reader:
         fit_epochs = node.get("fit_epochs")
         if fit_epochs is not None and not (type(fit_epochs) is int and 0 <= fit_epochs <= MAX_EPOCHS):
             raise WireError("a model whose last training record is not a number of epochs")
+        fit_steps = node.get("fit_steps")
+        if fit_steps is not None and not (type(fit_steps) is int and 0 <= fit_steps <= MAX_STEPS):
+            raise WireError("a model whose last training record is not a number of steps per epoch")
         return ModelData(layers, weights, input_shape, output_shape, compiled, settings,
-                         _type_name(node), fit_epochs)
+                         _type_name(node), fit_epochs, fit_steps)
 
     def _history(self, node, depth):
         history = self.value(node.get("history"), depth + 1)

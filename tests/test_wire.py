@@ -58,7 +58,7 @@ def test_plain_values_arrays_and_records_round_trip(tmp_path):
     model = ModelData([("Flatten",), ("Dense", 3, "relu"), ("Dropout", 0.2), ("Dense", 2, "softmax")],
                       [[], [np.ones((4, 3), "float32"), np.zeros(3, "float32")], [], [np.ones((3, 2)), np.ones(2)]],
                       (None, 2, 2), (None, 2), True, {"optimizer": "adam", "loss": "mse", "metrics": ["accuracy"]},
-                      fit_epochs=5)
+                      fit_epochs=5, fit_steps=1875)
     values = {
         "none": None, "flag": True, "count": 7, "big": 10**40, "ratio": 0.25, "nan": math.nan, "text": "é\n",
         "items": [1, [2.5, "x"], (3, None)], "shape": (60000, 28, 28), "mapping": {"a": 1, 2: [3], (4, 5): "t"},
@@ -84,7 +84,7 @@ def test_plain_values_arrays_and_records_round_trip(tmp_path):
     assert type(got["scalar"]) is np.float32 and type(got["index"]) is np.int64 and type(got["yes"]) is np.bool_
     assert got["model"].layers == model.layers and got["model"].input_shape == (None, 2, 2)
     assert got["model"].compile_settings == model.compile_settings and got["model"].compiled is True
-    assert got["model"].fit_epochs == 5
+    assert got["model"].fit_epochs == 5 and got["model"].fit_steps == 1875
     assert all(np.array_equal(a, b) for ws, vs in zip(got["model"].weights, model.weights) for a, b in zip(ws, vs))
     assert got["history"].history == {"accuracy": [0.5, 0.6]} and got["history"].params == {"epochs": 2}
     assert np.array_equal(got["figure"].panels[0]["image"], np.eye(2)) and got["figure"].panels[1]["title"] == "t"
@@ -253,6 +253,29 @@ def test_a_models_training_record_that_is_not_a_number_of_epochs_is_unreadable(t
 def test_a_models_training_record_reads_as_the_epochs_of_its_last_fit(tmp_path, fields, epochs):
     write_manifest(tmp_path, {"model": model_node(**fields)})
     assert receive(tmp_path, ["model"])["model"].fit_epochs == epochs
+
+
+@pytest.mark.parametrize("fit_steps", ["1875", -1, 10**9, 10**299, True, False, 1875.0, [1875], math.inf,
+                                       {"t": "scalar", "dtype": "int64", "value": 1875}, {"t": "array", "file": "a0.npy"}])
+def test_a_models_training_record_that_is_not_a_number_of_steps_is_unreadable(tmp_path, fit_steps):
+    """The batches per epoch of a model's last fit come from the student's kernel too: wrong-typed,
+    negative or oversized, the model is unreadable and the leakage check fails with the reason."""
+    folder = write_manifest(tmp_path, {"mnist_model": model_node(fit_epochs=5, fit_steps=fit_steps), "good": 1})
+    np.save(folder / "a0.npy", np.array(1875))
+    got = receive(tmp_path, ["mnist_model", "good"])
+    unreadable(got["mnist_model"], "last training record is not a number of steps per epoch")
+    assert got["good"] == 1
+    from coursekit import checks
+
+    with pytest.raises(CheckFailed, match="mnist_model could not be read from your notebook: .*steps per epoch"):
+        checks.expect_trained_on(got["mnist_model"], 60000, "mnist_model")
+
+
+@pytest.mark.parametrize("fields, steps", [({}, None), ({"fit_steps": None}, None), ({"fit_steps": 0}, 0),
+                                           ({"fit_steps": 1875}, 1875), ({"fit_steps": wire.MAX_STEPS}, wire.MAX_STEPS)])
+def test_a_models_training_record_reads_as_the_steps_per_epoch_of_its_last_fit(tmp_path, fields, steps):
+    write_manifest(tmp_path, {"model": model_node(**fields)})
+    assert receive(tmp_path, ["model"])["model"].fit_steps == steps
 
 
 def test_too_many_values_is_unreadable(tmp_path, monkeypatch):
