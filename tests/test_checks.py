@@ -1,5 +1,7 @@
 """coursekit.checks: the helpers the public and hidden checks are built from."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -270,9 +272,58 @@ def test_a_hand_made_history_on_a_model_is_no_training_record(tmp_path):
 
     class _History:
         epoch = [0, 1, 2, 3, 4]
+        params = {"epochs": 5, "steps": 1875}
 
     model.history = _History()
     assert checks.fit_epochs(model) is None and through_the_wire(tmp_path, model).fit_epochs is None
+    assert checks.fit_steps(model) is None and through_the_wire(tmp_path / "2", model).fit_steps is None
+
+
+def test_the_steps_of_a_models_last_fit_read_the_same_live_and_as_the_checkers_data(tmp_path):
+    """M3 and M5 see how many batches each epoch of a model's last fit ran (history.params['steps']),
+    live in a student's Jupyter and as the checker receives the model: 8 images in batches of 3
+    are 3 steps, which 8 images make at some batch size and 4 images make at none."""
+    model = tutorial_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    images, labels = np.zeros((8, 28, 28)), np.zeros(8)
+    assert checks.fit_steps(model) is None and through_the_wire(tmp_path / "0", model).fit_steps is None
+    with pytest.raises(CheckFailed, match="mnist_model should be trained on the 8 training images: expected a fitted "
+                                          "model, found none") as err:
+        checks.expect_trained_on(through_the_wire(tmp_path / "1", model), 8, "mnist_model", hint="train on x_train_scaled")
+    assert err.value.hint.startswith("train on x_train_scaled") and "nothing called fit" in err.value.hint
+    model.fit(images, labels, epochs=2, batch_size=3, verbose=0)
+    model.evaluate(images, labels, verbose=0)  # evaluate and predict leave the record alone
+    model.predict(images, verbose=0)
+    for k, seen in enumerate((model, through_the_wire(tmp_path / "2", model))):
+        assert checks.fit_steps(seen) == 3
+        assert checks.expect_trained_on(seen, 8, "mnist_model") is None
+        with pytest.raises(CheckFailed, match="each epoch of mnist_model's last fit should run over the 4 training "
+                                              "images: expected a whole number of batches of 4 images, found 3 steps") as err:
+            checks.expect_trained_on(seen, 4, "mnist_model", hint="the test images must stay unseen (data leakage)")
+        assert err.value.hint == "the test images must stay unseen (data leakage)"
+    with pytest.raises(CheckFailed, match="should be a Keras model"):
+        checks.expect_trained_on(None, 60000, "fashion_model")
+    with pytest.raises(CheckFailed, match="the number of training images asked for"):
+        checks.expect_trained_on(model, "8", "model")
+
+
+@pytest.mark.parametrize("steps, epochs, found", [(None, 5, "an unknown number of steps"), (2188, 5, "2188 steps"),
+                                                  (313, 5, None), (0, 5, "0 steps"), (60001, 5, "60001 steps"),
+                                                  (None, None, "none (never fitted)")])
+def test_trained_on_reads_the_last_fits_steps_against_the_training_images(steps, epochs, found):
+    """Steps alone: 70,000 images in batches of 32 (2,188 steps) cannot come from 60,000; 10,000
+    test images in batches of 32 (313 steps) can (60,000 in batches of 192), which is why M3 and
+    M5 also compare accuracies (tests/test_hints.py); a fit whose steps Keras did not record
+    (a generator of unknown length) cannot show what it trained on."""
+    from coursekit.values import ModelData
+
+    model = ModelData([("Flatten",)], [[]], (None, 28, 28), None, True, None, fit_epochs=epochs, fit_steps=steps)
+    if found is None:
+        assert checks.expect_trained_on(model, 60000, "mnist_model") is None
+        return
+    with pytest.raises(CheckFailed, match=re.escape(f"found {found}")) as err:
+        checks.expect_trained_on(model, 60000, "mnist_model", hint="train on x_train_scaled only (data leakage)")
+    assert err.value.hint.startswith("train on x_train_scaled only (data leakage)")
 
 
 def test_panels_and_image_panels_count_the_same_live_and_as_the_checkers_data(tmp_path):

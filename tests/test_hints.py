@@ -9,6 +9,9 @@ skill the student did apply to their own values.
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -29,10 +32,14 @@ def check_source(notebook: str, gid: str) -> str:
 
 def run_check(notebook: str, gid: str, **values) -> checks.CheckFailed | None:
     """The check cell ``gid`` run on ``values`` (the student's names): its failure, or None."""
+    return run_source(check_source(notebook, gid), gid, **values)
+
+
+def run_source(source: str, gid: str, **values) -> checks.CheckFailed | None:
     namespace = {"np": np, "checks": checks, "load_fashion_mnist": load_fashion_mnist, "load_mnist": load_mnist,
                  **values}
     try:
-        exec(compile(check_source(notebook, gid), gid, "exec"), namespace)
+        exec(compile(source, gid, "exec"), namespace)
     except checks.CheckFailed as failure:
         return failure
     return None
@@ -264,6 +271,92 @@ def test_m3_bars_of_the_students_own_classifications_pass(fashion, mnist):
                      chosen=chosen, chosen_class=int(np.argmax(classifications[chosen])), fig_chosen=figure) is None
 
 
+# --- M3 and M5: trained on the 60,000 training images only (leakage) --------------------------------
+
+
+def fitted(images: np.ndarray, labels: np.ndarray, steps: int, epochs: int = 5, seed: int = 0) -> ModelData:
+    """``train``'s model with the record Keras keeps of train_tutorial_model's fit (5 epochs, in
+    batches of 32): ``steps`` is how many batches of 32 the images it was given make."""
+    assert steps == -(-len(labels) // 32)
+    return dataclasses.replace(train(images, labels, epochs=epochs, seed=seed), fit_epochs=5, fit_steps=steps)
+
+
+def fits(load) -> dict:
+    """The tutorial's network fitted three ways on one data set: on its 60,000 training images,
+    on training and test images shuffled together (70,000: 2,188 batches, which 60,000 images
+    make at no batch size), and on the 10,000 test images alone (313 batches, which 60,000
+    images also make, in batches of 192: only the accuracies can tell)."""
+    (x_train, y_train), (x_test, y_test) = load()
+    both_images, both_labels = np.concatenate([x_train, x_test]) / 255.0, np.concatenate([y_train, y_test])
+    order = np.random.default_rng(7).permutation(len(both_labels))
+    return dict(honest=fitted(x_train / 255.0, y_train, 1875),
+                train_and_test=fitted(both_images[order], both_labels[order], 2188),
+                test_only=fitted(x_test / 255.0, y_test, 313, epochs=30))
+
+
+@pytest.fixture(scope="module")
+def mnist_fits():
+    return fits(load_mnist)
+
+
+@pytest.fixture(scope="module")
+def fashion_fits():
+    return fits(load_fashion_mnist)
+
+
+def without_leakage_check(source: str) -> str:
+    """A check cell's source without its ``checks.expect_trained_on`` statements: the cell as it
+    was before the leakage check, to show what that check stops."""
+    lines = source.splitlines(keepends=True)
+    drop = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and \
+                ast.unparse(node.value.func) == "checks.expect_trained_on":
+            drop.update(range(node.lineno - 1, node.end_lineno))
+    assert drop, "no leakage check in this cell"
+    return "".join(line for k, line in enumerate(lines) if k not in drop)
+
+
+def m3_values(model: ModelData, mnist) -> dict:
+    return dict(x_test_scaled=mnist["scaled"], mnist_model=model, classifications=checks.forward(model, mnist["scaled"]))
+
+
+@pytest.mark.parametrize("leak", ["train_and_test", "test_only"])
+def test_m3_a_model_trained_on_the_test_images_is_caught_and_named(mnist_fits, mnist, leak):
+    """mnist_model = train_tutorial_model(...) on training and test images together, or on the test
+    images alone: without the leakage check it earns M3's hidden points (it is accurate on the test
+    images because it has seen them); with it, it does not, and the hint says why."""
+    values = m3_values(mnist_fits[leak], mnist)
+    assert run_source(without_leakage_check(check_source("mnist", "m3_train_hidden")), "m3_train_hidden", **values) is None
+    failure = run_check("mnist", "m3_train_hidden", **values)
+    assert failure is not None and "leakage" in failure.hint and "60,000 training images" in failure.hint, failure
+    assert "steps" in str(failure) if leak == "train_and_test" else "more accurate on the test images" in str(failure)
+
+
+def test_m3_the_honest_fit_passes_the_leakage_check(mnist_fits, mnist):
+    assert run_check("mnist", "m3_train_hidden", **m3_values(mnist_fits["honest"], mnist)) is None
+
+
+def m5_values(fashion_model: ModelData, mnist_model: ModelData) -> dict:
+    fashion_acc = checks.accuracy_on_test_set(fashion_model, "fashion-mnist")
+    mnist_acc = checks.accuracy_on_test_set(mnist_model, "mnist")
+    return dict(EPOCHS=5, mnist_model=mnist_model, fashion_model=fashion_model, fashion_test_acc=fashion_acc,
+                more_accurate="mnist" if mnist_acc > fashion_acc else "fashion-mnist")
+
+
+@pytest.mark.parametrize("leak", ["train_and_test", "test_only"])
+def test_m5_a_fashion_model_trained_on_the_test_images_is_caught_and_named(fashion_fits, mnist_fits, leak):
+    values = m5_values(fashion_fits[leak], mnist_fits["honest"])
+    assert run_source(without_leakage_check(check_source("mnist", "m5_compare_hidden")), "m5_compare_hidden",
+                      **values) is None
+    failure = run_check("mnist", "m5_compare_hidden", **values)
+    assert failure is not None and "leakage" in failure.hint and "Fashion-MNIST training images" in failure.hint, failure
+
+
+def test_m5_the_honest_fit_passes_the_leakage_check(fashion_fits, mnist_fits):
+    assert run_check("mnist", "m5_compare_hidden", **m5_values(fashion_fits["honest"], mnist_fits["honest"])) is None
+
+
 # --- what the student sees before submitting: the visible part of each check (issue 13) ------------
 
 
@@ -379,9 +472,7 @@ def test_every_question_named_in_the_issue_has_a_visible_structure_check():
 def test_m5_whole_check_passes_on_models_trained_for_epochs_and_fails_on_a_loop_of_short_fits(fashion):
     """The visible lines and the hidden part together, on a fashion model whose last fit ran EPOCHS
     epochs; the same model fitted one epoch at a time is stopped by the visible epoch check."""
-    import dataclasses
-
-    fashion_model = dataclasses.replace(fashion["model"], fit_epochs=5)
+    fashion_model = dataclasses.replace(fashion["model"], fit_epochs=5, fit_steps=1875)
     (x_train, y_train), _ = load_mnist()
     mnist_model = dataclasses.replace(train(x_train[:6000] / 255.0, y_train[:6000], epochs=1), fit_epochs=5)
     fashion_acc = checks.accuracy_on_test_set(fashion_model, "fashion-mnist")
