@@ -256,9 +256,14 @@ REBOUND_EPOCHS = ("answer", "EPOCHS = 1  # trains faster, and the check counts o
 EPOCHS_CHECK = ("check", "checks.expect_equal(EPOCHS, 5, 'number of epochs the check expects')")
 
 
-def course_gradebook(tmp_path, nb) -> dict:
+def course_gradebook(tmp_path, nb, monkeypatch) -> dict:
     """A gradebook holding ``nb`` as the instructor released it, as autograde's resources name it."""
+    import sys
+
     from nbgrader.api import Gradebook
+
+    # A new gradebook is stamped by the `alembic` command: the one installed beside this Python.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
 
     url = f"sqlite:///{tmp_path / 'gradebook.db'}"
     with Gradebook(url) as gb:
@@ -273,7 +278,7 @@ def course_gradebook(tmp_path, nb) -> dict:
     return {"db_url": url, "notebook": "n", "assignment": "a"}
 
 
-def test_a_read_only_cells_constants_are_the_checkers_own_whatever_the_student_rebinds(tmp_path):
+def test_a_read_only_cells_constants_are_the_checkers_own_whatever_the_student_rebinds(tmp_path, monkeypatch):
     """EPOCHS in a check is the set-up cell's, as the gradebook holds it: in the student's kernel
     a student who rebinds it changes what the check compares with."""
     attempt = notebook(REBOUND_EPOCHS, EPOCHS_CHECK, setup=EPOCHS_SETUP)
@@ -281,7 +286,7 @@ def test_a_read_only_cells_constants_are_the_checkers_own_whatever_the_student_r
     assert error(run(tmp_path, attempt)["check1"]) == ""
     released = notebook(REBOUND_EPOCHS, EPOCHS_CHECK, setup=EPOCHS_SETUP)
     attempt.cells[0].source = SETUP + "\nEPOCHS = 1"  # nbgrader restores it; the checker reads the gradebook anyway
-    assert error(run(tmp_path, attempt, gradebook=course_gradebook(tmp_path, released))["check1"]) == ""
+    assert error(run(tmp_path, attempt, gradebook=course_gradebook(tmp_path, released, monkeypatch))["check1"]) == ""
 
 
 def test_the_students_sandbox_sees_its_transfer_folders_only(tmp_path):
