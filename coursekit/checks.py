@@ -393,6 +393,20 @@ def steps_fit_samples(steps, samples: int) -> bool:
     return int(_np.ceil(samples / int(_np.ceil(samples / steps)))) == steps
 
 
+# Validation splits a student may add to a fit the question asks on all the training images
+# (F7's 0.2, or the other values students type): Keras then trains on the first
+# int(samples * (1 - split)) of them, which is not leakage. Each split accepted adds step counts
+# a leaking fit can hit by chance: 0.3 would let training and test images together with F7's 0.2
+# pass at every batch size, so it is not accepted (tests/test_checks.py lists what is caught).
+COMMON_VALIDATION_SPLITS = (0.1, 0.2, 0.25)
+
+
+def steps_fit_training_images(steps, samples: int) -> bool:
+    """Whether an epoch of ``steps`` batches can come from ``samples`` training images, all of
+    them or the part a common ``validation_split`` leaves, at some batch size."""
+    return any(steps_fit_samples(steps, int(samples * (1 - split))) for split in (0.0, *COMMON_VALIDATION_SPLITS))
+
+
 def expect_validation_held_out(model, history, images, labels, split: float = 0.2) -> None:
     """Leakage: ``model`` was fitted on ``images`` with ``validation_split=split`` and nothing
     else. Its epochs ran over the training part only (``history.params['steps']``, at any batch
@@ -429,9 +443,9 @@ def _accuracy_in_chunks(model, raw_images, labels, chunk: int = 10000) -> float:
 
 
 def expect_trained_on(model, samples: int, name: str = "model", hint: str = "", dataset: str | None = None) -> None:
-    """Leakage, for a model fitted without a validation split: its last ``fit`` ran over
-    ``samples`` images (each epoch a whole number of batches of them, at any batch size:
-    ``history.params['steps']``), so neither the test images alone nor training and test images
+    """Leakage, for a model the question fits on all its training images: its last ``fit`` ran
+    over ``samples`` images (each epoch a whole number of batches of them, or of the part a common
+    validation split leaves, at any batch size: ``history.params['steps']``), so neither the test images alone nor training and test images
     together. Steps alone cannot tell every batch size apart (10,000 test images in batches of 32
     make as many steps as 60,000 in batches of 192), so with ``dataset`` the check also measures
     the model on the course's copy of that data set: a model fitted on the training images is not
@@ -447,9 +461,10 @@ def expect_trained_on(model, samples: int, name: str = "model", hint: str = "", 
             f"a whole number of batches of {int(samples):,} images", "an unknown number of steps",
             f"{hint}; fit on the arrays themselves, so that Keras records how many batches each epoch ran"
             if hint else "fit on the arrays themselves, so that Keras records how many batches each epoch ran")
-    require(steps_fit_samples(steps, int(samples)),
+    require(steps_fit_training_images(steps, int(samples)),
             f"each epoch of {name}'s last fit should run over the {int(samples):,} training images",
-            f"a whole number of batches of {int(samples):,} images", f"{steps} steps", hint)
+            f"a whole number of batches of {int(samples):,} images (or of the part a validation_split leaves)",
+            f"{steps} steps", hint)
     if dataset is None:
         return
     from coursekit.datasets import load

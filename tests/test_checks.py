@@ -282,7 +282,7 @@ def test_a_hand_made_history_on_a_model_is_no_training_record(tmp_path):
 def test_the_steps_of_a_models_last_fit_read_the_same_live_and_as_the_checkers_data(tmp_path):
     """M3 and M5 see how many batches each epoch of a model's last fit ran (history.params['steps']),
     live in a student's Jupyter and as the checker receives the model: 8 images in batches of 3
-    are 3 steps, which 8 images make at some batch size and 4 images make at none."""
+    are 3 steps, which 8 images make at some batch size and 2 images make at none."""
     model = tutorial_model()
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     images, labels = np.zeros((8, 28, 28)), np.zeros(8)
@@ -297,9 +297,10 @@ def test_the_steps_of_a_models_last_fit_read_the_same_live_and_as_the_checkers_d
     for k, seen in enumerate((model, through_the_wire(tmp_path / "2", model))):
         assert checks.fit_steps(seen) == 3
         assert checks.expect_trained_on(seen, 8, "mnist_model") is None
-        with pytest.raises(CheckFailed, match="each epoch of mnist_model's last fit should run over the 4 training "
-                                              "images: expected a whole number of batches of 4 images, found 3 steps") as err:
-            checks.expect_trained_on(seen, 4, "mnist_model", hint="the test images must stay unseen (data leakage)")
+        with pytest.raises(CheckFailed, match=re.escape(
+                "each epoch of mnist_model's last fit should run over the 2 training images: expected a whole number "
+                "of batches of 2 images (or of the part a validation_split leaves), found 3 steps")) as err:
+            checks.expect_trained_on(seen, 2, "mnist_model", hint="the test images must stay unseen (data leakage)")
         assert err.value.hint == "the test images must stay unseen (data leakage)"
     with pytest.raises(CheckFailed, match="should be a Keras model"):
         checks.expect_trained_on(None, 60000, "fashion_model")
@@ -324,6 +325,28 @@ def test_trained_on_reads_the_last_fits_steps_against_the_training_images(steps,
     with pytest.raises(CheckFailed, match=re.escape(f"found {found}")) as err:
         checks.expect_trained_on(model, 60000, "mnist_model", hint="train on x_train_scaled only (data leakage)")
     assert err.value.hint.startswith("train on x_train_scaled only (data leakage)")
+
+
+def keras_steps(samples: int, batch_size: int, validation_split: float = 0.0) -> int:
+    """history.params['steps'] of a Keras fit (it trains on the first int(samples * (1 - split)))."""
+    return -(-int(samples * (1 - validation_split)) // batch_size)
+
+
+@pytest.mark.parametrize("split", [0.0, *checks.COMMON_VALIDATION_SPLITS])
+@pytest.mark.parametrize("batch_size", [16, 32, 64, 100, 128, 256])
+def test_an_honest_fit_with_a_common_validation_split_is_not_taken_for_leakage(split, batch_size):
+    """M3 asks for a fit on all 60,000 training images; a student who adds F7's validation_split
+    (or another common one) still trained on training images only."""
+    assert checks.steps_fit_training_images(keras_steps(60000, batch_size, split), 60000)
+
+
+@pytest.mark.parametrize("split, batch_size", [(split, batch) for split in (0.0, 0.1) for batch in (16, 32, 64, 128)]
+                         + [(split, batch) for split in (0.2, 0.25, 0.3) for batch in (16, 32, 64)])
+def test_training_and_test_images_together_are_caught_by_their_steps_at_common_batch_sizes(split, batch_size):
+    """70,000 images: without a validation split (or with 0.1) at the batch sizes students use,
+    and with F7's 0.2 and others at batch sizes up to 64. Larger batches with a split make steps
+    that some validation part of 60,000 also makes; the accuracy test is then all that is left."""
+    assert not checks.steps_fit_training_images(keras_steps(70000, batch_size, split), 60000)
 
 
 def test_panels_and_image_panels_count_the_same_live_and_as_the_checkers_data(tmp_path):
