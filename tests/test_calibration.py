@@ -71,3 +71,28 @@ def test_summary_flags_a_leak_the_check_misses(monkeypatch, tmp_path):
     monkeypatch.setattr(calibrate, "HELD_OUT", table)
     text, ok = calibrate.summarise()
     assert not ok and "NOT CAUGHT" in text
+
+
+def test_m3_m5_leakage_check_is_recorded_on_twenty_honest_seeds_per_data_set_and_on_leaking_fits():
+    rows = calibrate.read_rows(calibrate.TRAINED_ON)
+    for dataset in calibrate.TRAINED_ON_DATASETS:
+        mine = [r for r in rows if r["dataset"] == dataset]
+        honest = [r for r in mine if r["variant"] == "reference"]
+        assert len({r["seed"] for r in honest}) >= 20, dataset
+        assert {r["check"] for r in mine if r["variant"] in calibrate.HONEST_VARIANTS} == {"passes"}, dataset
+        for variant in set(calibrate.TRAINED_ON_VARIANTS) - calibrate.HONEST_VARIANTS - calibrate.KNOWN_GAPS:
+            leaking = [r for r in mine if r["variant"] == variant]
+            assert len({r["seed"] for r in leaking}) >= 5, (dataset, variant)
+            assert {r["check"] for r in leaking} == {"fails"}, (dataset, variant)
+
+
+def test_summary_flags_an_m3_m5_leak_the_check_misses_but_not_the_known_gap(monkeypatch, tmp_path):
+    rows = calibrate.TRAINED_ON.read_text().splitlines(keepends=True)
+    table = tmp_path / "trained_on.csv"
+    monkeypatch.setattr(calibrate, "TRAINED_ON", table)
+    table.write_text("".join(r.replace(",fails,", ",passes,") if ",test-set-in-training-batch-256," in r else r
+                             for r in rows))
+    assert calibrate.summarise()[1], "the known gap, passing, is recorded, not a failure"
+    table.write_text("".join(r.replace(",fails,", ",passes,") if ",test-set-only," in r else r for r in rows))
+    text, ok = calibrate.summarise()
+    assert not ok and "NOT CAUGHT" in text
