@@ -92,22 +92,11 @@ def train_and_measure(dataset: str, variant: str, seed: int, validation_split: f
     return checks.accuracy_on_test_set(model, dataset)
 
 
-def fit_for_leakage(variant: str, seed: int) -> dict:
-    """F7's fit, honest or leaking, and what the leakage check says of it. Fitted with
-    steps_per_execution=100, as the grading kernel fits it (coursekit/fastfit.py)."""
-    import numpy as np
+def compiled_as_graded():
+    """The solution's model, compiled as the grading kernel compiles it (coursekit/fastfit.py:
+    steps_per_execution=100, which trains the same weights)."""
     import tensorflow as tf
 
-    from coursekit import checks
-    from coursekit.datasets import load
-
-    checks.seed_everything(seed)
-    (x_train, y_train), (x_test, y_test) = load("fashion-mnist")
-    images, labels = x_train / 255.0, y_train
-    if variant == "test-set-in-training":
-        images, labels = np.concatenate([images, x_test / 255.0]), np.concatenate([labels, y_test])
-        order = np.random.default_rng(seed).permutation(len(labels))
-        images, labels = images[order], labels[order]
     model = tf.keras.Sequential([
         tf.keras.Input(shape=(28, 28)),
         tf.keras.layers.Flatten(),
@@ -116,6 +105,31 @@ def fit_for_leakage(variant: str, seed: int) -> dict:
     ])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                   steps_per_execution=100)
+    return model
+
+
+def with_test_images_shuffled_in(images, labels, x_test, y_test, seed: int):
+    """The leak: the training images with the test images / 255 appended, shuffled together."""
+    import numpy as np
+
+    images, labels = np.concatenate([images, x_test / 255.0]), np.concatenate([labels, y_test])
+    order = np.random.default_rng(seed).permutation(len(labels))
+    return images[order], labels[order]
+
+
+def fit_for_leakage(variant: str, seed: int) -> dict:
+    """F7's fit, honest or leaking, and what the leakage check says of it. Fitted with
+    steps_per_execution=100, as the grading kernel fits it (coursekit/fastfit.py)."""
+
+    from coursekit import checks
+    from coursekit.datasets import load
+
+    checks.seed_everything(seed)
+    (x_train, y_train), (x_test, y_test) = load("fashion-mnist")
+    images, labels = x_train / 255.0, y_train
+    if variant == "test-set-in-training":
+        images, labels = with_test_images_shuffled_in(images, labels, x_test, y_test, seed)
+    model = compiled_as_graded()
     history = model.fit(images, labels, epochs=EPOCHS, validation_split=0.2, verbose=0)
     try:
         checks.expect_validation_held_out(model, history, x_train / 255.0, y_train)
@@ -168,8 +182,6 @@ TRAINED_ON_FIELDS = ["dataset", "variant", "seed", "steps", "train_accuracy", "t
 def fit_for_trained_on(dataset: str, variant: str, seed: int) -> dict:
     """M3's (MNIST) or M5's (Fashion-MNIST) fit, honest or leaking, and what their leakage check
     says of it; fitted with steps_per_execution=100, as the grading kernel fits it."""
-    import numpy as np
-    import tensorflow as tf
 
     from coursekit import checks
     from coursekit.datasets import load
@@ -179,20 +191,11 @@ def fit_for_trained_on(dataset: str, variant: str, seed: int) -> dict:
     images, labels, batch = x_train / 255.0, y_train, 32
     split = 0.1 if variant == "validation-split-0.1" else 0.0
     if variant.startswith("test-set-in-training"):
-        images, labels = np.concatenate([images, x_test / 255.0]), np.concatenate([labels, y_test])
-        order = np.random.default_rng(seed).permutation(len(labels))
-        images, labels = images[order], labels[order]
+        images, labels = with_test_images_shuffled_in(images, labels, x_test, y_test, seed)
         batch = 256 if variant.endswith("batch-256") else 32
     elif variant == "test-set-only":
         images, labels = x_test / 255.0, y_test
-    model = tf.keras.Sequential([
-        tf.keras.Input(shape=(28, 28)),
-        tf.keras.layers.Flatten(),
-        tf.keras.layers.Dense(128, activation="relu"),
-        tf.keras.layers.Dense(10, activation="softmax"),
-    ])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  steps_per_execution=100)
+    model = compiled_as_graded()
     history = model.fit(images, labels, epochs=EPOCHS, batch_size=batch, validation_split=split, verbose=0)
     try:
         checks.expect_trained_on(model, 60000, "model", dataset=dataset)
