@@ -24,8 +24,10 @@ Feedback (coursekit.feedback) shows the whole message for public checks and only
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+from collections import OrderedDict
 
 import numpy as _np
 
@@ -49,6 +51,10 @@ _ndarray = _np.ndarray
 _isinstance = isinstance
 _len = len
 _type = type
+
+# COURSEKIT_CHECK_CACHE=0 in the checker's environment turns off its memo of forward passes and
+# scaled data sets (section "memo" below): benchmarks/check_cells.py and the tests compare the two.
+CACHE_ENV = "COURSEKIT_CHECK_CACHE"
 
 
 class CheckFailed(AssertionError):
@@ -273,6 +279,115 @@ def compile_settings(model) -> dict:
     return dict(data.compile_settings)
 
 
+# --- memo -------------------------------------------------------------------------------
+# A notebook's checks measure the same model on the same images several times (F7, F8 and F9 on
+# the test set; M3, M4 and M5 on MNIST's test set, each check again), and every one of those
+# forward passes is a float64 copy and matmuls over 10,000 or 60,000 images. The checker keeps
+# what it computed under the SHA-256 of everything the result was computed from (the layers,
+# activations and float64 weights; the images' dtype, shape and bytes), never under an object's
+# identity: a model whose weights changed, or an array whose content changed in place, is a new
+# key, so a stale result is never served, and no value of the student's can stand for another
+# (one would need a SHA-256 collision). Results are kept read-only and handed out as copies, so
+# a check that changes what it got changes nothing kept. The memo is per process: during
+# grading that is the checker kernel of one notebook, which runs no student code.
+
+
+def memo_enabled() -> bool:
+    """The memo is on unless ``COURSEKIT_CHECK_CACHE=0`` (read at each use, so a test can switch it)."""
+    return os.environ.get(CACHE_ENV, "").strip() != "0"
+
+
+def _array_digest(array: _ndarray) -> bytes | None:
+    """SHA-256 of an array's dtype, shape and bytes (~0.05 s for 10,000 float64 images, a fifth of
+    a forward pass over them); None when it holds something other than numbers (an object
+    array's bytes are pointers, not content). A read-only array the memo shares has its digest
+    already (``_Memo.known``)."""
+    known = _Memo.known.get(id(array))
+    if known is not None and known[0] is array:
+        return known[1]
+    if array.dtype.kind not in "biuf":
+        return None
+    digest = hashlib.sha256(f"array {array.dtype.str} {array.shape}|".encode())
+    digest.update(_np.ascontiguousarray(array).data)
+    return digest.digest()
+
+
+def _digest(*parts) -> bytes | None:
+    """SHA-256 of ``parts``: arrays by ``_array_digest``, anything else by its repr; None when an
+    array has no digest."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if _isinstance(part, _ndarray):
+            inner = _array_digest(part)
+            if inner is None:
+                return None
+            digest.update(b"array|" + inner)
+        else:
+            digest.update(f"{part!r}|".encode())
+    return digest.digest()
+
+
+class _Memo:
+    """Arrays computed by the checks, by the digest of their inputs; the least recently used are
+    dropped past ``limit`` bytes. ``shared``: handed out as the kept array itself, read-only (a
+    scaled data set, too large to copy each time; a check that tried to write into it would fail,
+    not change it), else as a copy (a forward pass's output, 10 numbers per image)."""
+
+    known: dict = {}  # id of a kept, shared array -> (the array, its _array_digest)
+
+    def __init__(self, limit: int, shared: bool = False):
+        self.limit, self.shared = limit, shared
+        self.kept: OrderedDict = OrderedDict()
+        self.size = 0
+
+    def get(self, inputs: tuple, compute) -> _ndarray:
+        """What ``compute()`` returns, computed once for ``inputs`` (``_digest``) while it is kept."""
+        key = _digest(*inputs) if memo_enabled() else None
+        if key is None:
+            return compute()
+        if key in self.kept:
+            self.kept.move_to_end(key)
+            kept = self.kept[key]
+            return kept if self.shared else kept.copy()
+        value = compute()
+        kept = value if self.shared else _array(value, copy=True)
+        kept.flags.writeable = False
+        if self.shared:
+            _Memo.known[id(kept)] = (kept, _array_digest(kept))
+        self.kept[key] = kept
+        self.size += kept.nbytes
+        while self.size > self.limit and _len(self.kept) > 1:
+            _, dropped = self.kept.popitem(last=False)
+            self.size -= dropped.nbytes
+            _Memo.known.pop(id(dropped), None)
+        return value
+
+    def clear(self) -> None:
+        for kept in self.kept.values():
+            _Memo.known.pop(id(kept), None)
+        self.kept.clear()
+        self.size = 0
+
+
+# Forward passes' outputs (small); data sets scaled to [0, 1]: a notebook's checks use its own
+# data set's test images (63 MB as float64) and training images (376 MB) and the other data set's
+# test images; what does not fit is computed again, as without the memo.
+FORWARD_MEMO = _Memo(limit=256 * 2**20)
+SCALED_MEMO = _Memo(limit=512 * 2**20, shared=True)
+
+
+def clear_memo() -> None:
+    FORWARD_MEMO.clear()
+    SCALED_MEMO.clear()
+
+
+def scaled_images(raw) -> _ndarray:
+    """A data set's images ``raw`` (0..255) as float64 in [0, 1], ``raw / 255.0``, the scaling the
+    questions ask for; with the memo on, computed once per content and shared read-only."""
+    raw = _asarray(raw)
+    return SCALED_MEMO.get(("scaled", raw), lambda: _asarray(raw, dtype=_float64) / 255.0)
+
+
 def model_weights(model) -> list[tuple]:
     """(kind, arrays, activation) per layer, from the weights Keras' own get_weights read."""
     data = model_data(model)
@@ -292,10 +407,21 @@ def model_weights(model) -> list[tuple]:
 
 
 def forward(model, images) -> _ndarray:
-    """The model's output for ``images``, recomputed in NumPy from its weights."""
-    x = as_array(images, "images").astype(_float64)
+    """The model's output for ``images``, recomputed in NumPy from its weights (once per weights
+    and images while the memo keeps it, section "memo")."""
+    # A plain array is only read (the float64 copy below is the pass's own); anything else is
+    # copied into a plain array first, as as_array does for every check.
+    x = images if _type(images) is _ndarray else as_array(images, "images")
+    plan = model_weights(model)
+    inputs = ("forward", *[part for kind, weights, activation in plan
+                           for part in (kind, activation, _len(weights), *weights)], x)
+    return FORWARD_MEMO.get(inputs, lambda: _forward(plan, x))
+
+
+def _forward(plan: list[tuple], images: _ndarray) -> _ndarray:
+    x = images.astype(_float64)
     x = x.reshape(x.shape[0], -1)
-    for kind, weights, activation in model_weights(model):
+    for kind, weights, activation in plan:
         if kind != "Dense":
             continue
         require(x.shape[1] == weights[0].shape[0], "model input size", weights[0].shape[0], x.shape[1],
@@ -321,9 +447,16 @@ def images_used(images, reference, name: str = "images") -> _ndarray:
     exactly those images scaled by some other factor (left 0..255, or divided twice: a mistake
     the scaling check charges), a later check compares with what the student's own images
     imply; anything else is not this data set, and the later check uses the images scaled to
-    [0, 1] as the question asks."""
+    [0, 1] as the question asks.
+
+    With the memo on, images equal to the scaled ones (the right answer) are found by one
+    comparison, and the shared scaled images returned: the test below would return a float64
+    copy of them, equal element by element, at the cost of four more arrays of their size."""
+    correct = scaled_images(reference)
+    if memo_enabled() and _type(images) is _ndarray and images.shape == correct.shape \
+            and bool(_np.array_equal(images, correct)):
+        return correct
     ref = _asarray(reference, dtype=_float64)
-    correct = ref / 255.0
     arr = _finite_copy(images, ref.shape)
     if arr is None or float(ref.max()) <= 0:
         return correct
@@ -437,10 +570,12 @@ TEST_ABOVE_TRAIN_TOLERANCE = 0.01
 def _accuracy_in_chunks(model, raw_images, labels, chunk: int = 10000) -> float:
     """``accuracy`` on a data set's images scaled to [0, 1], 10,000 at a time (a float64 copy of
     60,000 images at once is 376 MB)."""
+    # With the memo on, the scaled images are computed once for all checks (and equal these chunks).
+    scaled = scaled_images(raw_images) if memo_enabled() else None
     right = 0.0
     for start in range(0, _len(labels), chunk):
-        right += accuracy(model, raw_images[start:start + chunk] / 255.0, labels[start:start + chunk]) * \
-            _len(labels[start:start + chunk])
+        images = raw_images[start:start + chunk] / 255.0 if scaled is None else scaled[start:start + chunk]
+        right += accuracy(model, images, labels[start:start + chunk]) * _len(labels[start:start + chunk])
     return right / _len(labels)
 
 
@@ -484,7 +619,7 @@ def accuracy_on_test_set(model, dataset: str) -> float:
     from coursekit.datasets import load
 
     (_, _), (x_test, y_test) = load(dataset)
-    return accuracy(model, x_test / 255.0, y_test)
+    return accuracy(model, scaled_images(x_test), y_test)
 
 
 # --- reference maths ---------------------------------------------------------------------

@@ -435,3 +435,115 @@ def test_the_tamper_guard_is_installed_by_the_kernel_not_by_the_import():
     proc = subprocess.run([sys.executable, "-c", GUARD_DEMO], capture_output=True, text=True, timeout=300)
     assert "imported 0" in proc.stdout and "installed 1" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert "install_guard(get_ipython())" in PRELOAD
+
+
+# --- the checker's memo (issue 14) -----------------------------------------------------------
+
+
+@pytest.fixture
+def memo(monkeypatch):
+    """Switch the memo on ("1") or off ("0"), empty."""
+    def switch(state: str):
+        monkeypatch.setenv(checks.CACHE_ENV, state)
+        checks.clear_memo()
+    yield switch
+    checks.clear_memo()
+
+
+def model_record(seed: int):
+    from coursekit.values import ModelData
+
+    rng = np.random.default_rng(seed)
+    weights = [[], [rng.normal(0, 0.05, (784, 128)), rng.normal(0, 0.1, 128)],
+               [rng.normal(0, 0.3, (128, 10)), rng.normal(0, 0.1, 10)]]
+    return ModelData([("Flatten",), ("Dense", 128, "relu"), ("Dense", 10, "softmax")], weights, (None, 28, 28),
+                     (None, 10), True, None, fit_epochs=5, fit_steps=1875)
+
+
+def test_the_memo_serves_a_changed_model_or_changed_images_their_new_answer(memo):
+    """Keys are the content of the weights and images, not the objects: a model trained further
+    between two checks (same object, weights changed in place) and an array changed in place get
+    new answers, and a data set's scaled copy follows its images."""
+    memo("1")
+    model, images = model_record(0), np.random.default_rng(1).random((50, 28, 28))
+    first = checks.forward(model, images)
+    model.weights[2][1][:] += np.arange(10.0)  # the same record, other weights
+    assert not np.array_equal(checks.forward(model, images), first)
+    memo("0")
+    changed_model = checks.forward(model, images)
+    memo("1")
+    assert np.array_equal(checks.forward(model, images), changed_model)
+    images[:10] = 1.0 - images[:10]  # the same array, other images
+    assert np.array_equal(checks.forward(model, images)[10:], changed_model[10:])
+    assert not np.array_equal(checks.forward(model, images)[:10], changed_model[:10])
+    raw = np.random.default_rng(2).integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    scaled = checks.scaled_images(raw)
+    raw[0] = 255 - raw[0]
+    assert np.array_equal(checks.scaled_images(raw), raw / 255.0) and not np.array_equal(scaled, raw / 255.0)
+    assert checks.images_used(raw / 255.0, raw) is checks.scaled_images(raw)
+
+
+def test_what_the_memo_keeps_cannot_be_changed_through_what_it_hands_out(memo):
+    memo("1")
+    model, images = model_record(0), np.random.default_rng(1).random((50, 28, 28))
+    out = checks.forward(model, images)
+    out[:] = 0.0
+    assert checks.forward(model, images).sum() > 0  # a copy of what is kept, every time
+    scaled = checks.scaled_images(np.full((2, 28, 28), 51, dtype=np.uint8))
+    with pytest.raises(ValueError, match="read-only"):
+        scaled[0, 0, 0] = 1.0
+
+
+def bits(value) -> tuple:
+    """A value's dtype, shape and the SHA-256 of its bytes (kept instead of the 63 MB arrays)."""
+    import hashlib
+
+    arr = np.ascontiguousarray(np.asarray(value))
+    return arr.dtype.str, arr.shape, hashlib.sha256(arr.data).hexdigest()
+
+
+class Bits(dict):
+    def __setitem__(self, key, value):
+        super().__setitem__(key, bits(value))
+
+
+def notebook_measurements(model_seed: int) -> dict:
+    """What MNIST's hidden checks compute from a model and the course's data, right and wrong
+    answers alike (checks.images_used's other branches), twice each, as the check cells do: each
+    value's dtype, shape and bytes (``bits``)."""
+    from coursekit.datasets import load
+
+    model = model_record(model_seed)
+    (x_train, y_train), (x_test, y_test) = load("mnist")
+    found = Bits()
+    for n in range(2):
+        for label, student in [("scaled", x_test / 255.0), ("unscaled", x_test), ("twice", x_test / 255.0 / 255.0),
+                               ("float32", (x_test / 255.0).astype(np.float32)), ("other", x_test[::-1] / 255.0),
+                               ("missing", None)]:
+            used = checks.images_used(student, x_test, "x_test_scaled")
+            found[f"{n} images_used {label}"] = used
+            found[f"{n} forward {label}"] = checks.forward(model, used)
+            found[f"{n} accuracy {label}"] = checks.accuracy(model, used, y_test)
+        found[f"{n} test set"] = checks.accuracy_on_test_set(model, "mnist")
+        found[f"{n} raw"] = checks.accuracy(model, x_test, y_test)
+        found[f"{n} forward of 1"] = checks.forward(model, checks.images_used(x_test / 255.0, x_test)[7:8])
+        found[f"{n} chunks"] = (checks._accuracy_in_chunks(model, x_train, y_train),
+                                checks._accuracy_in_chunks(model, x_test, y_test))
+        used = checks.images_used(x_train / 255.0, x_train, "x_train_scaled")
+        found[f"{n} train"] = checks.accuracy(model, used, y_train)
+        found[f"{n} held out"] = checks.held_out_gap(model, 0.5, used, y_train)
+        del used
+        found[f"{n} rows"] = checks.rows_used(None, checks.forward(model, x_test / 255.0))[:15]
+    return found
+
+
+def test_the_memo_changes_no_number_a_check_sees_bit_for_bit(memo):
+    memo("0")
+    without = notebook_measurements(3)
+    memo("1")
+    with_memo = notebook_measurements(3)
+    other_model = notebook_measurements(4)  # the memo still holds model 3's results
+    assert without == with_memo
+    assert other_model["0 forward scaled"] != with_memo["0 forward scaled"]
+    memo("0")
+    assert notebook_measurements(4) == other_model
