@@ -290,6 +290,19 @@ def test_sandbox_bounds_wall_time(sandboxed):
 # --- disk, files, output, environment (issue 11) -------------------------------------------------
 
 
+def test_the_benchmarks_switches_reach_the_sandboxed_kernel_and_nothing_else_does(monkeypatch):
+    """benchmarks/ turn the training speed-up and the checker's memo off through the kernel's
+    environment; the sandbox keeps those two names and still drops a secret."""
+    from coursekit import checks, fastfit
+
+    monkeypatch.setenv(fastfit.ENV, "0")
+    monkeypatch.setenv(checks.CACHE_ENV, "0")
+    monkeypatch.setenv("NBGRADER_SECRET", "do-not-pass")
+    env = sandbox.Sandbox([sys.executable, "-m", "ipykernel_launcher"], sandbox.Settings(), cwd=None).environment()
+    assert env.get(fastfit.ENV) == "0" and env.get(checks.CACHE_ENV) == "0"
+    assert "NBGRADER_SECRET" not in env
+
+
 def test_disk_files_output_and_environment_are_unbounded_without_the_sandbox(unsandboxed):
     environ = unsandboxed.reported("filler", "environ")
     assert environ["secret"] and {"TF_TOKEN_app_terraform_io", "NBGRADER_DB_PASSWORD"} <= set(environ["seen"])
