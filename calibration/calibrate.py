@@ -231,9 +231,10 @@ def summarise_trained_on() -> tuple[list[str], bool]:
 
     rows = read_rows(TRAINED_ON)
     lines = ["", "## M3's and M5's leakage check", "",
-             "`checks.expect_trained_on` on M3's fit (MNIST) and M5's (Fashion-MNIST), both without a validation",
-             "split: each epoch a whole number of batches of the 60,000 training images, and the model not more",
-             "accurate on the test images than on the training images by more than",
+             "`checks.expect_trained_on` on M3's fit (MNIST) and M5's (Fashion-MNIST), which the questions ask",
+             "on all 60,000 training images: each epoch a whole number of batches of them (or of the part a",
+             "common validation split leaves), and the model not more accurate on the test images than on the",
+             "training images by more than",
              f"{checks.TEST_ABOVE_TRAIN_TOLERANCE} (`TEST_ABOVE_TRAIN_TOLERANCE`). Rows from `calibration/trained_on.csv`.",
              "", "| data set | variant | runs | steps per epoch | test - train accuracy, min | max | check | verdict |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
