@@ -255,6 +255,14 @@ def _qualified_type(value) -> str:
 # --- reading -------------------------------------------------------------------------------------
 
 
+def _training_count(node: dict, field: str, limit: int, what: str) -> int | None:
+    """A model's training record (``fit_epochs``, ``fit_steps``): absent/null, or an int 0..limit."""
+    value = node.get(field)
+    if value is not None and not (type(value) is int and 0 <= value <= limit):
+        raise WireError(f"a model whose last training record is not a number of {what}")
+    return value
+
+
 class Reader:
     """Decodes one message folder. ``function(name)`` makes the stand-in for a student function
     (the checker's proxy; in the student's kernel, the function itself). ``cache`` maps an array's
@@ -446,12 +454,8 @@ class Reader:
                     and isinstance(settings["optimizer"], str) and isinstance(settings["loss"], str)
                     and isinstance(settings["metrics"], list) and all(isinstance(m, str) for m in settings["metrics"])):
                 raise WireError("a model with malformed compile settings")
-        fit_epochs = node.get("fit_epochs")
-        if fit_epochs is not None and not (type(fit_epochs) is int and 0 <= fit_epochs <= MAX_EPOCHS):
-            raise WireError("a model whose last training record is not a number of epochs")
-        fit_steps = node.get("fit_steps")
-        if fit_steps is not None and not (type(fit_steps) is int and 0 <= fit_steps <= MAX_STEPS):
-            raise WireError("a model whose last training record is not a number of steps per epoch")
+        fit_epochs = _training_count(node, "fit_epochs", MAX_EPOCHS, "epochs")
+        fit_steps = _training_count(node, "fit_steps", MAX_STEPS, "steps per epoch")
         return ModelData(layers, weights, input_shape, output_shape, compiled, settings,
                          _type_name(node), fit_epochs, fit_steps)
 
