@@ -45,6 +45,12 @@ CHECKER_PRELOAD = "import coursekit.checker"
 KERNEL_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow's C++ logs go to fd 2, which ipykernel forwards as stderr
     "TF_ENABLE_ONEDNN_OPTS": "0",  # bit-reproducible CPU kernels, and no oneDNN banner
+    # One TensorFlow thread, whatever the machine and however many submissions are graded at once:
+    # the thread count changes how a matrix product is split, so the weights a fit trains (and a
+    # grade near a threshold) would depend on the grader's cores and the runner's -j. One thread
+    # is also the fastest for this model's small products (benchmarks/results/training_threads.txt).
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
     "PYTHONHASHSEED": "0",
     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
     "PYTHONNOUSERSITE": "1",  # nothing from the grader's ~/.local

@@ -33,8 +33,10 @@ Run it from the course's root (or pass ``--course``). How it works:
   and is not older than the submission (nbgrader's own rule). Graded submissions are skipped
   unless ``--force``; a run that is killed loses at most the submissions in flight, and the
   next run grades exactly those that are not graded.
-- TensorFlow in each local worker gets ``cores // workers`` threads, so that workers do not
-  fight; on a cluster one thread per submission (``--threads``), one worker thread per process.
+- NumPy's BLAS in each local worker gets ``cores // workers`` threads, so that workers do not
+  fight; on a cluster one per submission (``--threads``), one worker thread per process.
+  TensorFlow always trains with one thread (coursekit/kernel.py): the weights, and so the grade,
+  are the same whatever ``-j``.
 - A submission that fails (nbgrader error, the sandbox's wall-time or memory limit) does not stop
   the others: it is recorded in ``autograded/<student>/<assignment>/grading-problems.json``
   (coursekit.problems), its log is kept under ``gradebook/runner-logs/`` (0700), and the failures are
@@ -108,10 +110,11 @@ def threads_per_job(jobs: int) -> int:
 
 
 def thread_env(threads: int) -> dict[str, str]:
-    """The environment that gives a submission's TensorFlow and BLAS ``threads`` threads."""
+    """The environment that gives a submission's BLAS ``threads`` threads (the checks' NumPy).
+    TensorFlow's are not the worker's share: the grading kernel always trains with one
+    (coursekit/kernel.py, KERNEL_ENV), so that the weights do not depend on ``-j``."""
     n = str(max(1, threads))
-    return {"TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1",
-            "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+    return {"OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n}
 
 
 # --- what is graded ----------------------------------------------------------------------------
@@ -837,7 +840,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="grade on the Dask cluster of this scheduler (e.g. tcp://HOST:8786) instead of here")
     parser.add_argument("--threads", type=int, default=None,
-                        help="TensorFlow threads per submission (default: cores / jobs here, 1 on a cluster)")
+                        help="NumPy (BLAS) threads per submission for the checks (default: cores / jobs here, "
+                             "1 on a cluster); TensorFlow always trains with one")
     args = parser.parse_args(argv)
     if args.jobs is not None and args.jobs < 1:
         parser.error("--jobs must be at least 1")

@@ -78,8 +78,8 @@ ENV_ALLOW = frozenset({
     "LANG", "LC_ALL", "LC_CTYPE", "TZ",
     "PYTHONHASHSEED", "PYTHONNOUSERSITE", "MPLBACKEND", "MALLOC_ARENA_MAX",
     "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",      # the runner's threads per worker
-    "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",                # the runner's threads per worker
     "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS",                   # coursekit/kernel.py's KERNEL_ENV
+    "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",                # coursekit/kernel.py's KERNEL_ENV
     datapaths.DATA_DIR_ENV, datapaths.CACHE_DIR_ENV,                   # where the data sets are
     "NBGRADER_EXECUTION", "NBGRADER_VALIDATING",                       # nbgrader tells notebooks it grades
     # Benchmarks turn the training speed-up and the checker's memo off (coursekit/fastfit.py,

@@ -33,3 +33,29 @@ def test_checker_kernel_loads_the_checker_side_without_tensorflow(tmp_path):
     out = run_cells(tmp_path, "import sys; print(sys.prefix, 'coursekit.checker' in sys.modules, "
                               "'tensorflow' in sys.modules, 'keras' in sys.modules)", kernel=CHECKER_KERNEL)
     assert out[0].split() == [sys.prefix, "True", "False", "False"]
+
+
+SEEDED_FIT = """
+import hashlib, keras
+from coursekit.datasets import load_fashion_mnist
+(x, y), _ = load_fashion_mnist()
+keras.utils.set_random_seed(42)
+model = keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(),
+                          keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+model.fit(x[:6000] / 255.0, y[:6000], epochs=1, verbose=0)
+print(hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest())
+"""
+
+
+def test_the_grading_kernel_trains_the_same_weights_whatever_threads_the_grader_asks_for(tmp_path, monkeypatch):
+    """TensorFlow's thread count changes how a product is split, so the weights: the runner used to
+    give each worker cores // workers threads, so a submission's model (and a grade near a
+    threshold) depended on -j. The grading kernel trains with one thread whatever it is asked."""
+    def digest(kernel, threads):
+        monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", str(threads))
+        return run_cells(tmp_path, SEEDED_FIT, kernel=kernel)[0].strip()
+
+    one_thread = digest("python3", 1)
+    assert digest("python3", 2) != one_thread  # a stock kernel trains with what it is told
+    assert digest(GRADER_KERNEL, 2) == one_thread

@@ -237,8 +237,8 @@ def test_refuses_when_the_sandbox_cannot_start(tmp_path):
 
 def test_default_workers_fit_the_machine():
     assert 1 <= runner.default_jobs() <= runner.cores()
-    assert runner.thread_env(runner.threads_per_job(runner.cores()))["TF_NUM_INTRAOP_THREADS"] == "1"
-    assert runner.thread_env(runner.threads_per_job(1))["TF_NUM_INTRAOP_THREADS"] == str(runner.cores())
+    assert runner.thread_env(runner.threads_per_job(runner.cores()))["OPENBLAS_NUM_THREADS"] == "1"
+    assert runner.thread_env(runner.threads_per_job(1))["OPENBLAS_NUM_THREADS"] == str(runner.cores())
 
 
 @pytest.mark.parametrize("owners", ["kept", "archive's"])
