@@ -1,10 +1,12 @@
-"""Faster, exact training in the grading kernel: a default ``steps_per_execution`` for ``fit``.
+"""Faster, exact training in the grading kernel: a default ``steps_per_execution`` for ``fit``
+and ``evaluate``.
 
 Training dominates grading, and what it costs is Keras' per-step round trip from Python into
 TensorFlow (batch 32: 1,875 steps an epoch for 60,000 images), not arithmetic. With
 ``steps_per_execution=N`` Keras runs N steps per call, in a ``tf.while_loop`` inside one
 ``tf.function``. The grading kernel (coursekit/kernel.py, PRELOAD) calls ``install()`` so that
-``Model.fit`` uses ``DEFAULT_STEPS_PER_EXECUTION`` when the student did not choose a value.
+``Model.fit`` and ``Model.evaluate`` use ``DEFAULT_STEPS_PER_EXECUTION`` when the student did
+not choose a value (evaluating 60,000 images is 1,875 round trips too).
 
 Why the numbers are exactly those of a stock fit (tests/test_fastfit.py trains the seeded
 tutorial model both ways and compares weights and history bit for bit):
@@ -15,15 +17,16 @@ tutorial model both ways and compares weights and history bit for bit):
 - the batches come from the same ``tf.data`` iterator in the same order (shuffling, the last
   short batch and validation data are untouched), and the random state (seed generators,
   optimizer iterations) lives in variables that every step updates in sequence either way;
-- the epoch's logs are read from the metrics' state at the end of the epoch, not from the
-  per-step Python values, so the history does not depend on how often Python looked.
+- the epoch's logs, and what ``evaluate`` returns, are read from the metrics' state at the end,
+  not from the per-step Python values, so they do not depend on how often Python looked.
 
 What does change is how often Python sees a batch end: once per N steps. So the default is
 off whenever something could observe that, or where exactness is not shown:
 
 - a callback that acts per batch (a class or instance that overrides ``on_batch_*``,
   ``on_train_batch_*``, ``on_test_batch_*`` or ``on_predict_batch_*``: LambdaCallback,
-  TerminateOnNaN, ModelCheckpoint, a student's own...), or a ``CallbackList`` given to ``fit``;
+  TerminateOnNaN, ModelCheckpoint, a student's own...), or a ``CallbackList`` (which ``fit``
+  also passes to the ``evaluate`` of its validation data, which then runs as ``fit`` does);
 - the student set ``steps_per_execution`` (in ``compile`` or on the model): theirs wins;
 - the model runs eagerly, is XLA-compiled, has a distribution strategy, or its class
   overrides a step function (``train_step``/``test_step``/``predict_step``/``make_*_function``);
@@ -31,7 +34,7 @@ off whenever something could observe that, or where exactness is not shown:
   ``PyDataset`` run student code whose timing we do not control).
 
 The model never shows the change: ``model.steps_per_execution``, ``get_compile_config()`` and
-the model's own traced functions are the stock ones outside ``fit``; the functions traced for N
+the model's own traced functions are the stock ones outside ``fit`` and ``evaluate``; the functions traced for N
 steps are kept aside per model and dropped when the model is compiled again.
 ``COURSEKIT_FASTFIT=0`` in the kernel's environment turns the default off (benchmarks);
 another integer sets N.
@@ -50,6 +53,9 @@ ENV = "COURSEKIT_FASTFIT"
 BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end",
                "on_test_batch_begin", "on_test_batch_end", "on_predict_batch_begin", "on_predict_batch_end")
 _FUNCTIONS = ("train_function", "test_function", "predict_function")
+# predict is left stock: with N steps Keras traces one graph of N unrolled calls (trainer.py's
+# multi_step_on_data), which costs more than it saves on 10,000 images (benchmarks/training_threads.py).
+RUNNING = ("fit", "evaluate")
 _STEP_METHODS = ("train_step", "test_step", "predict_step",
                  "make_train_function", "make_test_function", "make_predict_function")
 
@@ -131,11 +137,12 @@ def _wrap_compile(compile_):
     return compile
 
 
-def _wrap_fit(fit_):
-    signature = inspect.signature(fit_)
+def _wrap_running(method_):
+    """``fit`` or ``evaluate``, run with the default N steps per execution where that is exact."""
+    signature = inspect.signature(method_)
 
-    @functools.wraps(fit_)
-    def fit(self, *args, **kwargs):
+    @functools.wraps(method_)
+    def run(self, *args, **kwargs):
         n = steps_per_execution()
         try:
             arguments = signature.bind(self, *args, **kwargs).arguments
@@ -143,21 +150,21 @@ def _wrap_fit(fit_):
         except Exception:  # a call Keras itself will reject, or a model we cannot read: stock
             fast = False
         if not fast:
-            return fit_(self, *args, **kwargs)
+            return method_(self, *args, **kwargs)
         stock = {name: getattr(self, name) for name in _FUNCTIONS}
         for name, function in _fast_functions.get(self, dict.fromkeys(_FUNCTIONS)).items():
             setattr(self, name, function)
         self.steps_per_execution = n
         try:
-            return fit_(self, *args, **kwargs)
+            return method_(self, *args, **kwargs)
         finally:
             self.steps_per_execution = 1
             _fast_functions[self] = {name: getattr(self, name) for name in _FUNCTIONS}
             for name, function in stock.items():
                 setattr(self, name, function)
 
-    fit.__coursekit_fastfit__ = fit_
-    return fit
+    run.__coursekit_fastfit__ = method_
+    return run
 
 
 def install() -> bool:
@@ -167,8 +174,9 @@ def install() -> bool:
         import keras
     except ImportError:  # pragma: no cover - the course environment always has Keras
         return False
-    if not hasattr(keras.Model.fit, "__coursekit_fastfit__"):
-        keras.Model.fit = _wrap_fit(keras.Model.fit)
+    for name in RUNNING:
+        if not hasattr(getattr(keras.Model, name), "__coursekit_fastfit__"):
+            setattr(keras.Model, name, _wrap_running(getattr(keras.Model, name)))
     if not hasattr(keras.Model.compile, "__coursekit_fastfit__"):
         keras.Model.compile = _wrap_compile(keras.Model.compile)
     return True
@@ -178,7 +186,7 @@ def uninstall() -> None:
     """Back to stock Keras (tests)."""
     import keras
 
-    for name in ("fit", "compile"):
+    for name in (*RUNNING, "compile"):
         method = vars(keras.Model).get(name)
         if method is not None and hasattr(method, "__coursekit_fastfit__"):
             delattr(keras.Model, name)

@@ -187,3 +187,40 @@ model.fit(np.zeros((640, 4)), np.zeros(640), verbose=0, callbacks=[Probe()])
     out = run_cells(tmp_path, fit_cell,
                     "import keras; keras.Model.fit = keras.Model.fit.__coursekit_fastfit__", fit_cell)
     assert out[0].split() == out[2].split() == [str(fastfit.DEFAULT_STEPS_PER_EXECUTION)]
+
+
+def test_evaluate_returns_bit_identical_loss_and_metrics(fashion, monkeypatch):
+    x, y, _, _ = fashion  # 375 steps of 32: three executions of 100 and a short one
+    stock = tutorial_model()
+    fit(stock, fashion)
+    stock_result = stock.evaluate(x, y, verbose=0, return_dict=True)
+    stock_list = stock.evaluate(x, y, verbose=0)
+
+    monkeypatch.delenv(fastfit.ENV, raising=False)
+    fastfit.install()
+    try:
+        fast = tutorial_model()
+        fit(fast, fashion)
+        seen = []
+
+        class Probe(keras.callbacks.Callback):  # begin and end only: does not turn the default off
+            def on_test_begin(self, logs=None):
+                seen.append(self.model.steps_per_execution)
+
+        fast_result = fast.evaluate(x, y, verbose=0, return_dict=True, callbacks=[Probe()])
+        fast_list = fast.evaluate(x, y, verbose=0, callbacks=[Probe()])
+    finally:
+        fastfit.uninstall()
+
+    assert seen == [fastfit.DEFAULT_STEPS_PER_EXECUTION] * 2 and fast.steps_per_execution == 1
+    assert max_difference(stock.get_weights(), fast.get_weights()) == 0.0
+    assert fast_result == stock_result and fast_list == stock_list
+
+
+def test_a_callback_acting_per_test_batch_sees_every_batch_of_evaluate(fashion, fast_keras):
+    x, y, _, _ = fashion
+    model = tutorial_model()
+    batches = []
+    model.evaluate(x, y, verbose=0, callbacks=[keras.callbacks.LambdaCallback(
+        on_test_batch_end=lambda batch, logs: batches.append(batch))])
+    assert batches == list(range(SUBSET // 32 + (SUBSET % 32 > 0)))
