@@ -542,8 +542,8 @@ class Sandbox:
     def _stop(self, kind: str, message: str) -> None:
         if self.stopped is None:
             self.stopped = (kind, message)
-            print(f"coursekit sandbox: {message} (working directory {self.cwd})", file=sys.stderr, flush=True)
-            if kind != "terminated":
+            if kind != "terminated":  # the grader's own stop, once the notebook has run: nothing to say
+                print(f"coursekit sandbox: {message} (working directory {self.cwd})", file=sys.stderr, flush=True)
                 _record_event(kind, message, self.cwd)
         self.kill()
 

@@ -52,6 +52,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from queue import Empty
@@ -78,6 +79,7 @@ CHECKER_MODULE = "__coursekit_checker__"
 LOAD_TIMEOUT = 300.0
 CALL_MARGIN = 2.0  # s left to the checker, after a call to a student function timed out, to fail cleanly
 MAX_REQUEST_LINE = 4096
+STOP_GRACE = 5.0  # s a terminated kernel's sandbox has to clean up before it is killed
 FUNCTION_REFERENCE = re.compile(r"f[0-9]{1,9}")
 CALL_ID = re.compile(r"c[0-9]{1,9}")
 # Names IPython puts in a kernel's builtins.
@@ -201,6 +203,26 @@ def _sweep() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+async def stop_kernel(km, log, grace: float = STOP_GRACE) -> None:
+    """Stop a kernel whose work is done, at once: SIGTERM to its process group, on which the
+    sandbox wrapper (coursekit/sandbox.py) kills the kernel and removes its scratch folder. A
+    shutdown request would wait for TensorFlow's own teardown (~1.4 s a kernel, two kernels a
+    submission); SIGKILL would leave the scratch folder to the next wrapper's sweep."""
+    try:
+        if await ensure_async(km.is_alive()):
+            await ensure_async(km.signal_kernel(signal.SIGTERM))
+            deadline = monotonic() + grace
+            while monotonic() < deadline and await ensure_async(km.is_alive()):
+                await asyncio.sleep(0.02)
+    except (RuntimeError, OSError) as err:  # already gone
+        log.debug("kernel stop: %s", err)
+    finally:
+        try:
+            await ensure_async(km.shutdown_kernel(now=True))  # whatever is left, and the manager's state
+        except Exception as err:  # already gone
+            log.debug("kernel shutdown: %s", err)
+
+
 # --- the preprocessor -------------------------------------------------------------------------------
 
 
@@ -262,6 +284,7 @@ class SplitExecute(Execute):
                         else:
                             await self.async_execute_cell(cell, index, execution_count=self.code_cells_executed + 1,
                                                           store_history=True)
+                    await stop_kernel(self._student_km, self.log)  # every cell has run and been recorded
             finally:
                 if checker is not None:
                     checker.cancel()
@@ -358,10 +381,7 @@ class SplitExecute(Execute):
         if kc is not None:
             kc.stop_channels()
         if km is not None:
-            try:
-                await km.shutdown_kernel(now=True)
-            except Exception as err:  # already gone
-                self.log.debug("checker shutdown: %s", err)
+            await stop_kernel(km, self.log)
             await ensure_async(km.cleanup_resources())
 
     # -- one check cell --
