@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from coursekit import nbgrader_command
 from coursekit.layout import CourseLayout
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +56,7 @@ class Course:
 
     def nbgrader(self, *args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
         """Run ``nbgrader <args>`` with this course as working directory."""
-        cmd = [str(Path(sys.executable).with_name("nbgrader")), *args]
+        cmd = [*nbgrader_command.command(), *args]
         proc = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, timeout=timeout,
                               env=grading_env())
         if check and proc.returncode != 0:

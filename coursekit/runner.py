@@ -70,7 +70,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from coursekit import gradebook, intake, notebook, problems, sandbox
+from coursekit import gradebook, intake, nbgrader_command, notebook, problems, sandbox
 from coursekit.course import COURSE_FILES, grading_env
 from coursekit.layout import CourseLayout, NotACourse
 
@@ -401,7 +401,7 @@ def grade_submission(course: CourseFiles, task: SubmissionTask, work: Path,
         env = grading_env() | thread_env(task.threads) | {sandbox.EVENTS_ENV: str(events)}
         log = work / "nbgrader.log"
         # '--student=<id>': an id is never read as an option (and the intake's ids are no globs).
-        cmd = [str(Path(sys.executable).with_name("nbgrader")), "autograde", course.assignment,
+        cmd = [*nbgrader_command.command(), "autograde", course.assignment,
                f"--student={task.student}", f"--course-dir={private_root}", f"--db=sqlite:///{private_db}"]
         with open(log, "w") as out:
             proc = processes.start(cmd, cwd=private_root, env=env, stdout=out, stderr=subprocess.STDOUT,
