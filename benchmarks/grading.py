@@ -1,7 +1,7 @@
 """Grading a class: stock sequential nbgrader without sandbox vs the class runner with the sandbox,
 and the per-submission cost of the sandbox. results/grading.txt holds a recorded run.
 
-    .venv/bin/python benchmarks/grading.py [-k 4] [--rounds 2] [--jobs N]
+    .venv/bin/python benchmarks/grading.py [-k 4] [--rounds 2] [--jobs N] [--class-rounds 3] [--class-only]
 
 (a) K copies of the reference submission (tests/fixtures/submissions/perfect), graded by plain
     `nbgrader autograde week2`, one after the other, as stock nbgrader grades: nbgrader's own
@@ -9,7 +9,8 @@ and the per-submission cost of the sandbox. results/grading.txt holds a recorded
     coursekit/fastfit.py), no sandbox. The course's other settings (time limits, the stderr
     pattern, intake) stay, so that both courses give the perfect score.
 (b) The same K submissions graded by `python -m coursekit.runner week2` (default workers for
-    this machine), every kernel in the sandbox.
+    this machine), every kernel in the sandbox. (a) and (b) alternate --class-rounds times (the
+    same two courses graded again with --force); the ratio is that of the medians.
 (c) Overhead: one reference submission graded by `nbgrader autograde --student`, alternately
     without and with the sandbox (same course, same notebooks, one at a time), --rounds times
     each; the overhead is the difference of the medians.
@@ -79,6 +80,9 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=4, help="copies of the reference submission (default 4)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the overhead measurement (default 2)")
     parser.add_argument("--jobs", type=int, default=None, help="runner workers (default: the runner's own choice)")
+    parser.add_argument("--class-rounds", type=int, default=1,
+                        help="alternating rounds of (a) and (b), the same courses graded again with --force (default 1)")
+    parser.add_argument("--class-only", action="store_true", help="(a) and (b) only, no (c)")
     args = parser.parse_args()
     nbgrader = str(Path(sys.executable).with_name("nbgrader"))
     students = [f"ref-{i:02d}" for i in range(1, args.k + 1)]
@@ -89,15 +93,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="grading-bench-") as tmp:
         tmp = Path(tmp)
         stock = course_with(tmp / "stock", students, sandbox=False, stock=True)
-        a = timed([nbgrader, "autograde", ASSIGNMENT], stock.root)
-        check_perfect(stock, students)
-        print(f"(a) stock nbgrader autograde, sequential:        {a:7.1f} s  ({a / args.k:.1f} s per submission)", flush=True)
-
         ours = course_with(tmp / "runner", students, sandbox=True)
-        b = timed([sys.executable, "-m", "coursekit.runner", ASSIGNMENT, "-j", str(jobs), "--no-progress"], ours.root)
-        check_perfect(ours, students)
+        runs = {"stock": [], "runner": []}
+        for round_ in range(args.class_rounds):
+            again = ["--force"] if round_ else []
+            a = timed([nbgrader, "autograde", ASSIGNMENT, *again], stock.root)
+            check_perfect(stock, students)
+            b = timed([sys.executable, "-m", "coursekit.runner", ASSIGNMENT, "-j", str(jobs), "--no-progress", *again], ours.root)
+            check_perfect(ours, students)
+            runs["stock"].append(a)
+            runs["runner"].append(b)
+            print(f"  class round {round_ + 1}: stock {a:.1f} s, runner {b:.1f} s ({a / b:.2f}x)", flush=True)
+        a, b = statistics.median(runs["stock"]), statistics.median(runs["runner"])
+        rounds = f"median of {args.class_rounds} alternating round(s)"
+        print(f"(a) stock nbgrader autograde, sequential:        {a:7.1f} s  ({a / args.k:.1f} s per submission; {rounds})", flush=True)
         print(f"(b) coursekit.runner -j {jobs}, sandboxed:              {b:7.1f} s  ({b / args.k:.1f} s per submission)", flush=True)
         print(f"    (a) / (b) = {a / b:.2f}  ({'b is faster' if b < a else 'b is slower'})", flush=True)
+        if args.class_only:
+            print(f"load average {os.getloadavg()[0]:.2f} at the end")
+            return
 
         bare, boxed = course_with(tmp / "bare", ["ref"], False), course_with(tmp / "boxed", ["ref"], True)
         times = {"bare": [], "sandbox": []}

@@ -218,7 +218,8 @@ async def stop_kernel(km, log, grace: float = STOP_GRACE) -> None:
         log.debug("kernel stop: %s", err)
     finally:
         try:
-            await ensure_async(km.shutdown_kernel(now=True))  # whatever is left, and the manager's state
+            if await ensure_async(km.is_alive()):  # it did not stop: kill what is left
+                await ensure_async(km.shutdown_kernel(now=True))
         except Exception as err:  # already gone
             log.debug("kernel shutdown: %s", err)
 

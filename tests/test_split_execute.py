@@ -432,3 +432,55 @@ def test_a_redefined_numpy_function_fools_a_check_in_a_stock_kernel_and_not_in_t
     assert not error(cell_outputs(nb)["check1"]), "the stock kernel was not fooled: this test shows nothing"
     out = run(tmp_path, notebook(REDEFINED_ARGMAX, ARGMAX_CHECK))
     assert "predicted should be the argmax of each row" in error(out["check1"]), out["check1"]
+
+
+# --- stopping a notebook's kernels ------------------------------------------------------------------
+
+
+def _scratch_of(wrapper_pid: int) -> list[Path]:
+    import tempfile
+    return list(Path(tempfile.gettempdir()).glob(f"coursekit-sandbox-{wrapper_pid}-*"))
+
+
+@pytest.mark.parametrize("stop", ["stop_kernel", "shutdown_kernel(now=True)"])
+def test_a_stopped_kernels_sandbox_removes_its_scratch_at_once(tmp_path, stop):
+    """split_execute.stop_kernel ends a kernel with SIGTERM, so that its sandbox wrapper removes its
+    scratch folder (a tmpfs mount) itself; the SIGKILL of shutdown_kernel(now=True), which stopped
+    the checker before, leaves it mounted until the next wrapper's sweep."""
+    import asyncio
+    import logging
+    import shutil
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    from coursekit import sandbox
+    from coursekit.kernel import CHECKER_KERNEL
+    from coursekit.split_execute import stop_kernel
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
+
+    async def run() -> tuple[list[Path], list[Path]]:
+        km = AsyncKernelManager(kernel_name=CHECKER_KERNEL)
+        await km.start_kernel(cwd=str(tmp_path))
+        kc = km.client()
+        kc.start_channels()
+        await kc.wait_for_ready(timeout=120)
+        kc.stop_channels()
+        wrapper = km.provisioner.process.pid
+        running = _scratch_of(wrapper)
+        if stop == "stop_kernel":
+            await stop_kernel(km, logging.getLogger("test"))
+        else:
+            await km.shutdown_kernel(now=True)
+        return running, _scratch_of(wrapper)
+
+    running, after = asyncio.run(run())
+    assert len(running) == 1
+    try:
+        if stop == "stop_kernel":
+            assert after == [] and not sandbox._is_mount(running[0])
+        else:
+            assert after == running and sandbox._is_mount(running[0])  # the damage the SIGTERM avoids
+    finally:
+        sandbox._sweep_scratch()
