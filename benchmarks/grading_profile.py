@@ -20,8 +20,10 @@ results/grading_profile.txt holds a recorded run (issue 14).
     benchmark stops. nbgrader's own bookkeeping is (c) less the profiled notebook time of (1);
     feedback is `nbgrader generate_feedback --student` after (c).
 
-Every run here is sequential and uses TensorFlow's default threads (all cores), so that (a),
-(b) and (c) compare like with like. It is not a test; it takes ~10 minutes on a 2-core machine.
+Every run here is sequential. (a) uses TensorFlow's default threads (all cores), as a student's
+own Jupyter does; (b) and (c) the grading kernel's one thread (coursekit/kernel.py), so the
+speed-up (b) turns off is steps per execution alone. It is not a test; it takes ~10 minutes on
+a 2-core machine.
 """
 
 from __future__ import annotations
@@ -228,7 +230,7 @@ def side_by_side(rounds: int, cores: int, notebooks_fast: float | None) -> None:
               f"(different runs: noisy)")
     print(f"  feedback, nbgrader generate_feedback --student: {statistics.median(feedback):.1f} s")
     per_core_hour = 3600 / med["on"]
-    print(f"\n16-core estimate: the runner gives each worker cores // workers TensorFlow threads; with one\n"
+    print(f"\n16-core estimate: each of the runner's workers trains with one TensorFlow thread; with one\n"
           f"worker per core (16 workers, 48 GB at 3 GB each) a submission costs at most\n"
           f"(c) x {cores} = {med['on'] * cores:.0f} core-seconds as measured here (all {cores} cores, sequential), so\n"
           f"16 cores grade at least ~{16 * per_core_hour / cores:.0f} submissions an hour, a class of 100 in "
