@@ -2,9 +2,9 @@
 
 The very application of the ``nbgrader`` command, started without one optional import:
 jsonschema (through nbformat) imports ``rfc3987_syntax`` when it is installed, to check the "iri"
-string format, and that package builds a Lark parser of RFC 3987's grammar at import: 2.3 s of
+string format, and that package builds a Lark parser of RFC 3987's grammar at import: 3.2 s of
 every nbgrader start on the 2-core machine, once per graded submission
-(``benchmarks/nbgrader_start.py``). No schema nbgrader validates (nbformat's) uses a string
+(``benchmarks/results/nbgrader_start.txt``). No schema nbgrader validates (nbformat's) uses a string
 format; jsonschema goes on without the package, as it does where it is not installed. It stays
 installed for the hub's Jupyter server (jupyter-events requires it).
 
