@@ -87,6 +87,7 @@ ENV_ALLOW = frozenset({
     "COURSEKIT_FASTFIT", "COURSEKIT_CHECK_CACHE",
 })
 WATCH_INTERVAL = 0.5  # seconds between two looks at the sandbox's memory
+SCRATCH_PREFIX = "coursekit-sandbox-"  # <tmp>/coursekit-sandbox-<wrapper pid>-<random>: one wrapper's scratch
 # The kernel's output, counted in the relay before nbgrader buffers it (see OutputBudget).
 OUTPUT_NOTICE_MARK = "coursekit sandbox: this notebook printed more than its output budget"
 FRAME_LIMIT = 64 * 2**20  # largest message part the relay holds in memory; a larger output is dropped
@@ -332,7 +333,7 @@ class Sandbox:
         one quota for all of it, and nothing the kernel writes reaches the host's disk."""
         self.bwrap, self.setpriv = _require_tools()
         _sweep_scratch()
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"coursekit-sandbox-{os.getpid()}-"))
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
         _mount_tmpfs(self.scratch, parse_size(self.settings.disk), self.settings.files)
         self.mounted = True
         for name in ("work", "home", "home/.keras", "tmp", "run", "shm"):
@@ -686,9 +687,14 @@ def _is_mount(path: Path) -> bool:
     return False
 
 
+def scratch_folders(wrapper: int | str = "*") -> list[Path]:
+    """The scratch folders of the wrapper process ``wrapper`` (default: of every wrapper)."""
+    return sorted(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{wrapper}-*"))
+
+
 def _sweep_scratch() -> None:
     """Remove the scratch folders of wrappers that were killed before they could clean up."""
-    for folder in Path(tempfile.gettempdir()).glob("coursekit-sandbox-*-*"):
+    for folder in scratch_folders():
         pid = folder.name.split("-")[2]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             if _is_mount(folder):

@@ -437,11 +437,6 @@ def test_a_redefined_numpy_function_fools_a_check_in_a_stock_kernel_and_not_in_t
 # --- stopping a notebook's kernels ------------------------------------------------------------------
 
 
-def _scratch_of(wrapper_pid: int) -> list[Path]:
-    import tempfile
-    return list(Path(tempfile.gettempdir()).glob(f"coursekit-sandbox-{wrapper_pid}-*"))
-
-
 @pytest.mark.parametrize("stop", ["stop_kernel", "shutdown_kernel(now=True)"])
 def test_a_stopped_kernels_sandbox_removes_its_scratch_at_once(tmp_path, stop):
     """split_execute.stop_kernel ends a kernel with SIGTERM, so that its sandbox wrapper removes its
@@ -468,12 +463,12 @@ def test_a_stopped_kernels_sandbox_removes_its_scratch_at_once(tmp_path, stop):
         await kc.wait_for_ready(timeout=120)
         kc.stop_channels()
         wrapper = km.provisioner.process.pid
-        running = _scratch_of(wrapper)
+        running = sandbox.scratch_folders(wrapper)
         if stop == "stop_kernel":
             await stop_kernel(km, logging.getLogger("test"))
         else:
             await km.shutdown_kernel(now=True)
-        return running, _scratch_of(wrapper)
+        return running, sandbox.scratch_folders(wrapper)
 
     running, after = asyncio.run(run())
     assert len(running) == 1
