@@ -37,6 +37,15 @@ class ModelData:
     type_name: str = "Sequential"
     fit_epochs: int | None = None
     fit_steps: int | None = None
+    # A model read from Keras (coursekit/live.py) carries what Keras itself describes it by, as
+    # plain JSON data: ``config`` is {"class_name": "Sequential" or "Functional", "config":
+    # model.get_config()}, and ``compile_config`` is Keras' compile config (optimizer, loss,
+    # metrics in any of their forms). ``weights`` is then aligned with config["config"]["layers"]
+    # (one list of arrays per layer, InputLayer included, empty), ``layers`` and
+    # ``compile_settings`` are derived from these by coursekit/modelspec.py. A record built by
+    # hand (tests) leaves both None: its ``layers`` descriptions stand for the model.
+    config: dict | None = None
+    compile_config: dict | None = None
 
 
 @dataclass
