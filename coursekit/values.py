@@ -46,6 +46,24 @@ class ModelData:
     # hand (tests) leaves both None: its ``layers`` descriptions stand for the model.
     config: dict | None = None
     compile_config: dict | None = None
+    # What the last fit trained on (coursekit/fastfit.py records it in the student's kernel), a
+    # FitData; None when unknown (never fitted, fitted outside the grading kernel, a hand record).
+    fit_data: "FitData | None" = None
+
+
+@dataclass
+class FitData:
+    """What a model's last ``fit`` consumed, as coursekit/fastfit.py recorded it in the student's
+    kernel: ``kind`` "arrays" (``train``/``validation``: one uint64 fingerprint per row it trained
+    or validated on, 0 for a row whose pixels could not be recovered; ``scale``: the affine map
+    (step, offset) of the student's preprocessing, pixel = raw * step + offset), "dataset" (a
+    tf.data dataset, not read) or "other"; ``note`` says why nothing more is known."""
+
+    kind: str
+    train: object = None  # np.ndarray of uint64, or None
+    validation: object = None  # np.ndarray of uint64, or None
+    scale: tuple | None = None
+    note: str = ""
 
 
 @dataclass
