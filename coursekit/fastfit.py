@@ -138,33 +138,44 @@ def _wrap_compile(compile_):
 
 
 def _wrap_running(method_):
-    """``fit`` or ``evaluate``, run with the default N steps per execution where that is exact."""
+    """``fit`` or ``evaluate``, run with the default N steps per execution where that is exact;
+    ``fit`` also records what it trained on (section "what the last fit trained on")."""
     signature = inspect.signature(method_)
+    records = method_.__name__ == "fit"
 
     @functools.wraps(method_)
     def run(self, *args, **kwargs):
         n = steps_per_execution()
+        arguments: dict = {}
         try:
             arguments = signature.bind(self, *args, **kwargs).arguments
             fast = n > 1 and exact_for(self, arguments)
         except Exception:  # a call Keras itself will reject, or a model we cannot read: stock
             fast = False
-        if not fast:
-            return method_(self, *args, **kwargs)
-        stock = {name: getattr(self, name) for name in _FUNCTIONS}
-        for name, function in _fast_functions.get(self, dict.fromkeys(_FUNCTIONS)).items():
-            setattr(self, name, function)
-        self.steps_per_execution = n
-        try:
-            return method_(self, *args, **kwargs)
-        finally:
-            self.steps_per_execution = 1
-            _fast_functions[self] = {name: getattr(self, name) for name in _FUNCTIONS}
-            for name, function in stock.items():
-                setattr(self, name, function)
+        result = _run(method_, self, args, kwargs, fast, n)
+        if records:
+            _record_fit(self, arguments, result)
+        return result
 
     run.__coursekit_fastfit__ = method_
     return run
+
+
+def _run(method_, self, args, kwargs, fast: bool, n: int):
+    """``method_`` called as is, or with N steps per execution when ``fast``."""
+    if not fast:
+        return method_(self, *args, **kwargs)
+    stock = {name: getattr(self, name) for name in _FUNCTIONS}
+    for name, function in _fast_functions.get(self, dict.fromkeys(_FUNCTIONS)).items():
+        setattr(self, name, function)
+    self.steps_per_execution = n
+    try:
+        return method_(self, *args, **kwargs)
+    finally:
+        self.steps_per_execution = 1
+        _fast_functions[self] = {name: getattr(self, name) for name in _FUNCTIONS}
+        for name, function in stock.items():
+            setattr(self, name, function)
 
 
 def install() -> bool:
@@ -190,3 +201,125 @@ def uninstall() -> None:
         method = vars(keras.Model).get(name)
         if method is not None and hasattr(method, "__coursekit_fastfit__"):
             delattr(keras.Model, name)
+
+
+# --- what the last fit trained on (leakage is decided by data, coursekit/checks.py) ------------
+# Beside the speed-up, ``fit``'s wrapper records, per model, a bounded summary of the images its
+# last fit consumed: one fingerprint per row of ``x`` it trained on and per row it validated on.
+# The checker compares them with the fingerprints of the course's own training and test images,
+# so "no test image reached training" is judged by which images reached it, whatever the shuffle,
+# validation split or validation data. Like Keras' History, the record lives in the student's
+# kernel and their code can change it: it catches mistakes, not forgery.
+#
+# A fingerprint must not depend on the student's preprocessing, which the check does not know.
+# Students apply one increasing affine map to every pixel (x / 255, (x - mean) / std, x itself;
+# a decreasing one, 1 - x / 255, matches nothing and falls back), so the kernel inverts it: with the smallest and largest value of the
+# data given to fit standing for 0 and 255 (every training set of these data sets holds both),
+# ``round((x - low) * 255 / (high - low))`` recovers the uint8 pixels exactly, and a row's
+# fingerprint is the first 8 bytes of the SHA-256 of those 784 bytes (0.08 s for 60,000 rows).
+# A row the map does not recover (augmented, noisy, per-pixel standardised) gets fingerprint 0,
+# which matches nothing: such a fit is judged by the older rule (steps, accuracies). An argsort or
+# rank pattern would survive any increasing map, but ties among the many 0 pixels make it
+# ambiguous and it costs a sort per row; the inverse map is exact for what students do.
+# tf.data datasets are not iterated (that would run the student's pipeline again): only their
+# element spec is noted, and the checks fall back to the steps rule.
+
+MAX_FIT_ROWS = 200_000  # rows fingerprinted per fit (8 bytes each); more and no fingerprints are kept
+_fit_records: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (History, record)
+
+
+def _fingerprint_rows(x, low: float, high: float):
+    """One uint64 per row of ``x``: the SHA-256 of its pixels mapped back to 0..255, 0 where the
+    map does not give whole numbers."""
+    import hashlib
+
+    import numpy as np
+
+    count = len(x)
+    out = np.zeros(count, dtype=np.uint64)
+    if not high > low:
+        return out
+    step = (high - low) / 255.0
+    for start in range(0, count, 10_000):  # a float64 copy of 10,000 rows at a time
+        rows = np.asarray(x[start:start + 10_000], dtype=np.float64).reshape(min(10_000, count - start), -1)
+        raw = np.rint((rows - low) / step)
+        exact = (np.abs(raw * step + low - rows) <= 0.05 * step).all(axis=1) & (raw >= 0).all(axis=1) \
+            & (raw <= 255).all(axis=1)
+        pixels = raw.astype(np.uint8)
+        for k in np.flatnonzero(exact):
+            out[start + k] = int.from_bytes(hashlib.sha256(pixels[k].tobytes()).digest()[:8], "little")
+    return out
+
+
+def row_fingerprints(images):
+    """Fingerprints of a data set's own uint8 images (the checker's side of the comparison)."""
+    import numpy as np
+
+    images = np.asarray(images)
+    return _fingerprint_rows(images, 0.0, 255.0) if images.size else np.zeros(0, dtype=np.uint64)
+
+
+def _rows_of(x):
+    """``x`` as an array with one image per row, or None (a dict, a dataset, a generator...)."""
+    import numpy as np
+
+    if isinstance(x, (list, tuple)) or isinstance(x, dict) or x is None:
+        return None
+    if not (isinstance(x, np.ndarray) or type(x).__module__.startswith("tensorflow")):
+        return None
+    try:
+        array = np.asarray(x)
+    except Exception:
+        return None
+    if array.ndim < 2 or array.dtype.kind not in "biuf" or len(array) > MAX_FIT_ROWS:
+        return None
+    return array
+
+
+def describe_fit_data(arguments: dict) -> dict:
+    """The record of what a ``fit`` call with these (bound) arguments trains and validates on."""
+    import numpy as np
+
+    x = arguments.get("x")
+    try:
+        import tensorflow as tf
+
+        if isinstance(x, tf.data.Dataset):
+            return {"kind": "dataset", "train": None, "validation": None, "scale": None,
+                    "note": f"a tf.data dataset ({str(x.element_spec)[:300]}): its images were not read"}
+    except Exception:
+        pass
+    rows = _rows_of(x)
+    if rows is None:
+        return {"kind": "other", "train": None, "validation": None, "scale": None,
+                "note": f"fit was given {type(x).__name__[:100]}, not an array of images"}
+    low, high = float(np.nanmin(rows)), float(np.nanmax(rows))
+    prints = _fingerprint_rows(rows, low, high)
+    validation = None
+    split = arguments.get("validation_split") or 0.0
+    given = arguments.get("validation_data")
+    if given is None and isinstance(split, (int, float)) and 0 < split < 1:
+        at = int(np.floor(len(rows) * (1.0 - split)))  # Keras: the last fraction of x, as given
+        prints, validation = prints[:at], prints[at:]
+    elif isinstance(given, (list, tuple)) and given:
+        held = _rows_of(given[0])
+        if held is not None:
+            validation = _fingerprint_rows(held, low, high)  # the training data's map
+    return {"kind": "arrays", "train": prints, "validation": validation,
+            "scale": (float((high - low) / 255.0), low), "note": ""}
+
+
+def _record_fit(model, arguments: dict, history) -> None:
+    try:
+        _fit_records[model] = (weakref.ref(history), describe_fit_data(arguments))
+    except Exception:  # never let the record break a fit
+        _fit_records.pop(model, None)
+
+
+def fit_record(model) -> dict | None:
+    """What the model's last ``fit`` (the one whose History is ``model.history``) trained on."""
+    kept = _fit_records.get(model)
+    if kept is None:
+        return None
+    history = vars(model).get("history") if hasattr(model, "__dict__") else None
+    return kept[1] if history is not None and kept[0]() is history else None

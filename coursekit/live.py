@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from coursekit.values import FigureData, HistoryData, ModelData
+from coursekit.values import FigureData, FitData, HistoryData, ModelData
 
 # Bound at import (the student's kernel imports this module before any cell runs): reading a
 # model is not changed by a student's later np.allclose = ...
@@ -91,7 +91,7 @@ def model_data(model) -> ModelData:
     compiled = bool(getattr(model, "compiled", False))
     return ModelData(layers, weights, _shape(model, "input_shape"), _shape(model, "output_shape"), compiled,
                      compile_settings(model) if compiled else None, type(model).__name__, fit_epochs(model),
-                     fit_steps(model))
+                     fit_steps(model), fit_data=fit_data(model))
 
 
 def _last_fit(model):
@@ -120,6 +120,17 @@ def fit_steps(model) -> int | None:
     params = vars(history).get("params") if history is not None else None
     steps = params.get("steps") if type(params) is dict else None
     return steps if type(steps) is int else None
+
+
+def fit_data(model) -> FitData | None:
+    """What the model's last ``fit`` trained on, as coursekit/fastfit.py's wrapper of ``fit``
+    recorded it (only where that wrapper is installed: the grading kernel), else None."""
+    fastfit = sys.modules.get("coursekit.fastfit")
+    try:
+        record = fastfit.fit_record(model) if fastfit is not None else None
+    except Exception:
+        return None
+    return None if record is None else FitData(**record)
 
 
 def _shape(model, attribute: str):

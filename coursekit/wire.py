@@ -23,7 +23,8 @@ Writing is done by ``Writer``; reading by ``read_message``, which trusts nothing
 - records (model, history, figure) are checked field by field (a model's ``fit_epochs``, the
   epochs its last fit ran, is absent/null or an integer from 0 to ``MAX_EPOCHS``; its
   ``fit_steps``, the batches per epoch of that fit, absent/null or an integer from 0 to
-  ``MAX_STEPS``).
+  ``MAX_STEPS``; its ``fit_data``, what that fit trained on, absent/null or a record whose
+  fingerprints are 1-D uint64 arrays of at most ``MAX_FIT_ROWS``).
 
 A value that breaks a rule is read as ``UnreadableValue`` with the reason: the check that
 uses it fails with that reason, and nothing else is affected. Only the standard library and
@@ -42,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coursekit.values import (FigureData, HistoryData, ModelData, ObjectData, OpaqueValue,
+from coursekit.values import (FigureData, FitData, HistoryData, ModelData, ObjectData, OpaqueValue,
                               UnreadableValue)
 
 VERSION = 1
@@ -58,6 +59,9 @@ MAX_STRING = 2**20
 MAX_ATTRIBUTES = 64
 MAX_PANELS = 1000
 MAX_EPOCHS = 10**6  # the epochs a model's last fit ran (ModelData.fit_epochs)
+MAX_FIT_ROWS = 200_000  # row fingerprints of a fit's training or validation data (ModelData.fit_data)
+MAX_FIT_NOTE = 500
+FIT_DATA_KINDS = {"arrays", "dataset", "other"}
 MAX_STEPS = 10**8  # the batches per epoch of that fit (ModelData.fit_steps): above any data set's size
 MESSAGE_ID = re.compile(r"[a-z][a-z0-9-]{0,63}")
 ARRAY_FILE = re.compile(r"a[0-9]{1,6}\.npy")
@@ -233,7 +237,21 @@ class Writer:
                 "compiled": bool(model.compiled),
                 "compile_settings": self._encode(model.compile_settings, depth + 1, frozenset()),
                 "fit_epochs": self._encode(model.fit_epochs, depth + 1, frozenset()),
-                "fit_steps": self._encode(model.fit_steps, depth + 1, frozenset())}
+                "fit_steps": self._encode(model.fit_steps, depth + 1, frozenset()),
+                "fit_data": self._fit_data(model.fit_data)}
+
+    def _fit_data(self, data):
+        """A model's FitData as a plain node (fingerprints as uint64 arrays), or null."""
+        if not isinstance(data, FitData):
+            return None
+        prints = {}
+        for part in ("train", "validation"):
+            value = getattr(data, part)
+            prints[part] = None if value is None else self._array(np.asarray(value, dtype=np.uint64).reshape(-1))
+        scale = data.scale if isinstance(data.scale, tuple) and len(data.scale) == 2 else None
+        return {"kind": str(data.kind)[:20], **prints,
+                "scale": None if scale is None else [float(scale[0]), float(scale[1])],
+                "note": str(data.note)[:MAX_FIT_NOTE]}
 
 
 # Arrays this large are looked up by checksum before being written again (``Writer.sent``):
@@ -457,7 +475,40 @@ class Reader:
         fit_epochs = _training_count(node, "fit_epochs", MAX_EPOCHS, "epochs")
         fit_steps = _training_count(node, "fit_steps", MAX_STEPS, "steps per epoch")
         return ModelData(layers, weights, input_shape, output_shape, compiled, settings,
-                         _type_name(node), fit_epochs, fit_steps)
+                         _type_name(node), fit_epochs, fit_steps, fit_data=self._fit_data(node.get("fit_data"), depth))
+
+    def _fit_data(self, node, depth):
+        """What a model's last fit trained on: absent/null, or a record every field of which is
+        checked (a kind, fingerprints as 1-D uint64 arrays of at most MAX_FIT_ROWS, two finite
+        numbers for the scale, a short note)."""
+        if node is None:
+            return None
+        if not isinstance(node, dict) or set(node) != {"kind", "train", "validation", "scale", "note"} \
+                or node["kind"] not in FIT_DATA_KINDS:
+            raise WireError("a model whose record of its training data is malformed")
+        prints = {}
+        for part in ("train", "validation"):
+            sub = node[part]
+            if sub is None:
+                prints[part] = None
+                continue
+            if not (isinstance(sub, dict) and sub.get("t") == "array"):
+                raise WireError("a model whose training data fingerprints are not an array")
+            array = self.value(sub, depth + 2)
+            if not (isinstance(array, np.ndarray) and array.dtype == np.uint64 and array.ndim == 1
+                    and len(array) <= MAX_FIT_ROWS):
+                raise WireError("a model whose training data fingerprints are not a list of row fingerprints")
+            prints[part] = array
+        scale = node["scale"]
+        if scale is not None:
+            if not (isinstance(scale, list) and len(scale) == 2
+                    and all(type(v) in (int, float) and math.isfinite(v) for v in scale)):
+                raise WireError("a model whose record of its preprocessing is not two numbers")
+            scale = (float(scale[0]), float(scale[1]))
+        note = node["note"]
+        if not isinstance(note, str) or len(note) > MAX_FIT_NOTE:
+            raise WireError("a model whose training data note is not a short text")
+        return FitData(node["kind"], prints["train"], prints["validation"], scale, note)
 
     def _history(self, node, depth):
         history = self.value(node.get("history"), depth + 1)
