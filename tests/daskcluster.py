@@ -1,6 +1,10 @@
 """A real Dask cluster on 127.0.0.1 for tests and benchmarks: ``dask scheduler`` and ``dask worker``
 processes (each worker under its nanny, one thread), started and stopped here; nothing is left
-running when the context ends."""
+running when the context ends.
+
+By default it is the course's set-up: mutual TLS with the course's certificates
+(``coursekit.cluster.ensure_certificates``, as bin/setup makes them), the ones the runner uses.
+``tls=False`` starts Dask's stock plain-TCP cluster, to show what that set-up lets others do."""
 
 from __future__ import annotations
 
@@ -62,14 +66,24 @@ def parent(pid: int) -> int | None:
 class LoopbackCluster:
     """``with LoopbackCluster(folder) as cluster: cluster.add_worker("w1"); cluster.address``"""
 
-    def __init__(self, folder: Path, env: dict | None = None):
+    def __init__(self, folder: Path, env: dict | None = None, tls: bool = True):
+        from coursekit import cluster
+
         self.folder = Path(folder)
         self.env = dict(env or os.environ)
         self.port = free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.address = f"{'tls' if tls else 'tcp'}://127.0.0.1:{self.port}"
+        self.certificates = cluster.ensure_certificates() if tls else None
+        self.security = cluster.course_security(self.certificates) if tls else None
         self.scheduler: subprocess.Popen | None = None
         self.workers: list[Worker] = []
         self.client = None
+
+    def tls_args(self, role: str) -> list[str]:
+        from coursekit import cluster
+
+        return cluster.tls_args(role, self.certificates) if self.tls else []
 
     def _dask(self, *args: str, log: Path, env: dict | None = None) -> subprocess.Popen:
         cmd = [str(Path(sys.executable).with_name("dask")), *args]
@@ -81,10 +95,12 @@ class LoopbackCluster:
         from distributed import Client
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.scheduler = self._dask("scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-                                    "--no-dashboard", "--no-show", log=self.folder / "scheduler.log")
+        self.scheduler = self._dask("scheduler", "--host", f"{self.address.split('://')[0]}://127.0.0.1",
+                                    "--port", str(self.port), "--no-dashboard", "--no-show",
+                                    *self.tls_args("scheduler"), log=self.folder / "scheduler.log")
         try:
-            self.client = Client(self.address, timeout=f"{START_TIMEOUT}s", set_as_default=False)
+            self.client = Client(self.address, timeout=f"{START_TIMEOUT}s", set_as_default=False,
+                                 security=self.security)
         except BaseException:
             self.close()
             raise
@@ -96,7 +112,7 @@ class LoopbackCluster:
         before = len(self.client.nthreads())
         proc = self._dask("worker", self.address, "--name", name, "--nthreads", "1", "--nworkers", "1",
                           "--no-dashboard", "--local-directory", str(folder), "--memory-limit", "0",
-                          log=self.folder / f"{name}.log", env=env)
+                          *self.tls_args("worker"), log=self.folder / f"{name}.log", env=env)
         worker = Worker(name, proc, folder)
         self.workers.append(worker)
         if wait:
