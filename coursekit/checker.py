@@ -83,8 +83,8 @@ class Session:
         self.cache = {k: v for k, v in reader.arrays_read.items() if v.nbytes >= wire.REUSE_MIN_BYTES}
         return values
 
-    def function(self, reference: str) -> "StudentFunction":
-        return StudentFunction(self, reference)
+    def function(self, reference: str, source: str | None = None, module: str | None = None) -> "StudentFunction":
+        return StudentFunction(self, reference, source, module)
 
     # --- calls during a check cell ------------------------------------------------------
 
@@ -177,9 +177,12 @@ def _student_exception(error) -> BaseException:
 class StudentFunction:
     """A function of the student's notebook, called in the student's kernel."""
 
-    def __init__(self, session: Session, reference: str):
+    def __init__(self, session: Session, reference: str, source: str | None = None, module: str | None = None):
         self._session = session
         self.reference = reference
+        # Its source text and module as the student's kernel sent them: data for the checks that
+        # read how a function is written (checks.expect_numpy_only parses it; nothing runs it).
+        self.source, self.module = source, module
 
     def __call__(self, *args, **kwargs):
         return self._session.call(self.reference, args, kwargs)

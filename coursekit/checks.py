@@ -232,8 +232,29 @@ def fit_steps(model, name: str = "model") -> int | None:
     return model_data(model, name).fit_steps
 
 
-def expect_epochs(model, epochs: int, name: str = "model", hint: str = "") -> None:
-    """The model's last ``fit`` ran ``epochs`` epochs; the hint adds the likely cause."""
+def carried_recipe(model, earlier, charged_in: str | None) -> bool:
+    """Errors carried forward across questions: ``model`` was made by the same recipe as
+    ``earlier``, a model an earlier question (``charged_in``) already checked: both fitted, with
+    the same layers and the same number of epochs (M5's fashion_model from M3's
+    train_tutorial_model). A wrong recipe is then charged by that question, not again."""
+    if earlier is None or charged_in is None or _isinstance(earlier, UnreadableValue):
+        return False
+    if not (_isinstance(earlier, ModelData) or _live.is_keras_model(earlier)):
+        return False
+    if not (_isinstance(model, ModelData) or _live.is_keras_model(model)):
+        return False
+    mine, theirs = model_data(model), model_data(earlier)
+    return (mine.fit_epochs is not None and mine.fit_epochs == theirs.fit_epochs
+            and list(mine.layers) == list(theirs.layers))
+
+
+def expect_epochs(model, epochs: int, name: str = "model", hint: str = "", same_as=None,
+                  charged_in: str | None = None) -> None:
+    """The model's last ``fit`` ran ``epochs`` epochs; the hint adds the likely cause. With
+    ``same_as`` (a model of question ``charged_in``, whose check charges its epochs), a model made
+    by the same recipe passes here whatever its epochs (``carried_recipe``)."""
+    if carried_recipe(model, same_as, charged_in):
+        return
     require(_isinstance(epochs, (int, _integer)) and not _isinstance(epochs, bool), "the number of epochs asked for",
             "a whole number", _short(epochs), "keep EPOCHS as the read-only set-up cell sets it")
     found = fit_epochs(model, name)
@@ -269,6 +290,17 @@ def expect_architecture(model, expected: list[tuple], name: str = "model"):
     else:
         hint = "use exactly the layers the question lists, in that order, with no extra layers"
     require(found == list(expected), f"layers of {name}", expected, found, hint)
+
+
+def expect_architecture_carried(model, expected: list[tuple], name: str = "model", same_as=None,
+                                charged_in: str | None = None) -> bool:
+    """``expect_architecture``, unless ``model`` was made by the same recipe as ``same_as``
+    (``carried_recipe``): a wrong architecture is then charged by ``charged_in`` only. True when
+    the architecture was carried forward (it is not the one asked for, and not charged here)."""
+    if carried_recipe(model, same_as, charged_in) and describe_layers(model) != list(expected):
+        return True
+    expect_architecture(model, expected, name)
+    return False
 
 
 def compile_settings(model) -> dict:
@@ -440,30 +472,72 @@ def accuracy(model, images, labels) -> float:
     return float((_argmax(outputs, axis=1) == _asarray(labels)).mean())
 
 
-def images_used(images, reference, name: str = "images") -> _ndarray:
+def affine_map(images, reference) -> tuple[float, float] | None:
+    """(step, offset) when ``images`` are ``reference * step + offset`` pixel by pixel, with one
+    increasing map for every pixel (x / 255, x left as it is, (x - mean) / std), else None."""
+    ref = _asarray(reference, dtype=_float64)
+    arr = _finite_copy(images, ref.shape)
+    if arr is None or ref.size == 0:
+        return None
+    low, high = float(ref.min()), float(ref.max())
+    if high <= low:
+        return None
+    step = (float(arr.max()) - float(arr.min())) / (high - low)
+    offset = float(arr.min()) - step * low
+    if not step > 0:
+        return None
+    size = max(1.0, abs(step) * high, abs(offset))
+    return (step, offset) if _allclose(arr, ref * step + offset, rtol=1e-5, atol=1e-6 * size) else None
+
+
+def _unusable(question: str | None, name: str, what: str) -> None:
+    """A later check whose input, an earlier question's answer, cannot be used: say which."""
+    if question is not None:
+        raise CheckFailed(f"{question}'s {name} are not usable, so this check cannot run",
+                          hint=f"fix {question} first: {name} should be {what}")
+
+
+def images_used(images, reference, name: str = "images", question: str | None = None) -> _ndarray:
     """Errors carried forward: the images a student's later answers were computed from.
 
     ``reference`` is a data set's images as loaded (0..255). When the student's ``images`` are
-    exactly those images scaled by some other factor (left 0..255, or divided twice: a mistake
-    the scaling check charges), a later check compares with what the student's own images
-    imply; anything else is not this data set, and the later check uses the images scaled to
-    [0, 1] as the question asks.
+    those images under one increasing affine map per pixel (scaled by another factor, left
+    0..255, standardised with a mean and a standard deviation: what the scaling check charges),
+    a later check compares with what the student's own images imply. Anything else is not this
+    data set: with ``question`` (the question that made the images, e.g. "F3") the check says
+    that question's images are unusable; without, it uses the images scaled to [0, 1] as the
+    question asks.
 
     With the memo on, images equal to the scaled ones (the right answer) are found by one
-    comparison, and the shared scaled images returned: the test below would return a float64
-    copy of them, equal element by element, at the cost of four more arrays of their size."""
+    comparison, and the shared scaled images returned."""
     correct = scaled_images(reference)
     if memo_enabled() and _type(images) is _ndarray and images.shape == correct.shape \
             and bool(_np.array_equal(images, correct)):
         return correct
-    ref = _asarray(reference, dtype=_float64)
-    arr = _finite_copy(images, ref.shape)
-    if arr is None or float(ref.max()) <= 0:
+    if images is None or _isinstance(images, UnreadableValue):
         return correct
-    factor = float(arr.max()) / float(ref.max())
-    if factor > 0 and _allclose(arr, ref * factor, rtol=1e-5, atol=1e-6 * max(1.0, factor)):
-        return arr
+    if affine_map(images, reference) is not None:
+        return _finite_copy(images, _asarray(reference).shape)
+    _unusable(question, name, "the data set's images, each pixel scaled the same way (pixel / 255.0)")
     return correct
+
+
+def training_scale(model, dataset: str | None = None, train_images=None) -> tuple[float, float] | None:
+    """The affine map (step, offset) of the preprocessing ``model`` was trained with: what its last
+    fit recorded (fit_data, when its rows are the data set's), else what the student's
+    ``train_images`` show against the data set's training images; None when neither tells."""
+    data = model if _isinstance(model, ModelData) else (model_data(model) if _live.is_keras_model(model) else None)
+    record = getattr(data, "fit_data", None)
+    if record is not None and record.kind == "arrays" and record.scale is not None and dataset is not None:
+        contents = fit_contents(model, dataset)
+        if contents is not None and contents["from_train"] + contents["from_test"] > 0:
+            return tuple(record.scale)
+    if train_images is not None and dataset is not None:
+        from coursekit.datasets import load
+
+        (x_train, _), _ = load(dataset)
+        return affine_map(train_images, x_train)
+    return None
 
 
 def rows_used(values, reference, name: str = "values") -> _ndarray:
@@ -540,10 +614,75 @@ def steps_fit_training_images(steps, samples: int) -> bool:
     return any(steps_fit_samples(steps, int(samples * (1 - split))) for split in (0.0, *COMMON_VALIDATION_SPLITS))
 
 
-def expect_validation_held_out(model, history, images, labels, split: float = 0.2) -> None:
-    """Leakage: ``model`` was fitted on ``images`` with ``validation_split=split`` and nothing
-    else. Its epochs ran over the training part only (``history.params['steps']``, at any batch
-    size), and its last validation accuracy is its accuracy on the held-out part."""
+# --- leakage, by which images reached the fit -------------------------------------------------
+# The student's kernel records, with each model's last fit, one fingerprint per row it trained
+# and validated on (coursekit/fastfit.py; ModelData.fit_data). Here they are compared with the
+# fingerprints of the course's own training and test images (an image in both sets would be
+# ambiguous: these data sets have none). A fit is honest when no test image is among the rows it
+# trained on, whatever the shuffle, validation split or validation data. Where nothing was
+# recorded (a tf.data dataset, a fit outside the grading kernel) or no row matched this data set,
+# the older rules below, by steps and accuracies, decide, and the check notes it.
+
+DATA_LEAKAGE_HINT = ("test images reached training: fit on the training images only (shuffling them, a "
+                     "validation_split or validation data from the training images are all fine); the test "
+                     "images must stay unseen until you measure accuracy (data leakage)")
+_FINGERPRINTS: dict = {}  # data set name -> (its training images' fingerprints, its test images')
+
+
+def _dataset_fingerprints(dataset: str) -> tuple[_ndarray, _ndarray]:
+    if dataset not in _FINGERPRINTS:
+        from coursekit.datasets import load
+        from coursekit.fastfit import row_fingerprints
+
+        (x_train, _), (x_test, _) = load(dataset)
+        _FINGERPRINTS[dataset] = (row_fingerprints(x_train), row_fingerprints(x_test))
+    return _FINGERPRINTS[dataset]
+
+
+def fit_contents(model, dataset: str) -> dict | None:
+    """What the model's last fit trained and validated on, counted against ``dataset``'s images:
+    ``rows``, ``from_train``, ``from_test`` (and ``val_rows``, ``val_from_train``, ``val_from_test``);
+    None when the fit left no record of its rows."""
+    data = model if _isinstance(model, ModelData) else model_data(model)
+    record = getattr(data, "fit_data", None)
+    if record is None or record.kind != "arrays" or record.train is None:
+        return None
+    train_prints, test_prints = _dataset_fingerprints(dataset)
+    found = {}
+    for part, prints in (("", record.train), ("val_", record.validation)):
+        rows = _asarray(prints if prints is not None else [], dtype=_np.uint64).reshape(-1)
+        known = rows[rows != 0]
+        found[f"{part}rows"] = int(rows.size)
+        found[f"{part}from_train"] = int(_np.isin(known, train_prints).sum())
+        found[f"{part}from_test"] = int(_np.isin(known, test_prints).sum())
+    return found
+
+
+def fit_leakage_verdict(model, dataset: str, name: str = "model", hint: str = "") -> bool:
+    """Leakage decided by data: fails when test images of ``dataset`` are among the rows the
+    model's last fit trained on; True when the record decided (no test image), False when there
+    is no usable record (the caller then applies the older rules)."""
+    contents = fit_contents(model, dataset)
+    if contents is None or contents["from_train"] + contents["from_test"] == 0:
+        return False
+    require(contents["from_test"] == 0,
+            f"{name}'s last fit should train on training images only",
+            "no test images among the images it trained on",
+            f"{contents['from_test']:,} of the {contents['rows']:,} images it trained on are test images",
+            hint or DATA_LEAKAGE_HINT)
+    return True
+
+
+def expect_validation_held_out(model, history, images, labels, split: float = 0.2, dataset: str | None = None) -> None:
+    """Leakage. With ``dataset`` and a record of the rows the model's last fit trained on, no test
+    image of ``dataset`` is among them (``fit_leakage_verdict``: any shuffle, validation split or
+    validation data is fine). Otherwise, the older rule: ``model`` was fitted on ``images`` with
+    ``validation_split=split`` and nothing else, its epochs ran over the training part only
+    (``history.params['steps']``, at any batch size), and its last validation accuracy is its
+    accuracy on the held-out part (a shuffle before the split fails this rule, which is why the
+    record decides when there is one)."""
+    if dataset is not None and fit_leakage_verdict(model, dataset):
+        return
     labels = _asarray(labels)
     steps = (getattr(history, "params", None) or {}).get("steps")
     trained_on = int(_np.ceil(_len(labels) * (1 - split)))
@@ -593,6 +732,8 @@ def expect_trained_on(model, samples: int, name: str = "model", hint: str = "", 
     if data.fit_epochs is None:
         require(False, f"{name} should be trained on the {int(samples):,} training images", "a fitted model",
                 "none (never fitted)", f"{hint}; nothing called fit on {name}" if hint else f"nothing called fit on {name}")
+    if dataset is not None and fit_leakage_verdict(data, dataset, name, hint):
+        return  # decided by which images the fit trained on (a validation split of any size is fine)
     steps = data.fit_steps
     require(steps is not None, f"each epoch of {name}'s last fit should run over the {int(samples):,} training images",
             f"a whole number of batches of {int(samples):,} images", "an unknown number of steps",
@@ -614,12 +755,17 @@ def expect_trained_on(model, samples: int, name: str = "model", hint: str = "", 
             f"{on_test:.4f}", hint)
 
 
-def accuracy_on_test_set(model, dataset: str) -> float:
-    """Accuracy on the course's own verified copy of ``dataset``'s test set, scaled to [0, 1]."""
+def accuracy_on_test_set(model, dataset: str, train_images=None) -> float:
+    """Accuracy on the course's own verified copy of ``dataset``'s test set, preprocessed as the
+    model was trained (errors carried forward: ``training_scale``, from its fit's record or the
+    student's ``train_images``), else scaled to [0, 1]."""
     from coursekit.datasets import load
 
     (_, _), (x_test, y_test) = load(dataset)
-    return accuracy(model, scaled_images(x_test), y_test)
+    scale = training_scale(model, dataset, train_images)
+    if scale is None or (abs(scale[0] * 255.0 - 1.0) <= 1e-9 and abs(scale[1]) <= 1e-12):
+        return accuracy(model, scaled_images(x_test), y_test)  # x / 255, exactly as the question asks
+    return accuracy(model, _asarray(x_test, dtype=_float64) * scale[0] + scale[1], y_test)
 
 
 # --- reference maths ---------------------------------------------------------------------
@@ -662,7 +808,9 @@ def expect_panels(fig, count: int, name: str, images: bool = False, hint: str = 
 
 
 def find_image(image, candidates, atol: float = 1e-6) -> int | None:
-    """Index of the first candidate equal to ``image`` (either scaled to [0,1] or 0..255)."""
+    """Index of the first candidate equal to ``image``: as it is, scaled to [0,1] or 0..255, or
+    under any increasing affine map of its pixels (a standardised image is the same picture, and
+    imshow draws it the same)."""
     img = _asarray(image, dtype=_float64)
     for index, candidate in enumerate(candidates):
         cand = _asarray(candidate, dtype=_float64)
@@ -671,7 +819,90 @@ def find_image(image, candidates, atol: float = 1e-6) -> int | None:
         if _allclose(img, cand, atol=atol) or _allclose(img, cand / 255.0, atol=atol) \
                 or _allclose(img / 255.0, cand, atol=atol):
             return index
+        if float(cand.max()) > float(cand.min()) and affine_map(img, cand) is not None:
+            return index
     return None
+
+
+def names_used(names, reference, name: str = "class_names", question: str | None = None) -> list:
+    """Errors carried forward: the class names a student's plots were labelled with. Their own
+    ``names`` when they are as many strings as ``reference`` (a misspelt name is charged by the
+    question that asks for the names, ``question``), else, with ``question``, the check says
+    that question's names are unusable; without, the reference."""
+    if _isinstance(names, (list, tuple)) and _len(names) == _len(reference) \
+            and all(_isinstance(n, str) for n in names):
+        return [str(n) for n in names]
+    if names is not None and not _isinstance(names, UnreadableValue):
+        _unusable(question, name, f"a list of {_len(reference)} class names, as strings")
+    return list(reference)
+
+
+# --- how a function is written ---------------------------------------------------------------
+# A question that asks for a function "in NumPy (no TensorFlow)" is checked where it is asked:
+# the student's kernel sends the function's source text and module as data (coursekit/export.py),
+# and the check parses it with ``ast`` (never runs it). It sees what the function's own code
+# names: tf.*, keras.*, tensorflow.*, an import of them inside it, or a function that is
+# TensorFlow's own (softmax = tf.nn.softmax). A TensorFlow call hidden behind another notebook
+# function, or a global alias (T = tf, then T.nn.softmax), is not seen: this catches the habit,
+# not a determined workaround.
+
+FORBIDDEN_LIBRARIES = ("tensorflow", "tf", "keras")
+
+
+def function_source(func) -> tuple[str | None, str | None]:
+    """(source text, module) of a student function: the checker's proxy carries them; a live
+    function (a student's own Jupyter) is read with inspect."""
+    source, module = getattr(func, "source", None), getattr(func, "module", None)
+    if source is None and module is None and callable(func):
+        import inspect
+
+        module = getattr(func, "__module__", None)
+        try:
+            source = inspect.getsource(func) if module in (None, "__main__") else None
+        except (OSError, TypeError):
+            source = None
+    return (source if _isinstance(source, str) else None), (module if _isinstance(module, str) else None)
+
+
+def library_uses(source: str) -> list[str]:
+    """What ``source`` uses of TensorFlow/Keras, as written ("tf.nn.softmax", "import tensorflow")."""
+    import ast
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(source))
+    except SyntaxError:
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if _isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if a.name.split(".")[0] in FORBIDDEN_LIBRARIES]
+        elif _isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in FORBIDDEN_LIBRARIES:
+            found.append(f"from {node.module} import ...")
+        elif _isinstance(node, ast.Attribute):
+            root = node
+            while _isinstance(root, ast.Attribute):
+                root = root.value
+            if _isinstance(root, ast.Name) and root.id in FORBIDDEN_LIBRARIES:
+                found.append(ast.unparse(node))
+    # keep the longest spelling of each chain (tf.nn.softmax, not also tf.nn)
+    return [f for f in dict.fromkeys(found) if not any(o != f and o.startswith(f + ".") for o in found)]
+
+
+def expect_numpy_only(func, name: str, question: str = "this question") -> None:
+    """``func`` (a student function) is written with NumPy, not TensorFlow or Keras: read from
+    its source text, never run."""
+    source, module = function_source(func)
+    root = (module or "").split(".")[0]
+    require(root not in FORBIDDEN_LIBRARIES, f"{name} should be your own NumPy function",
+            "a function written with NumPy", f"{module}'s own function",
+            f"{name} is TensorFlow's own function; {question} asks for NumPy only: write it with np.exp, np.max, np.sum")
+    if source is None:
+        return  # nothing to read (a built-in, a lambda typed at a prompt): not charged
+    uses = library_uses(source)
+    require(not uses, f"{name} should use NumPy only", "no TensorFlow or Keras", ", ".join(uses),
+            f"{name} calls {', '.join(uses)}; {question} asks for NumPy only (no TensorFlow): "
+            "write it with NumPy functions such as np.exp, np.max, np.sum, np.maximum")
 
 
 # --- reproducibility ------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import inspect
 import io
 import os
 import sys
@@ -60,7 +61,7 @@ def convert(value, depth: int):
     if isinstance(value, type(sys)):
         return OpaqueValue(f"module {getattr(value, '__name__', '?')}")
     if callable(value):
-        return ("function", _reference(value))
+        return ("function", _reference(value), _origin(value))
     if hasattr(type(value), "__array__"):
         try:
             array = np.asarray(value)
@@ -71,6 +72,19 @@ def convert(value, depth: int):
     if depth >= 4:
         return None
     return ObjectData(wire._qualified_type(value), _attributes(value))
+
+
+def _origin(function) -> dict:
+    """Where a function comes from, for checks about how it is written (checks.expect_numpy_only):
+    its module, and for a function of the notebook its source text (bounded), sent as data."""
+    module = getattr(function, "__module__", None)
+    if not isinstance(module, str):
+        module = getattr(type(function), "__module__", None)
+    about = {"module": module if isinstance(module, str) else None, "source": None}
+    if module in (None, "__main__"):
+        with contextlib.suppress(Exception):
+            about["source"] = inspect.getsource(function)[:wire.MAX_FUNCTION_SOURCE]
+    return about
 
 
 def _attributes(value) -> dict:

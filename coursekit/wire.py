@@ -61,6 +61,7 @@ MAX_PANELS = 1000
 MAX_EPOCHS = 10**6  # the epochs a model's last fit ran (ModelData.fit_epochs)
 MAX_FIT_ROWS = 200_000  # row fingerprints of a fit's training or validation data (ModelData.fit_data)
 MAX_FIT_NOTE = 500
+MAX_FUNCTION_SOURCE = 100_000  # characters of a student function's source text sent with it
 FIT_DATA_KINDS = {"arrays", "dataset", "other"}
 MAX_STEPS = 10**8  # the batches per epoch of that fit (ModelData.fit_steps): above any data set's size
 MESSAGE_ID = re.compile(r"[a-z][a-z0-9-]{0,63}")
@@ -180,7 +181,14 @@ class Writer:
             return {"t": "unreadable", "reason": str(value.reason)[:2000]}
         converted = self.convert(value, depth) if self.convert is not None else None
         if isinstance(converted, tuple) and converted[:1] == ("function",):
-            return {"t": "function", "name": converted[1]}
+            node = {"t": "function", "name": converted[1]}
+            if len(converted) > 2 and isinstance(converted[2], dict):  # where it comes from (export.py)
+                about = converted[2]
+                if isinstance(about.get("source"), str):
+                    node["source"] = about["source"][:MAX_FUNCTION_SOURCE]
+                if isinstance(about.get("module"), str):
+                    node["module"] = about["module"][:200]
+            return node
         if converted is not None:
             return self._encode(converted, depth, seen | {id(value)})
         return {"t": "opaque", "type_name": _qualified_type(value)}
@@ -553,7 +561,15 @@ class Reader:
         name = _field(node, "name", str)
         if not name.isidentifier() or self.function is None:
             raise WireError("a function that cannot be called from here")
-        return self.function(name)
+        source, module = node.get("source"), node.get("module")
+        if source is None and module is None:
+            return self.function(name)
+        # The function's source text (data for checks.expect_numpy_only to parse, never to run)
+        # and the module that defined it.
+        if not (source is None or isinstance(source, str) and len(source) <= MAX_FUNCTION_SOURCE) or \
+                not (module is None or isinstance(module, str) and len(module) <= 200):
+            raise WireError("a function whose source text is not a short text")
+        return self.function(name, source=source, module=module)
 
 
 KINDS = {"tuple", "set", "frozenset", "dict", "range", "bytes", "scalar", "array", "model", "history",
