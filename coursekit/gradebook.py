@@ -269,6 +269,36 @@ def damage(db_url: str) -> str | None:
     return None
 
 
+def planted(db_url: str) -> str | None:
+    """Why root must not open the SQLite gradebook at ``db_url`` (None: it may). The gradebook's
+    folder is the staff's to write (bin/hub): SQLite follows a link at the database's own name,
+    so a link planted there would make root create or write a database file anywhere. (SQLite
+    opens its journal and WAL files without following links; an unused link there is harmless.)"""
+    url = make_url(db_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    path = Path(url.database)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"The gradebook {path} cannot be checked ({err.strerror}). Nothing was graded or changed."
+    import stat
+
+    if stat.S_ISLNK(st.st_mode):
+        why = f"a symbolic link (to '{os.readlink(path)}')"
+    elif not stat.S_ISREG(st.st_mode):
+        why = "not a plain file"
+    elif st.st_nlink != 1:
+        why = "a hard link (the same file is elsewhere on the disk)"
+    else:
+        return None
+    return (f"The gradebook {path} is {why}. Grading runs as root and does not open a gradebook through a link "
+            "someone could plant in the gradebook's folder; put the real gradebook file there. Nothing was "
+            "graded or changed.")
+
+
 def _sqlite_damage(path: Path) -> str | None:
     if not path.is_file():
         return _damaged(str(path), "it is not a file")

@@ -636,7 +636,7 @@ class IntakeAutograde(Autograde):
         from coursekit.layout import CourseLayout
 
         self.layout = CourseLayout.of(self.coursedir)
-        damage = gradebook.damage(self.layout.db_url)
+        damage = gradebook.planted(self.layout.db_url) or gradebook.damage(self.layout.db_url)
         if damage:
             self.log.error(damage)
             raise NbGraderException(damage)

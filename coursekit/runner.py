@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import errno
 import fcntl
 import functools
 import glob
@@ -59,6 +60,7 @@ import os
 import platform
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -142,34 +144,62 @@ def is_graded(layout: CourseLayout, student: str, assignment: str) -> bool:
 
 class Refused(RuntimeError):
     """A worker will not grade: it has no sandbox, other grading code, or course files that are
-    not the client's. The message says why; nothing is graded there."""
+    not the client's. The message says why; nothing is graded there. It is about the worker, not
+    a submission: the runner stops handing out work (a submission never causes one)."""
 
 
-def _keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    """Files, folders and links of a folder; no devices, pipes or sockets; no owners."""
-    if not (info.isfile() or info.isdir() or info.issym() or info.islnk()):
-        return None
-    if Path(info.name).name == ".ipynb_checkpoints":
-        return None
+class SubmissionMismatch(RuntimeError):
+    """What a worker unpacked of one submission is not what the client read and packed. That
+    submission fails alone (recorded, tried again on the next run); the class goes on."""
+
+
+# Jupyter's checkpoints are never part of what is graded or shipped, whatever their type.
+NOT_SHIPPED = frozenset({".ipynb_checkpoints"})
+
+
+def tree_members(root: Path, names: list[str]) -> list[tuple[str, os.stat_result]]:
+    """What is shipped of ``names`` (paths relative to ``root``), in order: (relative path as it
+    is named in the archive, lstat). The ONE listing that ``pack`` archives and ``tree_digest``
+    hashes, on the client and, after unpacking, on the worker: they agree by construction.
+    Folders, regular files and links (never followed); no devices, pipes or sockets; nothing
+    named like Jupyter's checkpoints."""
+    members: list[tuple[str, os.stat_result]] = []
+
+    def visit(rel: str) -> None:
+        st = os.lstat(root / rel)
+        if Path(rel).name in NOT_SHIPPED or not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)
+                                                 or stat.S_ISLNK(st.st_mode)):
+            return
+        members.append((rel, st))
+        if stat.S_ISDIR(st.st_mode):
+            for child in sorted(os.listdir(root / rel)):
+                visit(os.path.join(rel, child))
+
+    for name in names:
+        if os.path.lexists(root / name):
+            visit(name)
+    return members
+
+
+def _ownerless(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     return info
 
 
 def pack(root: Path, names: list[str]) -> bytes:
-    """A tar archive (gzip) of ``names`` (paths relative to ``root``); links are kept as links."""
+    """A tar archive (gzip) of ``tree_members(root, names)``; links are kept as links."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
-        for name in names:
-            if os.path.lexists(root / name):
-                tar.add(root / name, arcname=name, filter=_keep)
+        for rel, _ in tree_members(root, names):
+            tar.add(root / rel, arcname=rel, recursive=False, filter=_ownerless)
     return buffer.getvalue()
 
 
 class _OwnTarFile(tarfile.TarFile):
     """Extracts as a copy does: files belong to the process that unpacks them, in the group the
     folder gives them. tarfile run as root would hand them to the archive's owner and group
-    (root, see ``_keep``): in a hub course, whose setgid folders give the staff group, the
+    (root, see ``_ownerless``): in a hub course, whose setgid folders give the staff group, the
     autograded folders would then be closed to the TAs' formgrader."""
 
     def chown(self, tarinfo, targetpath, numeric_owner):
@@ -183,26 +213,21 @@ def unpack(data: bytes, root: Path) -> None:
 
 
 def tree_digest(root: Path, names: list[str]) -> str:
-    """SHA-256 of the files under ``names`` (relative to ``root``): paths, contents, link targets.
-    Computed from what is on disk, where the client reads it and where the worker grades it."""
+    """SHA-256 of ``tree_members(root, names)``: paths, kinds, contents, link targets. Computed
+    from what is on disk, where the client packs it and where the worker grades it."""
     digest = hashlib.sha256()
-
-    def add(path: Path) -> None:
-        rel = path.relative_to(root).as_posix()
-        if path.is_symlink():
-            digest.update(f"L {rel}\0{os.readlink(path)}\0".encode())
-        elif path.is_dir():
-            if path.name == ".ipynb_checkpoints":
-                return
+    for rel, st in tree_members(root, names):
+        if stat.S_ISLNK(st.st_mode):
+            digest.update(f"L {rel}\0{os.readlink(root / rel)}\0".encode())
+        elif stat.S_ISDIR(st.st_mode):
             digest.update(f"D {rel}\0".encode())
-            for child in sorted(path.iterdir(), key=lambda p: p.name):
-                add(child)
-        elif path.is_file():
-            digest.update(f"F {rel}\0".encode() + hashlib.sha256(path.read_bytes()).digest())
-
-    for name in names:
-        if os.path.lexists(root / name):
-            add(root / name)
+        else:
+            fd = os.open(root / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with open(fd, "rb") as f:
+                content = hashlib.sha256()
+                while chunk := f.read(1 << 20):
+                    content.update(chunk)
+            digest.update(f"F {rel}\0".encode() + content.digest())
     return digest.hexdigest()
 
 
@@ -396,7 +421,8 @@ def grade_submission(course: CourseFiles, task: SubmissionTask, work: Path,
         submission = private.submitted(task.student, course.assignment)
         unpack(task.archive, submission)
         if tree_digest(submission, ["."]) != task.digest:
-            raise Refused(f"on {platform.node()}: the submission of {task.student} unpacked here is not the client's")
+            raise SubmissionMismatch(f"on {platform.node()}: the submission unpacked there is not the one the "
+                                     "runner read (its files differ); it was not graded")
         events = work / "events.jsonl"
         env = grading_env() | thread_env(task.threads) | {sandbox.EVENTS_ENV: str(events)}
         log = work / "nbgrader.log"
@@ -523,6 +549,81 @@ class LocalPool:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
+# --- files the runner (root) writes in folders the staff can write -----------------------------
+#
+# On the hub the staff group may write gradebook/ (bin/hub), and root runs the runner: a TA could
+# leave a link there named like the runner's lock or log folder, to make root truncate, chmod or
+# write whatever it points to. So these are opened relative to the folder's descriptor, without
+# following a link, never truncated, and the log folder must be the runner's own.
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _what_is(parent: int, name: str) -> str:
+    try:
+        st = os.lstat(name, dir_fd=parent)
+    except OSError:
+        return "missing"
+    if stat.S_ISLNK(st.st_mode):
+        return f"a symbolic link (to '{intake.shown(os.readlink(name, dir_fd=parent), 120)}')"
+    return intake._kind(st.st_mode) if not stat.S_ISDIR(st.st_mode) else "a folder"
+
+
+def _staff_refusal(where: Path, what: str) -> RunnerError:
+    return RunnerError(f"{where} is {what}. The runner runs as root and does not follow links or use files it "
+                       "did not make in folders the staff can write; remove it, then run again")
+
+
+def staff_folder(path: Path) -> int:
+    """A descriptor of a course folder the staff may write (gradebook/), refusing a link."""
+    try:
+        return os.open(path, _DIR)
+    except OSError as err:
+        raise _staff_refusal(path, "not a folder the runner can open" if err.errno != errno.ELOOP
+                             else "a symbolic link") from None
+
+
+def private_folder(parent: int, name: str, where: Path) -> int:
+    """The runner's own folder ``name`` in ``parent`` (made 0700 here when missing), as a
+    descriptor; refused when it is a link, not a folder, or someone else's."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o700, dir_fd=parent)
+    try:
+        fd = os.open(name, _DIR, dir_fd=parent)
+    except OSError:
+        raise _staff_refusal(where, _what_is(parent, name)) from None
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        os.close(fd)
+        raise _staff_refusal(where, f"a folder that belongs to {account_name(st.st_uid)}, not to the runner")
+    os.fchmod(fd, 0o700)  # the descriptor's folder: never a path that could have been swapped
+    return fd
+
+
+def lock_file(parent: int, name: str, where: Path) -> int:
+    """The lock file ``name`` in ``parent``, opened (made 0600 when missing) without writing to it:
+    never truncated, never through a link; refused when it is not a plain file of its own."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600,
+                     dir_fd=parent)
+    except OSError:
+        raise _staff_refusal(where, _what_is(parent, name)) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise _staff_refusal(where, "not a plain file (a hard link, a pipe or a device)")
+    return fd
+
+
+def account_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 class Runner:
     def __init__(self, root: Path, assignment: str, jobs: int | None = None, force: bool = False,
                  students: list[str] | None = None, progress: bool = True, scheduler: str | None = None,
@@ -545,6 +646,7 @@ class Runner:
         self.course_files: CourseFiles | None = None
         self.pool = None
         self.refusal: str | None = None
+        self.logs_fd: int | None = None  # gradebook/runner-logs/ while a run holds it (run)
 
     # -- set-up --
 
@@ -597,6 +699,9 @@ class Runner:
         else:
             print("coursekit runner: the sandbox is OFF in nbgrader_config.py: student code runs with your rights",
                   file=sys.stderr)
+        planted = gradebook.planted(self.layout.db_url)  # first: nothing is opened through a planted link
+        if planted:
+            raise RunnerError(planted)
         path = self.layout.gradebook_path
         if path is not None and not path.is_file():
             raise RunnerError(f"no gradebook at {path}: run `nbgrader generate_assignment {self.assignment}` first")
@@ -615,22 +720,29 @@ class Runner:
     # -- running --
 
     def run(self) -> list[Outcome]:
+        # gradebook/ is the staff's to write (bin/hub): its lock and the log folder are opened
+        # relative to the folder, never through a link, never truncated (staff_folder below).
+        folder = lock = None
         try:
             self.check()
-            self.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(self.logs, 0o700)  # logs hold what student code printed
-            lock = open(self.layout.gradebook_folder / LOCK_NAME, "w")
+            folder = staff_folder(self.layout.gradebook_folder)
+            self.logs_fd = private_folder(folder, LOG_DIR, self.logs)  # logs hold what student code printed
+            lock = lock_file(folder, LOCK_NAME, self.layout.gradebook_folder / LOCK_NAME)
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RunnerError(f"another runner is grading this course (lock {lock.name}); wait for it to finish") from None
+                raise RunnerError(f"another runner is grading this course (lock "
+                                  f"{self.layout.gradebook_folder / LOCK_NAME}); wait for it to finish") from None
             try:
                 return self._run()
             finally:
                 if self.work is not None:
                     shutil.rmtree(self.work, ignore_errors=True)
-                lock.close()
         finally:
+            for fd in (lock, self.logs_fd, folder):
+                if fd is not None:
+                    os.close(fd)
+            self.logs_fd = None
             if "db" in self.__dict__:
                 self.db.close()
 
@@ -668,6 +780,8 @@ class Runner:
             task, listing = SubmissionTask.of_listing(self.layout, student, self.assignment, rows, threads, self.work)
         except OSError as err:  # e.g. the folder was replaced by a link after the class was listed
             return Outcome(student, False, "error", f"the submission could not be read ({err.strerror or err})")
+        except Exception as err:  # noqa: BLE001 (whatever reading one submission meets: it fails alone)
+            return Outcome(student, False, "error", f"the submission could not be read ({type(err).__name__}: {err})")
         self.listings[student] = listing
         return task
 
@@ -717,7 +831,9 @@ class Runner:
                     self.refusal = self.refusal or str(result)
                     pool.cancel()  # what has not started; what is grading elsewhere is kept
                     outcome = Outcome(student, False, "sandbox", str(result))
-                elif isinstance(result, BaseException):
+                elif isinstance(result, SubmissionMismatch):
+                    outcome = Outcome(student, False, "error", str(result))
+                elif isinstance(result, BaseException):  # this submission only: the class goes on
                     outcome = Outcome(student, False, "error", f"{type(result).__name__}: {result}")
                 else:
                     outcome = outcome_of(result)
@@ -766,11 +882,13 @@ class Runner:
             if outcome.kind == "refused-id":  # no folder of its own can be written: listed at the end
                 return outcome
             if graded is not None and graded.log:
-                kept = self.logs / f"{self.assignment}-{student}.log"
-                kept.unlink(missing_ok=True)
-                with open(os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "w") as f:
+                name = f"{self.assignment}-{student}.log"
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=self.logs_fd)  # a link is removed, never followed
+                with open(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                                  dir_fd=self.logs_fd), "w") as f:
                     f.write(graded.log)
-                outcome.log = kept
+                outcome.log = self.logs / name
             note = " (the previous grading is kept)" if is_graded(self.layout, student, self.assignment) else ""
             problems.record(dest, outcome.kind, None, None, outcome.message + note)
             if outcome.listing is not None:
@@ -794,7 +912,8 @@ class Runner:
         if dest.exists():
             shutil.rmtree(dest)
         os.rename(stage, dest)  # the commit point: from here on the submission counts as graded
-        (self.logs / f"{self.assignment}-{student}.log").unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{self.assignment}-{student}.log", dir_fd=self.logs_fd)
         return outcome
 
     def _commit_failed(self, outcome: Outcome, err: Exception) -> Outcome:
