@@ -15,6 +15,14 @@ sees a notebook:
   (``text/html``, ``text/markdown``, ``image/svg+xml``, ``text/latex``) longer than
   ``output_markup``, is cut; an image over ``output_image`` characters (base64) is replaced by
   a note;
+- a pasted image (a markdown cell's attachment) is kept only if it is one a page shows
+  (``coursekit.safehtml.clean_attachments``: PNG, JPEG, GIF or WebP whose base64 decodes to
+  that type) within ``output_image`` characters and the notebook's output budget; the page names
+  the others in a placeholder;
+- what nbconvert's templates read from a cell's or an output's metadata is reduced to values
+  they cannot misuse (``coursekit.safehtml.clean_output_fields``, ``clean_cell_fields``: an
+  image's width and height written unquoted into the page, file names used as an image's
+  ``src``...);
 - once the student's cells and markup outputs of a notebook reach ``notebook_markup``
   characters (everything a renderer parses that the student chose), or all outputs reach
   ``notebook_outputs``, what comes after is cut.
@@ -44,6 +52,7 @@ from dataclasses import dataclass
 from nbconvert.preprocessors import Preprocessor
 from traitlets import Instance
 
+from coursekit import safehtml
 from coursekit.notebook import cell_name, is_readonly
 
 TEXT_KINDS = ("text/plain",)
@@ -67,11 +76,14 @@ class Cut:
     """One thing cut: where (a cell's name), what, how long it was and how much is kept."""
 
     where: str
-    what: str  # "cell" (a markdown, raw or code cell's text) or "output"
+    what: str  # "cell" (a markdown, raw or code cell's text), "output" or "attachment" (a pasted image)
     size: int
     kept: int
 
     def note(self) -> str:
+        if self.what == "attachment":
+            return (f"A pasted image in a cell ({self.where}) had {self.size:,} characters; it was removed from the "
+                    "graded notebook and the feedback.")
         if self.what == "cell":
             return (f"A cell ({self.where}) had {self.size:,} characters; only the first {self.kept:,} are kept "
                     "in the graded notebook and the feedback (the whole text is in the submitted notebook).")
@@ -138,20 +150,42 @@ def cut_sources(nb, limits: Limits = Limits(), code: bool = False, readonly: boo
     budget = budget or _Budget(limits)
     cuts = []
     for index, cell in enumerate(nb.cells):
+        safehtml.clean_cell_fields(cell)  # what templates read besides the source
         if (cell.cell_type == "code" and not code) or (is_readonly(cell) and not readonly):
             continue
         source = _text(cell.source)
         keep = budget.take_source(cell, len(source))
-        if cell.cell_type == "markdown" and cell.get("attachments"):
-            size = sum(len(str(v)) for v in cell.attachments.values())
-            if size > limits.output_image:
-                cell.attachments = {}
-                cuts.append(Cut(cell_name(cell, index), "cell", size, 0))
+        if "attachments" in cell:
+            cuts += _cut_attachments(cell, cell_name(cell, index), limits, budget)
         if keep < len(source) and not _already_cut(source, keep):
             markdown = cell.cell_type != "code"
             cell.source = _cut_text(source, keep, len(source), markdown) if markdown else \
                 source[:keep] + f"\n# ... cut by the grader: {len(source):,} characters, the first {keep:,} are shown ...\n"
             cuts.append(Cut(cell_name(cell, index), "cell", len(source), keep))
+    return cuts
+
+
+def _cut_attachments(cell, where: str, limits: Limits, budget: _Budget) -> list[Cut]:
+    """Keep a markdown cell's attachments (pasted images) that a page may show
+    (``coursekit.safehtml.clean_attachments``), each within ``output_image`` and the notebook's
+    output budget; a page names the others in a placeholder. Returns the images cut for size."""
+    if cell.cell_type != "markdown":
+        del cell["attachments"]  # only markdown cells have attachments (nbformat)
+        return []
+    attachments = cell.attachments if isinstance(cell.attachments, dict) else {}
+    cuts = []
+    sizes = {name: len(str(bundle)) for name, bundle in attachments.items()}
+    kept, _ = safehtml.clean_attachments(attachments, limits.output_image)
+    for name in list(kept):
+        size = len(next(iter(kept[name].values())))
+        if size > budget.outputs:
+            del kept[name]
+            cuts.append(Cut(where, "attachment", size, 0))
+        else:
+            budget.outputs -= size
+    cuts += [Cut(where, "attachment", size, 0) for name, size in sizes.items()
+             if name not in kept and size > limits.output_image]
+    cell.attachments = kept
     return cuts
 
 
@@ -164,6 +198,7 @@ def cut_outputs(nb, limits: Limits = Limits(), budget: _Budget | None = None) ->
             continue
         where = cell_name(cell, index)
         for out in cell.get("outputs", []):
+            safehtml.clean_output_fields(out)  # its metadata, before any template reads it
             longest = 0
             kept = 0
             kind = out.get("output_type")

@@ -19,9 +19,12 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from urllib.parse import unquote
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context
 from markupsafe import Markup, escape
 from nbconvert.exporters import HTMLExporter
+from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 from traitlets.config import Config
 
 from coursekit import bounds, safehtml
@@ -68,6 +71,30 @@ def render(template: str, **context) -> str:
 # --- pages of a student's notebook (nbconvert) ----------------------------------------------
 
 
+class _PageMarkdown(IPythonRenderer):
+    """nbconvert's markdown renderer for the course's pages: an image pasted into a written answer
+    (``![image.png](attachment:image.png)``) is an <img> of a ``data:`` URI only if
+    ``coursekit.safehtml.attachment_image`` allows it, else a placeholder that names it
+    (nbconvert raises for an unknown name: formgrader answered HTTP 500 and the student got no
+    feedback page); no other image is embedded (nbconvert can read local files into the page)."""
+
+    def __init__(self, *args, image_limit: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.image_limit = image_limit
+
+    def image(self, text: str, url: str, title=None) -> str:
+        if url.startswith("attachment:"):
+            name = url[len("attachment:"):]
+            bundle = self.attachments.get(name, self.attachments.get(unquote(name)))
+            image = safehtml.attachment_image(bundle, self.image_limit)
+            if image is None:
+                return safehtml.attachment_placeholder(unquote(name))
+            url = f"data:{image[0]};base64,{image[1]}"
+        # mistune's own <img> (IPythonRenderer's would embed or look up the file); clean_html drops
+        # every src that is not a data: image
+        return super(IPythonRenderer, self).image(text, url, title)
+
+
 class _SafeNotebookPage(HTMLExporter):
     """nbconvert's HTML exporter, sanitising with the course's policy, after ``BoundedRendering``.
 
@@ -83,7 +110,21 @@ class _SafeNotebookPage(HTMLExporter):
         config.merge(Config({type(self).__name__: self.safe_settings()}))
         super().__init__(config=config, **kw)
         # Before any other preprocessor (and nbgrader's, registered after) sees a 2.5 MB cell.
-        self._preprocessors.insert(0, bounds.BoundedRendering(parent=self, enabled=True))
+        self.bounded_rendering = bounds.BoundedRendering(parent=self, enabled=True)
+        self._preprocessors.insert(0, self.bounded_rendering)
+
+    @pass_context
+    def markdown2html(self, context, source, attachments=None):
+        """nbconvert's ``markdown2html`` filter with ``_PageMarkdown``; ``attachments`` are the
+        cell's (``safe_macros.html.j2`` passes them: a macro does not see the template's ``cell``)."""
+        if attachments is None:
+            cell = context.get("cell", {})
+            attachments = cell.get("attachments", {}) if isinstance(cell, dict) else {}
+        renderer = _PageMarkdown(
+            escape=False, attachments=attachments if isinstance(attachments, dict) else {}, embed_images=False,
+            path="", anchor_link_text=self.anchor_link_text, exclude_anchor_links=self.exclude_anchor_links,
+            image_limit=self.bounded_rendering.limits.output_image, **self.lexer_options)
+        return MarkdownWithMath(renderer=renderer).render(source)
 
     def safe_settings(self) -> dict:
         return {"template_name": self.page_template, "extra_template_basedirs": [str(NBCONVERT_TEMPLATES)],
