@@ -40,8 +40,13 @@ Run it from the course's root (or pass ``--course``). How it works:
 - A submission that fails (nbgrader error, the sandbox's wall-time or memory limit) does not stop
   the others: it is recorded in ``autograded/<student>/<assignment>/grading-problems.json``
   (coursekit.problems), its log is kept under ``gradebook/runner-logs/`` (0700), and the failures are
-  listed at the end (exit status 1). It is tried again on the next run. A worker that refuses
-  (no sandbox, other code or course files) stops the run (exit status 2).
+  listed at the end (exit status 1). It is tried again on the next run. So does a submission
+  whose files the worker unpacks differently from what this process read (``tree_members`` is
+  the one listing both pack and hash): it fails alone. A worker that refuses (no sandbox, other
+  code or course files: about the worker, never a submission) stops the run (exit status 2).
+- gradebook/ may be the staff's to write (the hub): the lock and ``runner-logs/`` are opened
+  relative to its descriptor, never through a link nor truncated, and a gradebook that is a link
+  is refused (``staff_folder``, ``private_folder``, ``lock_file``, ``gradebook.planted``).
 """
 
 from __future__ import annotations

@@ -297,3 +297,81 @@ def _wait_until(condition, seconds: float = 30) -> bool:
             return True
         time.sleep(0.2)
     return condition()
+
+
+# --- one submission fails alone (issue 25) -------------------------------------------------------
+
+
+def _old_tree_digest(root: Path, names: list[str]) -> str:
+    """The digest before issue 25: its own walk, which skipped only a *folder* named
+    .ipynb_checkpoints while the packing dropped anything of that name."""
+    import hashlib
+
+    digest = hashlib.sha256()
+
+    def add(path: Path) -> None:
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            digest.update(f"L {rel}\0{os.readlink(path)}\0".encode())
+        elif path.is_dir():
+            if path.name == ".ipynb_checkpoints":
+                return
+            digest.update(f"D {rel}\0".encode())
+            for child in sorted(path.iterdir(), key=lambda p: p.name):
+                add(child)
+        elif path.is_file():
+            digest.update(f"F {rel}\0".encode() + hashlib.sha256(path.read_bytes()).digest())
+
+    for name in names:
+        if os.path.lexists(root / name):
+            add(root / name)
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def checkpoint_class(generated_course, tmp_path):
+    """aa, bb, cc (graded in that order, one at a time, no code run); bb's submission holds a
+    regular FILE named .ipynb_checkpoints (what a hostile corpus handed in)."""
+    from conftest import course_copy
+
+    course = course_copy(generated_course, tmp_path / "course", execute=False)
+    make_class(course, {s: ({"fashion_mnist": None}, None) for s in ("aa", "bb", "cc")})
+    (course.layout.submitted("bb", ASSIGNMENT) / ".ipynb_checkpoints").write_text("not a folder\n")
+    return course
+
+
+def _graded(course: Course) -> list[str]:
+    return [s for s in ("aa", "bb", "cc") if runner.is_graded(course.layout, s, ASSIGNMENT)]
+
+
+def test_a_packing_mismatch_stalled_the_class_with_the_old_code(checkpoint_class, monkeypatch):
+    """The old code: digest and packing disagreed about bb's file, the worker "refused", and the
+    runner stopped handing out work: cc is never graded, on this run or any other."""
+    monkeypatch.setattr(runner, "tree_digest", _old_tree_digest)
+    monkeypatch.setattr(runner, "SubmissionMismatch", runner.Refused)  # the old worker-wide refusal
+    with pytest.raises(runner.RunnerError, match="not the one the runner read"):
+        runner.Runner(checkpoint_class.root, ASSIGNMENT, jobs=1, progress=False).run()
+    assert _graded(checkpoint_class) == ["aa"]
+
+
+def test_a_submission_that_arrives_different_fails_alone(checkpoint_class, monkeypatch):
+    """Any mismatch between what the runner read and what the worker unpacked (here the old,
+    disagreeing digest) fails that submission only: recorded, and the class goes on."""
+    monkeypatch.setattr(runner, "tree_digest", _old_tree_digest)
+    outcomes = runner.Runner(checkpoint_class.root, ASSIGNMENT, jobs=1, progress=False).run()
+    assert {o.student: o.ok for o in outcomes} == {"aa": True, "bb": False, "cc": True}
+    assert _graded(checkpoint_class) == ["aa", "cc"]
+    recorded = problems.load(checkpoint_class.layout.autograded("bb", ASSIGNMENT))
+    assert [p["kind"] for p in recorded] == ["error"] and "not the one the runner read" in recorded[0]["message"]
+
+
+def test_packing_and_digest_agree_by_construction(checkpoint_class, tmp_path):
+    """One listing (tree_members) is packed and digested: the whole class is graded."""
+    folder = checkpoint_class.layout.submitted("bb", ASSIGNMENT)
+    unpacked = tmp_path / "unpacked"
+    runner.unpack(runner.pack(folder, ["."]), unpacked)
+    assert not (unpacked / ".ipynb_checkpoints").exists()
+    assert runner.tree_digest(unpacked, ["."]) == runner.tree_digest(folder, ["."])
+    outcomes = runner.Runner(checkpoint_class.root, ASSIGNMENT, jobs=1, progress=False).run()
+    assert all(o.ok for o in outcomes) and len(outcomes) == 3
+    assert _graded(checkpoint_class) == ["aa", "bb", "cc"]
