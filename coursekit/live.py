@@ -19,7 +19,7 @@ from coursekit.values import FigureData, FitData, HistoryData, ModelData
 
 # Bound at import (the student's kernel imports this module before any cell runs): reading a
 # model is not changed by a student's later np.allclose = ...
-_array, _allclose, _maximum, _exp = np.array, np.allclose, np.maximum, np.exp
+_array = np.array
 _float64 = np.float64
 
 
@@ -45,53 +45,91 @@ def is_figure(value) -> bool:
 # --- models ------------------------------------------------------------------------------
 
 
-def activation_name(layer) -> str:
-    """'relu', 'softmax' or 'linear', found by what the activation does to a probe."""
-    import tensorflow as tf
+def _plain(value, depth: int = 0):
+    """A config as plain JSON data: dicts with string keys, lists, strings, numbers, booleans,
+    None (a tuple as a list, a NumPy number or array as numbers); anything else by its type
+    name, which coursekit/modelspec.py then refuses with that name."""
+    if depth > 40:
+        return "<nested too deep>"
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v, depth + 1) for k, v in list(value.items())[:10000]}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, depth + 1) for v in list(value)[:100000]]
+    if isinstance(value, (np.generic, np.ndarray)) and value.dtype.kind in "biuf" and value.size <= 100000:
+        return _plain(value.tolist(), depth + 1)
+    for plain in (bool, int, float, str):
+        if isinstance(value, plain):
+            return plain(value)
+    return f"<{type(value).__name__} object>"
 
-    probe = _array([[-2.0, -0.5, 0.0, 0.5, 3.0]], dtype="float32")
+
+def model_config(model) -> dict:
+    """{"class_name": the model's class, "config": its Keras config as plain data} (config None
+    when Keras could not give one: a subclassed model)."""
+    keras = _keras()
+    kind = type(model)
+    name = "Functional" if kind.__name__ == "Functional" else kind.__name__
     try:
-        out = _array(layer.activation(tf.convert_to_tensor(probe)), dtype=_float64)
+        config = keras.Sequential.get_config(model) if kind is keras.Sequential else model.get_config()
     except Exception:
-        return "unknown"
-    wide = _array(probe, dtype=_float64)
-    softmax = _exp(wide - wide.max(axis=-1, keepdims=True))
-    softmax = softmax / softmax.sum(axis=-1, keepdims=True)
-    if _allclose(out, probe, atol=1e-6):
-        return "linear"
-    if _allclose(out, _maximum(probe, 0), atol=1e-6):
-        return "relu"
-    if _allclose(out, softmax, atol=1e-6):
-        return "softmax"
-    return "other"
+        config = None
+    return {"class_name": name, "config": _plain(config)}
+
+
+def compile_config(model) -> dict | None:
+    """Keras' compile config (optimizer, loss, metrics in whatever form compile was given them),
+    as plain data; None when there is none."""
+    keras = _keras()
+    try:
+        config = keras.Model.get_compile_config(model)
+    except Exception:
+        return None
+    return _plain(config) if isinstance(config, dict) else None
+
+
+def model_weights(model, config: dict) -> list[list]:
+    """Each layer's weights (Keras' own Layer.get_weights, never a method of the student's
+    layer), one list per layer of ``config``, in its order: [] for a layer without weights
+    (the InputLayer) or a name the model does not have."""
+    keras = _keras()
+    by_name = {}
+    for layer in getattr(model, "layers", []):
+        by_name.setdefault(getattr(layer, "name", None), layer)
+    entries = (config.get("config") or {}).get("layers") if isinstance(config.get("config"), dict) else None
+    weights = []
+    for entry in entries if isinstance(entries, list) else []:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if name is None and isinstance(entry, dict) and isinstance(entry.get("config"), dict):
+            name = entry["config"].get("name")
+        layer = by_name.get(name) if isinstance(name, str) else None
+        try:
+            arrays = [_array(w) for w in keras.layers.Layer.get_weights(layer)] if layer is not None else []
+        except Exception:
+            arrays = []
+        weights.append(arrays)
+    return weights
 
 
 def model_data(model) -> ModelData:
-    """The layers as ('Flatten',), ('Dense', units, activation), ('Dropout', rate) or
-    (class name,), each with its weights (read with Keras' own Layer.get_weights, for exact
-    Dense layers only: a subclass is described by its name and never asked for weights)."""
-    keras = _keras()
-    layers, weights = [], []
-    for layer in model.layers:
-        kind = type(layer)
-        if kind is keras.layers.InputLayer:
-            continue
-        if kind is keras.layers.Flatten:
-            layers.append(("Flatten",))
-            weights.append([])
-        elif kind is keras.layers.Dense:
-            layers.append(("Dense", int(layer.units), activation_name(layer)))
-            weights.append([_array(w) for w in keras.layers.Layer.get_weights(layer)])
-        elif kind is keras.layers.Dropout:
-            layers.append(("Dropout", float(layer.rate)))
-            weights.append([])
-        else:
-            layers.append((kind.__name__,))
-            weights.append([])
+    """The model as data: its Keras config, compile config and weights (coursekit/modelspec.py
+    checks them and derives the layers' descriptions and the compile settings), its shapes and
+    its last training record."""
+    from coursekit import modelspec
+
+    config = model_config(model)
+    weights = model_weights(model, config)
     compiled = bool(getattr(model, "compiled", False))
+    compiled_with = compile_config(model) if compiled else None
+    try:
+        layers = modelspec.validate(config).descriptions()
+    except modelspec.Unsupported:
+        layers = []
     return ModelData(layers, weights, _shape(model, "input_shape"), _shape(model, "output_shape"), compiled,
-                     compile_settings(model) if compiled else None, type(model).__name__, fit_epochs(model),
-                     fit_steps(model), fit_data=fit_data(model))
+                     modelspec.compile_settings(compiled_with) if compiled else None, type(model).__name__,
+                     fit_epochs(model), fit_steps(model), config=config, compile_config=compiled_with,
+                     fit_data=fit_data(model))
 
 
 def _last_fit(model):
@@ -141,31 +179,6 @@ def _shape(model, attribute: str):
     if isinstance(shape, list):
         return [tuple(s) for s in shape]
     return tuple(shape) if isinstance(shape, tuple) else None
-
-
-def compile_settings(model) -> dict:
-    """The optimizer class name, loss and metrics that ``model.compile`` was given."""
-    keras = _keras()
-    config = keras.Model.get_compile_config(model) or {}
-    optimizer = config.get("optimizer")
-    if isinstance(optimizer, dict):
-        optimizer = optimizer.get("class_name") or optimizer.get("config", {}).get("name")
-    loss = config.get("loss")
-    if isinstance(loss, dict):
-        loss = loss.get("config", {}).get("name") or loss.get("class_name")
-    metrics = config.get("metrics") or []
-    metrics = [m if isinstance(m, str) else (m.get("config", {}).get("name") if isinstance(m, dict) else str(m))
-               for m in (metrics if isinstance(metrics, (list, tuple)) else [metrics])]
-    return {"optimizer": str(optimizer).lower(), "loss": _snake(str(loss)), "metrics": [_snake(str(m)) for m in metrics]}
-
-
-def _snake(name: str) -> str:
-    out = ""
-    for i, ch in enumerate(name):
-        if ch.isupper() and i and not name[i - 1].isupper():
-            out += "_"
-        out += ch.lower()
-    return out
 
 
 # --- training histories and figures ---------------------------------------------------------

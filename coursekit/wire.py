@@ -33,6 +33,7 @@ NumPy are imported: the checker never imports TensorFlow or Matplotlib.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -237,16 +238,25 @@ class Writer:
         return {"t": "array", "file": name}
 
     def _model(self, model: ModelData, depth: int):
-        return {"t": "model", "type_name": str(model.type_name)[:200],
-                "layers": [list(layer) for layer in model.layers],
+        node = {"t": "model", "type_name": str(model.type_name)[:200],
                 "weights": [[self._array(np.asarray(w)) for w in ws] for ws in model.weights],
                 "input_shape": self._encode(model.input_shape, depth + 1, frozenset()),
                 "output_shape": self._encode(model.output_shape, depth + 1, frozenset()),
                 "compiled": bool(model.compiled),
-                "compile_settings": self._encode(model.compile_settings, depth + 1, frozenset()),
                 "fit_epochs": self._encode(model.fit_epochs, depth + 1, frozenset()),
                 "fit_steps": self._encode(model.fit_steps, depth + 1, frozenset()),
                 "fit_data": self._fit_data(model.fit_data)}
+        if model.config is not None:  # a Keras model: its config and compile config, as JSON text
+            node["config"] = _json_text(model.config)
+            node["compile_config"] = None if model.compile_config is None else _json_text(model.compile_config)
+        else:  # a record built by hand: its descriptions stand for the model
+            node["layers"] = [list(layer) for layer in model.layers]
+            node["compile_settings"] = self._encode(model.compile_settings, depth + 1, frozenset())
+        # Fields added to ModelData after these, each as a value of this format: a new field
+        # travels without a change here (a field with its own encoding is listed in MODEL_FIELDS).
+        node["extra"] = {f.name: self._encode(getattr(model, f.name), depth + 2, frozenset())
+                         for f in dataclasses.fields(ModelData) if f.name not in MODEL_FIELDS}
+        return node
 
     def _fit_data(self, data):
         """A model's FitData as a plain node (fingerprints as uint64 arrays), or null."""
@@ -260,6 +270,37 @@ class Writer:
         return {"kind": str(data.kind)[:20], **prints,
                 "scale": None if scale is None else [float(scale[0]), float(scale[1])],
                 "note": str(data.note)[:MAX_FIT_NOTE]}
+
+
+# ModelData's fields this format writes by name; any other field travels in the node's "extra".
+MODEL_FIELDS = {"layers", "weights", "input_shape", "output_shape", "compiled", "compile_settings", "type_name",
+                "fit_epochs", "fit_steps", "config", "compile_config", "fit_data"}
+MAX_CONFIG_BYTES = 2**20  # a model's config (or compile config) as JSON text: the tutorial's is 3 kB
+
+
+def _json_text(value) -> str:
+    text = json.dumps(value, allow_nan=True)
+    if len(text) > MAX_CONFIG_BYTES:
+        raise WireError(f"a model configuration longer than {MAX_CONFIG_BYTES} characters")
+    return text
+
+
+def _json_config(node: dict, field: str, what: str):
+    """A model's config or compile config: JSON text of at most MAX_CONFIG_BYTES, an object."""
+    text = node.get(field)
+    if text is None and field == "compile_config":
+        return None
+    if not isinstance(text, str) or len(text) > MAX_CONFIG_BYTES:
+        raise WireError(f"a model without its {what}")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise WireError(f"a model whose {what} is nested too deep") from None
+    except ValueError:
+        raise WireError(f"a model whose {what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise WireError(f"a model whose {what} is not a JSON object")
+    return value
 
 
 # Arrays this large are looked up by checksum before being written again (``Writer.sent``):
@@ -437,6 +478,8 @@ class Reader:
         return array.copy() if array.nbytes < REUSE_MIN_BYTES else array
 
     def _model(self, node, depth):
+        if node.get("config") is not None:
+            return self._keras_model(node, depth)
         layers_node = _field(node, "layers", list)
         weights_node = _field(node, "weights", list)
         if len(layers_node) > 1000 or len(layers_node) != len(weights_node):
@@ -476,14 +519,61 @@ class Reader:
             raise WireError("a model that does not say whether it is compiled")
         settings = self.value(node.get("compile_settings"), depth + 1)
         if settings is not None:
-            if not (isinstance(settings, dict) and set(settings) == {"optimizer", "loss", "metrics"}
+            if not (isinstance(settings, dict) and set(settings) - {"from_logits"} == {"optimizer", "loss", "metrics"}
+                    and isinstance(settings.get("from_logits", False), bool)
                     and isinstance(settings["optimizer"], str) and isinstance(settings["loss"], str)
                     and isinstance(settings["metrics"], list) and all(isinstance(m, str) for m in settings["metrics"])):
                 raise WireError("a model with malformed compile settings")
         fit_epochs = _training_count(node, "fit_epochs", MAX_EPOCHS, "epochs")
         fit_steps = _training_count(node, "fit_steps", MAX_STEPS, "steps per epoch")
         return ModelData(layers, weights, input_shape, output_shape, compiled, settings,
-                         _type_name(node), fit_epochs, fit_steps, fit_data=self._fit_data(node.get("fit_data"), depth))
+                         _type_name(node), fit_epochs, fit_steps, fit_data=self._fit_data(node.get("fit_data"), depth),
+                         **self._model_extra(node, depth))
+
+    def _keras_model(self, node, depth):
+        """A Keras model: its config and compile config as data (checked against the allow-list
+        of coursekit/modelspec.py by the checks that run it, so that a model the checks cannot run
+        fails those checks only, with the reason), one list of weight arrays per layer of its config."""
+        from coursekit import modelspec
+
+        config = _json_config(node, "config", "configuration")
+        compile_config = _json_config(node, "compile_config", "compile settings")
+        weights_node = _field(node, "weights", list)
+        if len(weights_node) > 1000:
+            raise WireError("a model with more than 1000 layers of weights")
+        weights = []
+        for arrays in weights_node:
+            if not isinstance(arrays, list) or len(arrays) > 16:
+                raise WireError("a model layer with malformed weights")
+            ws = [self.value(a, depth + 2) for a in arrays]
+            if not all(isinstance(w, np.ndarray) and w.dtype.kind in "biuf" for w in ws):
+                raise WireError("model weights that are not arrays of numbers")
+            weights.append(ws)
+        input_shape = self.value(node.get("input_shape"), depth + 1)
+        output_shape = self.value(node.get("output_shape"), depth + 1)
+        for shape in (input_shape, output_shape):
+            _check_shape(shape)
+        compiled = node.get("compiled")
+        if not isinstance(compiled, bool):
+            raise WireError("a model that does not say whether it is compiled")
+        try:
+            layers = modelspec.validate(config).descriptions()
+        except modelspec.Unsupported:
+            layers = []  # the checks that run the model say why
+        return ModelData(layers, weights, input_shape, output_shape, compiled,
+                         modelspec.compile_settings(compile_config) if compiled else None, _type_name(node),
+                         _training_count(node, "fit_epochs", MAX_EPOCHS, "epochs"),
+                         _training_count(node, "fit_steps", MAX_STEPS, "steps per epoch"),
+                         config=config, compile_config=compile_config,
+                         fit_data=self._fit_data(node.get("fit_data"), depth), **self._model_extra(node, depth))
+
+    def _model_extra(self, node, depth) -> dict:
+        """ModelData's fields beyond MODEL_FIELDS, from the node's "extra" (absent: the default)."""
+        extra = node.get("extra", {})
+        if not isinstance(extra, dict):
+            raise WireError("a model with malformed extra fields")
+        return {f.name: self.value(extra[f.name], depth + 2) for f in dataclasses.fields(ModelData)
+                if f.name not in MODEL_FIELDS and f.name in extra}
 
     def _fit_data(self, node, depth):
         """What a model's last fit trained on: absent/null, or a record every field of which is
