@@ -70,6 +70,7 @@ class Submission:
     late_penalty: float = 0.0
     seconds_late: float = 0.0
     timestamp: datetime | None = None
+    due: datetime | None = None   # the student's own due date (nbgrader: the assignment's + their extension)
     cells: list[CellResult] = field(default_factory=list)
     problems: list[dict] = field(default_factory=list)  # {"kind", "notebook", "cell", "message"}
     unanswered: int = 0  # answer cells still raising NotImplementedError
@@ -127,7 +128,7 @@ def collect(layout: CourseLayout, assignment: str) -> ClassData:
                 continue
             folder = layout.autograded(student.id, assignment)
             record = Submission(student.id, timestamp=sub.timestamp, seconds_late=float(sub.total_seconds_late or 0),
-                                late_penalty=float(sub.late_submission_penalty or 0))
+                                late_penalty=float(sub.late_submission_penalty or 0), due=sub.duedate)
             recorded, damaged = problem_log.load_checked(folder)
             record.problems = [dict(p, source="grading-problems.json") for p in recorded]
             if damaged:
@@ -371,7 +372,7 @@ def render_html(data: ClassData, stats: list[QuestionStats], generated: datetime
 
 
 CSV_HEAD = ["student", "score", "max_score", "autograded_score", "autograded_max", "late_penalty",
-            "written_waiting", "problems", "unanswered_cells", "seconds_late", "timestamp"]
+            "written_waiting", "problems", "unanswered_cells", "seconds_late", "timestamp", "due_date"]
 
 
 def csv_header(data: ClassData) -> list[str]:
@@ -386,7 +387,7 @@ def csv_rows(data: ClassData) -> list[list]:
             per_q[c.question] += c.score
         rows.append([sub.student, round(sub.score, 4), sub.max_score, round(sub.auto_score, 4), sub.auto_max,
                      round(sub.late_penalty, 4), sub.pending, len(sub.problems), sub.unanswered, round(sub.seconds_late),
-                     sub.timestamp.isoformat() if sub.timestamp else ""]
+                     sub.timestamp.isoformat() if sub.timestamp else "", sub.due.isoformat() if sub.due else ""]
                     + [round(per_q[q], 4) for q in data.question_order])
     return rows
 
@@ -405,13 +406,22 @@ def write_report(data: ClassData, out_dir: Path) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the class report of an assignment (run after autograde).")
-    parser.add_argument("assignment", nargs="?", default="week2")
+    parser = argparse.ArgumentParser(prog="python -m coursekit.report",
+                                     description="Write the class report of an assignment (run after autograde).")
+    parser.add_argument("assignment", nargs="?", help="the assignment (default: the course's only one)")
+    parser.add_argument("--course", help="the course's root folder (default: the folder with nbgrader_config.py, "
+                                         "from here upwards)")
     parser.add_argument("--out", help="folder for report.html and report.csv (default: reports/<assignment>)")
     args = parser.parse_args(argv)
 
     out_dir = Path(args.out).resolve() if args.out else None
-    layout = CourseLayout.load()
+    from coursekit import cli  # the course and the assignment found as every coursekit command finds them
+
+    try:
+        layout, args.assignment = cli.resolve(args.course, args.assignment)
+    except cli.click.ClickException as err:
+        print(f"{parser.prog}: {err.format_message()}", file=sys.stderr)
+        return err.exit_code
     data = collect(layout, args.assignment)
     out_dir = out_dir or layout.root / "reports" / args.assignment
     page, table = write_report(data, out_dir)
