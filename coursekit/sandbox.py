@@ -62,6 +62,9 @@ OPTION = "--coursekit-sandbox"
 # A folder shared with the grader, mounted at its own path: --coursekit-sandbox-bind-rw=/path
 # (made the sandbox user's) or -bind-ro= (coursekit/split_execute.py: the transfer folders).
 BIND_OPTION = OPTION + "-bind-"
+# --coursekit-sandbox-events=/path: a file of the grader's where the wrapper also notes its stops
+# (coursekit/split_execute.py: the stops are recorded with their cell from there, never from output).
+EVENTS_OPTION = OPTION + "-events="
 EVENTS_ENV = "COURSEKIT_SANDBOX_EVENTS"
 INNER_HOME = "/home/student"
 INNER_RUN = "/run/jupyter"  # the kernel's connection file and Unix sockets, inside
@@ -90,7 +93,13 @@ WATCH_INTERVAL = 0.5  # seconds between two looks at the sandbox's memory
 SCRATCH_PREFIX = "coursekit-sandbox-"  # <tmp>/coursekit-sandbox-<wrapper pid>-<random>: one wrapper's scratch
 # The kernel's output, counted in the relay before nbgrader buffers it (see OutputBudget).
 OUTPUT_NOTICE_MARK = "coursekit sandbox: this notebook printed more than its output budget"
-FRAME_LIMIT = 64 * 2**20  # largest message part the relay holds in memory; a larger output is dropped
+# What the relay holds of one message is bounded, whatever the kernel sends: its bytes as they
+# arrive (at most the output budget: a larger message is read past and cut), and its parts
+# (Jupyter messages have ~7 plus their buffers; each held part costs a Python object too).
+MESSAGE_PARTS = 1024
+PART_COST = 64            # bytes a held part costs beyond its data (the bytes object, its list slot)
+HEAD_BYTES = 256          # kept of each part of a message cut short: enough to see which stream it was
+HEAD_PARTS = 16           # parts of a message cut short whose heads are kept (idents, header, content)
 COMMAND_LIMIT = 2**20     # ZMTP commands (handshake, subscriptions) are tiny
 
 
@@ -220,7 +229,20 @@ def split_arguments(argv: list[str]) -> tuple[Settings, list[str]]:
     command = [a for a in args if a not in ours]
     if not command:
         raise ValueError("no kernel command given (usage: python -m coursekit.sandbox -- <kernel command>)")
-    return Settings.from_arguments([a for a in ours if not a.startswith(BIND_OPTION)]), command
+    return Settings.from_arguments([a for a in ours if not a.startswith((BIND_OPTION, EVENTS_OPTION))]), command
+
+
+def events_argument(path: str | os.PathLike) -> str:
+    """The kernel-command option that makes the wrapper note its stops in ``path`` too."""
+    return EVENTS_OPTION + os.fspath(path)
+
+
+def events_files(argv: list[str]) -> list[str]:
+    files = [a[len(EVENTS_OPTION):] for a in argv if a.startswith(EVENTS_OPTION)]
+    for path in files:
+        if not os.path.isabs(path):
+            raise ValueError(f"{EVENTS_OPTION}{path}: expected an absolute path")
+    return files
 
 
 def bind_argument(mode: str, path: str | os.PathLike) -> str:
@@ -308,8 +330,9 @@ class Sandbox:
     """One kernel in one sandbox: ``prepare()``, then ``run()`` (which cleans up)."""
 
     def __init__(self, command: list[str], settings: Settings, cwd: str | Path | None,
-                 binds: list[tuple[str, Path]] = ()):
+                 binds: list[tuple[str, Path]] = (), events: list[str] = ()):
         self.binds = list(binds)
+        self.events = list(events)  # files where its stops are noted, besides $COURSEKIT_SANDBOX_EVENTS
         self.command = list(command)
         self.settings = settings
         self.cwd = Path(cwd).resolve() if cwd is not None else None  # None: no working directory
@@ -516,36 +539,39 @@ class Sandbox:
                 break
             if loop.time() > deadline:
                 self._stop("timeout", f"the kernel ran for more than its wall-time limit of "
-                                      f"{self.settings.wall_time:g} s and was stopped")
+                                      f"{self.settings.wall_time:g} s and was stopped", reason="wall-time")
             # Its files live in memory too (the scratch tmpfs): they count.
             resident = self.resident_bytes() + self.scratch_bytes()
             self.peak_resident = max(self.peak_resident, resident)
             if resident > self.memory:
                 self._stop("sandbox", f"the kernel's processes and files used {resident / 2**30:.1f} GiB of memory, "
-                                      f"more than the limit of {self.settings.memory}, and were stopped")
+                                      f"more than the limit of {self.settings.memory}, and were stopped",
+                           reason="memory")
         for server in servers:
             server.close()
         return proc.returncode if self.stopped is None else 128 + signal.SIGKILL
 
     def scratch_bytes(self) -> int:
-        """Bytes the kernel's files take in its scratch tmpfs."""
+        """Bytes the kernel's files take in its scratch tmpfs, and in a folder shared read-write
+        that is a tmpfs of its own (coursekit/split_execute.py's outbox: mount_outbox)."""
         if not self.mounted:
             return 0
-        with contextlib.suppress(OSError):
-            st = os.statvfs(self.scratch)
-            return (st.f_blocks - st.f_bfree) * st.f_frsize
-        return 0
+        total = _used_bytes(self.scratch)
+        for mode, folder in self.binds:
+            if mode == "rw" and _is_mount(folder):
+                total += _used_bytes(folder)
+        return total
 
     def _output_cut(self, message: str) -> None:
         print(f"coursekit sandbox: {message} (working directory {self.cwd})", file=sys.stderr, flush=True)
-        _record_event("sandbox", message, self.cwd, reason="output")  # the notice marks the cell
+        _record_event("sandbox", message, self.cwd, "output", self.events)
 
-    def _stop(self, kind: str, message: str) -> None:
+    def _stop(self, kind: str, message: str, reason: str | None = None) -> None:
         if self.stopped is None:
             self.stopped = (kind, message)
             if kind != "terminated":  # the grader's own stop, once the notebook has run: nothing to say
                 print(f"coursekit sandbox: {message} (working directory {self.cwd})", file=sys.stderr, flush=True)
-                _record_event(kind, message, self.cwd)
+                _record_event(kind, message, self.cwd, reason, self.events)
         self.kill()
 
     def kill(self) -> None:
@@ -633,10 +659,13 @@ class Sandbox:
             async def from_kernel(src, dst):
                 with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError):
                     try:
-                        await relay_messages(src, dst, channel, self.budget)
+                        await relay_messages(src, dst, channel, self.budget, parse_size(self.settings.output))
+                    except MessageTooLarge as err:
+                        self._stop("sandbox", f"the kernel sent {err} on its {channel} channel, more than the "
+                                              f"grader holds, and was stopped", reason="output")
                     except ProtocolError as err:
                         self._stop("sandbox", f"the kernel broke the Jupyter protocol on its {channel} channel "
-                                              f"({err}) and was stopped")
+                                              f"({err}) and was stopped", reason="protocol")
 
             tasks = [asyncio.ensure_future(pipe(reader, in_writer)),
                      asyncio.ensure_future(from_kernel(in_reader, writer))]
@@ -668,8 +697,15 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _mount_tmpfs(target: Path, size: int, inodes: int) -> None:
-    options = f"size={size},nr_inodes={inodes},mode=0700".encode()
+def _used_bytes(mount: Path) -> int:
+    with contextlib.suppress(OSError):
+        st = os.statvfs(mount)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+    return 0
+
+
+def _mount_tmpfs(target: Path, size: int, inodes: int, mode: int = 0o700) -> None:
+    options = f"size={size},nr_inodes={inodes},mode={mode:04o}".encode()
     if _libc().mount(b"tmpfs", os.fsencode(target), b"tmpfs", _MS_NOSUID | _MS_NODEV, options) != 0:
         err = ctypes.get_errno()
         raise SandboxUnavailable(f"cannot mount the kernel's size-limited scratch space (tmpfs) at {target}: "
@@ -679,6 +715,19 @@ def _mount_tmpfs(target: Path, size: int, inodes: int) -> None:
 def _unmount(target: Path) -> None:
     # Lazily: a process of the sandbox that is still dying may hold it a moment longer.
     _libc().umount2(os.fsencode(target), _MNT_DETACH)
+
+
+def mount_outbox(folder: Path, settings: Settings) -> None:
+    """Make ``folder`` (empty, the grader's) a tmpfs under the sandbox's quotas of disk and files:
+    a folder shared read-write with a sandbox is written by student code, and a plain folder
+    would be the host's disk, outside every quota. Its bytes also count against the sandbox's
+    memory limit (Sandbox.scratch_bytes). Raises SandboxUnavailable if it cannot be mounted."""
+    _mount_tmpfs(folder, parse_size(settings.disk), settings.files, mode=0o755)
+
+
+def unmount_outbox(folder: Path) -> None:
+    if _is_mount(folder):
+        _unmount(folder)
 
 
 def _is_mount(path: Path) -> bool:
@@ -835,23 +884,37 @@ class OutputBudget:
         return None
 
 
+def frame_header(size: int, more: bool) -> bytes:
+    flags = 0x01 if more else 0
+    if size > 255:
+        return bytes([flags | 0x02]) + size.to_bytes(8, "big")
+    return bytes([flags, size])
+
+
 def encode_frames(parts: list[bytes]) -> bytes:
-    out = bytearray()
-    for k, part in enumerate(parts):
-        more = 0x01 if k < len(parts) - 1 else 0
-        if len(part) > 255:
-            out += bytes([more | 0x02]) + len(part).to_bytes(8, "big")
-        else:
-            out += bytes([more, len(part)])
-        out += part
-    return bytes(out)
+    return b"".join(frame_header(len(part), k < len(parts) - 1) + part for k, part in enumerate(parts))
 
 
-async def relay_messages(src, dst, channel: str, budget: OutputBudget | None) -> None:
+class MessageTooLarge(ProtocolError):
+    """A message over what the relay holds, on a channel where it cannot be cut short."""
+
+
+async def _skip(src, size: int) -> None:
+    while size:
+        size -= len(await src.readexactly(min(size, 1 << 20)))
+
+
+async def relay_messages(src, dst, channel: str, budget: OutputBudget | None, limit: int) -> None:
     """Forward a ZMTP 3 byte stream from the kernel to the client, message by message: the
-    greeting and commands as they are, messages through ``budget`` on iopub. A message part
-    over FRAME_LIMIT is never held in memory: on iopub it is read past and replaced by the
-    budget's notice; on another channel it is a protocol error (nbgrader's replies are small)."""
+    greeting and commands as they are, messages through ``budget`` on iopub.
+
+    The relay runs as the grader, outside every limit of the sandbox, so what it holds of a
+    message is bounded as the bytes arrive, never after: at most ``limit`` bytes (its parts'
+    data plus PART_COST each) and MESSAGE_PARTS parts. On iopub, a message that goes past
+    either is cut: the rest of it is read and dropped (only the first HEAD_BYTES of its first
+    HEAD_PARTS parts are kept, to say which stream it was) and the budget replaces it by its
+    notice, which records the stop. On another channel (nbgrader's replies are small) it is a
+    protocol error, which stops the kernel."""
     signature = await src.readexactly(10)
     if signature[0] != 0xFF or signature[9] != 0x7F:
         raise ProtocolError("not a ZMTP 3 greeting")
@@ -867,7 +930,9 @@ async def relay_messages(src, dst, channel: str, budget: OutputBudget | None) ->
         raise ProtocolError("a security mechanism other than NULL")
     dst.write(rest)
     await dst.drain()
+    cuttable = channel == "iopub" and budget is not None
     parts: list[bytes] = []
+    held = 0
     oversized = False
     while True:
         (flags,) = await src.readexactly(1)
@@ -881,24 +946,28 @@ async def relay_messages(src, dst, channel: str, budget: OutputBudget | None) ->
             dst.write(bytes([flags]) + (size.to_bytes(8, "big") if flags & 0x02 else bytes([size])) + body)
             await dst.drain()
             continue
-        if size > FRAME_LIMIT:
-            if channel != "iopub" or budget is None:
-                raise ProtocolError(f"a message part of {size / 2**20:.0f} MB")
-            head = await src.readexactly(256)  # enough to see which stream it was
-            size -= len(head)
-            while size:
-                size -= len(await src.readexactly(min(size, 1 << 20)))
-            parts.append(head)
+        if not oversized and (held + size + PART_COST > limit or len(parts) >= MESSAGE_PARTS):
+            if not cuttable:
+                raise MessageTooLarge(f"a message of more than {limit / 2**20:g} MB or {MESSAGE_PARTS} parts")
             oversized = True
+        if oversized:
+            keep = min(size, HEAD_BYTES) if len(parts) < HEAD_PARTS else 0
+            if keep:
+                parts.append(await src.readexactly(keep))
+            await _skip(src, size - keep)
         else:
             parts.append(await src.readexactly(size))
+            held += size + PART_COST
         if flags & 0x01:
             continue
-        messages = budget.filter(parts, oversized) if channel == "iopub" and budget is not None else [parts]
+        messages = budget.filter(parts, oversized) if cuttable else [parts]
+        parts, held, oversized = [], 0, False
         for message in messages:
-            dst.write(encode_frames(message))
+            for k, part in enumerate(message):  # written part by part: no second copy of a message
+                dst.write(frame_header(len(part), k < len(message) - 1))
+                dst.write(part)
+        del messages
         await dst.drain()
-        parts, oversized = [], False
 
 
 def _chown_tree(root: Path, uid: int) -> None:
@@ -908,16 +977,20 @@ def _chown_tree(root: Path, uid: int) -> None:
             os.lchown(os.path.join(folder, name), uid, uid)
 
 
-def _record_event(kind: str, message: str, cwd: Path, reason: str | None = None) -> None:
-    """Note a stop for the class runner. ``reason`` (a key of coursekit.notebook.STOPS) when the
-    stop also leaves its mark in the graded notebook, where the runner records it with its cell."""
-    target = os.environ.get(EVENTS_ENV)
-    if not target:
-        return
+def _record_event(kind: str, message: str, cwd: Path, reason: str | None = None, files: list[str] = ()) -> None:
+    """Note a stop of the grader's (never read from the kernel's output): one JSON line in the
+    file named by ``$COURSEKIT_SANDBOX_EVENTS`` (the class runner's, for a submission whose
+    grading fails) and in each of ``files`` (``--coursekit-sandbox-events=``: SplitExecute's,
+    which records the stop with the cell that was running). ``reason``: a key of
+    coursekit.notebook.STOPS."""
     event = {"kind": kind, "message": message, "cwd": str(cwd)} | ({"reason": reason} if reason else {})
-    with contextlib.suppress(OSError):
-        with open(target, "a") as f:
-            f.write(json.dumps(event) + "\n")
+    for target in dict.fromkeys([os.environ.get(EVENTS_ENV) or "", *files]):
+        if not target:
+            continue
+        with contextlib.suppress(OSError):
+            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with open(fd, "a") as f:
+                f.write(json.dumps(event) + "\n")
 
 
 _checked: dict[Settings, str | None] = {}
@@ -970,7 +1043,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(refusal(str(err)), file=sys.stderr, flush=True)
         return 78
-    sandbox = Sandbox(command, settings, cwd=os.getcwd(), binds=binds)
+    try:
+        events = events_files(argv)
+    except ValueError as err:
+        print(refusal(str(err)), file=sys.stderr, flush=True)
+        return 78
+    sandbox = Sandbox(command, settings, cwd=os.getcwd(), binds=binds, events=events)
     try:
         check(settings)
         argv = sandbox.prepare(connection_file)

@@ -1,0 +1,119 @@
+"""Limits that hold outside the kernel too (issue 25): what the grader's own processes hold of
+what student code sends or writes is bounded.
+
+- The sandbox wrapper (coursekit/sandbox.py) runs as root, outside every limit of the sandbox,
+  and relays the kernel's messages: a kernel that sends one message of many large parts must
+  not make it hold them all. Shown with the real wrapper (this one, and the one before the
+  fix, taken from git) around a fake kernel that speaks ZMTP with pyzmq, as ipykernel does.
+- The student's outbox (coursekit/split_execute.py's transfer folder) is written by student
+  code: it must be under the sandbox's quotas, not on the host's disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from coursekit import sandbox
+from coursekit.course import REPO_ROOT
+
+# The wrapper as it was before its relay counted a message's bytes as they arrive.
+OLD_WRAPPER_COMMIT = "a538299"
+LIMIT = "4M"              # the output budget, and what the new relay holds of one message
+PARTS, PART_MB = 48, 2    # one message of 96 MB: far past the limit, in parts each under 64 MB
+
+FAKE_KERNEL = r'''
+import json, sys, time
+import zmq
+
+connection = json.load(open(sys.argv[sys.argv.index("-f") + 1]))
+parts, part_bytes = int(sys.argv[1]), int(sys.argv[2])
+context = zmq.Context()
+iopub = context.socket(zmq.XPUB)
+iopub.bind(f"ipc://{connection['ip']}-{connection['iopub_port']}")
+iopub.recv()  # a subscription: the client listens
+header = json.dumps({"msg_id": "m1", "msg_type": "display_data", "session": "s", "username": "u",
+                     "version": "5.3", "date": "2026-01-01T00:00:00Z"}).encode()
+content = json.dumps({"data": {"text/plain": "x"}, "metadata": {}}).encode()
+blob = b"x" * part_bytes
+iopub.send_multipart([b"kernel.display_data", b"<IDS|MSG>", b"", header, b"{}", b"{}", content,
+                      *[blob] * parts])
+time.sleep(120)
+'''
+
+
+def peak_rss(pid: int) -> int:
+    """Bytes: the process's high-water mark of resident memory (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def relay_one_large_message(tmp_path: Path, wrapper: list[str]) -> tuple[int, list[dict], bool]:
+    """Start ``wrapper`` around the fake kernel, receive what it relays of one 96 MB message of
+    48 parts; (the wrapper's peak resident bytes, its events, whether the client got a message)."""
+    import zmq
+    from jupyter_client.connect import write_connection_file
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "fake_kernel.py").write_text(FAKE_KERNEL)
+    connection, info = write_connection_file(str(tmp_path / "kernel.json"), ip="127.0.0.1", key=b"")
+    events = tmp_path / "events.jsonl"
+    settings = sandbox.Settings(output=LIMIT, wall_time=120)
+    argv = [*wrapper, "--", sys.executable, "fake_kernel.py", str(PARTS), str(PART_MB * 2**20), "-f", connection,
+            *settings.kernel_arguments()]
+    proc = subprocess.Popen(argv, cwd=work, env=dict(os.environ, **{sandbox.EVENTS_ENV: str(events)}),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    context = zmq.Context()
+    client = context.socket(zmq.SUB)
+    try:
+        client.setsockopt(zmq.SUBSCRIBE, b"")
+        client.connect(f"tcp://127.0.0.1:{info['iopub_port']}")
+        received = client.poll(90_000)
+        if received:
+            client.recv_multipart()
+        time.sleep(1.0)  # whatever the wrapper still does with the message
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        peak = peak_rss(proc.pid)
+    finally:
+        client.close(linger=0)
+        context.term()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    found = [json.loads(line) for line in events.read_text().splitlines()] if events.is_file() else []
+    return peak, found, bool(received)
+
+
+@pytest.fixture
+def needs_sandbox():
+    if shutil.which("bwrap") is None or os.geteuid() != 0:
+        pytest.skip("the sandbox needs bubblewrap and root")
+
+
+def test_the_old_relay_holds_every_part_of_a_message_outside_every_limit(tmp_path, needs_sandbox):
+    old = tmp_path / "old"
+    old.mkdir()
+    source = subprocess.run(["git", "show", f"{OLD_WRAPPER_COMMIT}:coursekit/sandbox.py"], cwd=REPO_ROOT,
+                            capture_output=True, check=True).stdout
+    (old / "old_sandbox.py").write_bytes(source)
+    peak, _, received = relay_one_large_message(tmp_path, [sys.executable, "-I", str(old / "old_sandbox.py")])
+    assert received
+    assert peak > PARTS * PART_MB * 2**20, f"the old wrapper peaked at {peak / 2**20:.0f} MB"
+
+
+def test_the_relay_holds_no_more_of_a_message_than_the_output_limit(tmp_path, needs_sandbox):
+    peak, events, received = relay_one_large_message(tmp_path, [sys.executable, "-I", "-m", "coursekit.sandbox"])
+    assert received  # the budget's notice stands for the message
+    limit = sandbox.parse_size(LIMIT)
+    assert peak < 60 * 2**20 + 3 * limit, f"the wrapper peaked at {peak / 2**20:.0f} MB"
+    assert [(e["kind"], e.get("reason")) for e in events] == [("sandbox", "output")], events
