@@ -263,6 +263,8 @@ class Summary:
     rows: list[QuestionRow]
     problems: list[ProblemItem]
     penalty: float = 0.0
+    due: str = ""            # the student's own due date (an extension, or the assignment's), UTC
+    extended: bool = False   # it is an extension
 
     @property
     def points(self) -> float:
@@ -351,7 +353,7 @@ class CourseFeedback(NbGraderPreprocessor):
 
         found = problems.load(Path(resources.get("metadata", {}).get("path", "") or "."))
         items = self._problems(notebook, late, found, timeouts, secrets)
-        summary = Summary(notebook, list(rows.values()), items, penalty=late[1])
+        summary = Summary(notebook, list(rows.values()), items, penalty=late[1], **self._due)
         # A markdown cell of the grader's own HTML, marked with the page's token: the page shows it as it is.
         nb.cells.insert(0, new_markdown_cell(render_summary(summary), metadata=dict(trusted)))
         return nb, resources
@@ -361,6 +363,7 @@ class CourseFeedback(NbGraderPreprocessor):
     def _gradebook(self, info: dict):
         """grade id -> (score, max score, waiting for a TA); and (seconds late, penalty)."""
         grades, late = {}, (0.0, 0.0)
+        self._due = {}
         if not info.get("db_url"):
             return grades, late
         from nbgrader.api import Gradebook, MissingEntry
@@ -373,6 +376,8 @@ class CourseFeedback(NbGraderPreprocessor):
                     grades[grade.name] = (grade.score, grade.max_score, pending)
                 sub = gb.find_submission(info["assignment"], info["student"])
                 late = (float(sub.total_seconds_late or 0), float(nb.late_submission_penalty or 0))
+                if sub.duedate is not None:  # nbgrader's: the assignment's due date plus the student's extension
+                    self._due = {"due": f"{sub.duedate:%Y-%m-%d %H:%M} UTC", "extended": sub.extension is not None}
         except MissingEntry:
             self.log.warning("no gradebook entry for %s", info)
         return grades, late
