@@ -7,6 +7,8 @@ item by item, and each defence against stock nbgrader's page from the same noteb
 
 from __future__ import annotations
 
+import base64
+import copy
 import html.parser
 from pathlib import Path
 
@@ -211,3 +213,161 @@ def test_a_cut_text_is_not_cut_again_when_rendered():
     once = cell(nb, "f6_roles").source
     assert bounds.cut_sources(nb, bounds.Limits(), code=True) == []
     assert cell(nb, "f6_roles").source == once
+
+
+# --- what templates read from metadata (coursekit.safehtml.clean_output_fields, clean_cell_fields)
+
+PNG_1PX = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP4//8/AAX+Av6n1qTyAAAAAElFTkSuQmCC")
+COVER = "position:fixed;top:0;left:0;width:100vw;height:100vh;z-index:99999"
+
+
+def metadata_notebook():
+    """An answer cell whose outputs' and cell's metadata carry what nbconvert's templates write
+    into the page as it is: an image's width and height (unquoted), its file name (its src), an
+    isolated HTML output (an iframe), a cell tag (a class name) and the execution count (text)."""
+    nb = release()["fashion_mnist"]
+    c = cell(nb, "f1_show")
+    c.outputs = [
+        nbformat.v4.new_output("display_data", data={"image/png": PNG_1PX, "text/plain": "a"}, metadata={
+            "image/png": {"width": f"100% style={COVER}", "height": "1 onload=alert(1)", "unconfined": "x y"}}),
+        nbformat.v4.new_output("display_data", data={"image/jpeg": PNG_1PX, "text/plain": "b"}, metadata={
+            "width": "1 onerror=alert(2)", "filenames": {"image/jpeg": f"{CANARY}/metadata-src"}}),
+        nbformat.v4.new_output("display_data", data={"text/html": "<b>isolated</b>"},
+                               metadata={"text/html": {"isolated": True}}),
+        nbformat.v4.new_output("execute_result", data={"image/png": PNG_1PX}, execution_count=3,
+                               metadata={"image/png": {"width": 120, "height": 80.0, "unconfined": True}}),
+    ]
+    c.metadata["tags"] = ["ok-tag", "x navbar-fixed-top"]
+    return nb
+
+
+def _attributes(page: str, tag: str) -> list[dict]:
+    found = []
+
+    class Parser(html.parser.HTMLParser):
+        def handle_starttag(self, name, attrs):
+            if name == tag:
+                found.append(dict(attrs))
+
+    Parser().feed(page)
+    return found
+
+
+def test_stock_pages_write_hostile_output_metadata_into_the_page():
+    page = stock_formgrade_page(metadata_notebook())
+    found = active(page)
+    assert "img onload=" in found and "img onerror=" in found and "remote <img>" in found
+    assert any(COVER in (a.get("style") or "") for a in _attributes(page, "img"))  # covers the window
+    assert "<iframe" in page and "celltag_x navbar-fixed-top" in page
+
+
+@pytest.mark.parametrize("exporter", [FormgradeExporter, FeedbackExporter])
+def test_the_course_pages_keep_only_checked_metadata(exporter):
+    nb = metadata_notebook()
+    for c in nb.cells:
+        meta = c.metadata.get("nbgrader", {})
+        if meta.get("grade") or meta.get("task"):
+            meta["score"] = 0.0
+    resources = dict(FORMGRADE_RESOURCES) if exporter is FormgradeExporter else feedback_resources()
+    page, _ = exporter().from_notebook_node(nb, resources=resources)
+    assert active(page) == [], active(page)
+    images = [a for a in _attributes(page, "img") if (a.get("src") or "").startswith("data:image/")]
+    assert not any(COVER in (a.get("style") or "") for a in _attributes(page, "img"))
+    assert {"width": "120", "height": "80"} in [{k: a[k] for k in ("width", "height") if k in a} for a in images]
+    assert "isolated-iframe" not in page and "celltag_x" not in page and "celltag_ok-tag" in page
+
+
+def test_metadata_is_checked_where_outputs_are_cut():
+    """At autograde (coursekit.sanitize calls bounds.cut_outputs and cut_sources) as in the pages."""
+    nb = metadata_notebook()
+    bounds.cut_outputs(nb, bounds.Limits())
+    bounds.cut_sources(nb, bounds.Limits(), code=True)
+    c = cell(nb, "f1_show")
+    assert [dict(o.get("metadata", {})) for o in c.outputs] == [
+        {}, {}, {}, {"image/png": {"width": 120, "height": 80, "unconfined": True}}]
+    assert c.metadata["tags"] == ["ok-tag"]
+
+
+def test_fields_of_the_wrong_type_are_dropped():
+    """What a hand-edited notebook can hold (nbgrader reads notebooks that fail validation)."""
+    c = nbformat.from_dict({"cell_type": "code", "source": "x", "outputs": [],
+                            "execution_count": "<img src=x onerror=alert(3)>",
+                            "metadata": {"tags": ["ok", {"not": "text"}, "a b"], "alt": ["x"],
+                                         "transient": {"remove_source": True}}})
+    out = nbformat.from_dict({"output_type": "execute_result", "data": {"image/png": PNG_1PX},
+                              "metadata": ["not", "a", "mapping"], "execution_count": "<b>1</b>",
+                              "svg_filename": f"{CANARY}/svg"})
+    safehtml.clean_cell_fields(c)
+    safehtml.clean_output_fields(out)
+    assert c.metadata == {"tags": ["ok"]} and c.execution_count is None
+    assert out.metadata == {} and out.execution_count is None and "svg_filename" not in out
+
+
+# --- pasted images (markdown attachments) -------------------------------------------------------
+
+SVG_SCRIPT = base64.b64encode(b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)">'
+                              b'<script>alert(2)</script></svg>').decode()
+HOSTILE_ATTACHMENTS = {
+    "image.png": {"image/png": PNG_1PX},  # what JupyterLab stores for a pasted screenshot
+    "evil.svg": {"image/svg+xml": SVG_SCRIPT},
+    "page.html": {"text/html": base64.b64encode(b"<script>alert(3)</script>").decode()},
+    "bad.png": {"image/png": 'x" onerror="alert(4)'},
+    "fake.png": {"image/png": base64.b64encode(b"<script>alert(5)</script>").decode()},  # not a PNG
+    "huge.png": {"image/png": "iVBORw0KGgo" + "A" * 2_100_000},
+    "list.png": ["not", "a", "bundle"],
+    'odd" onerror="alert(6) name.png': {"image/png": PNG_1PX},
+}
+
+
+def attachment_notebook(attachments=None):
+    nb = release()["fashion_mnist"]
+    names = list((attachments or HOSTILE_ATTACHMENTS))
+    refs = " ".join(f"![{i}](<attachment:{name}>)" for i, name in enumerate(names))
+    set_answer(nb, "f2_why_split", f"My screenshot: {refs} ![gone](attachment:missing.png)\n")
+    cell(nb, "f2_why_split").attachments = copy.deepcopy(attachments or HOSTILE_ATTACHMENTS)
+    for c in nb.cells:
+        meta = c.metadata.get("nbgrader", {})
+        if meta.get("grade") or meta.get("task"):
+            meta["score"] = 0.0
+    return nb
+
+
+def test_nbconverts_markdown_filter_fails_a_page_on_an_attachment_it_cannot_find():
+    """Why formgrader answered HTTP 500: the course's macro rendered markdown without the cell's
+    attachments, and nbconvert raises for an attachment it does not know."""
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+    with pytest.raises(Exception, match="missing attachment"):
+        MarkdownWithMath(renderer=IPythonRenderer(escape=False, attachments={})).render(
+            "![image.png](attachment:image.png)")
+
+
+@pytest.mark.parametrize("exporter", [FormgradeExporter, FeedbackExporter])
+def test_pasted_images_are_shown_and_hostile_ones_named(exporter):
+    resources = dict(FORMGRADE_RESOURCES) if exporter is FormgradeExporter else feedback_resources()
+    page, _ = exporter().from_notebook_node(attachment_notebook(), resources=resources)
+    assert active(page) == [], active(page)
+    sources = [a.get("src") or "" for a in _attributes(page, "img")]
+    assert f"data:image/png;base64,{PNG_1PX}" in sources  # the pasted screenshot
+    assert not any(s.startswith("data:image/svg") or "text/html" in s or "alert" in s for s in sources)
+    assert sources.count(f"data:image/png;base64,{PNG_1PX}") == 2  # and the one with an odd name
+    text = html.unescape(page)
+    for shown in ("evil.svg", "page.html", "bad.png", "fake.png", "huge.png", "list.png", "missing.png"):
+        assert f"[pasted image '{shown}' not shown" in text, shown
+    assert len(page) < 1_000_000  # the huge one is not in the page
+
+
+def test_a_ta_comment_that_names_an_attachment_does_not_break_the_feedback_page():
+    nb = attachment_notebook({"image.png": {"image/png": PNG_1PX}})
+    cell(nb, "f2_why_split").metadata["nbgrader"]["comment"] = "see ![x](attachment:image.png)"
+    page, _ = FeedbackExporter().from_notebook_node(nb, resources=feedback_resources())
+    assert "[pasted image 'image.png' not shown" in html.unescape(page)  # a comment has no attachments
+
+
+def test_attachments_are_checked_and_bounded_where_cells_are_cut():
+    nb = attachment_notebook()
+    cuts = bounds.cut_sources(nb, bounds.Limits(), readonly=False)
+    kept = cell(nb, "f2_why_split").attachments
+    assert set(kept) == {"image.png", 'odd" onerror="alert(6) name.png'}
+    assert [(c.what, c.where) for c in cuts] == [("attachment", "f2_why_split")]  # huge.png, for size
+    assert "pasted image" in cuts[0].note()
