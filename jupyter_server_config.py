@@ -1,34 +1,19 @@
-"""The Jupyter server the TAs use for formgrader (owner: issue 12). Read by `jupyter lab`,
-`jupyter server` and `jupyter notebook` started in the course root (Jupyter reads the
-`jupyter_server_config.py` of its working directory).
+"""The course's Jupyter config (owner: issues 12 and 25). Optional since issue 25: ``bin/setup``
+installs the same into the environment (``coursekit.formgrader.install_default_config``), so
+``jupyter server``, ``jupyter lab`` and ``jupyter notebook`` serve the course's formgrader with
+or without ``--config=jupyter_server_config.py`` (Jupyter Server 2 does not read this file from
+its working directory by itself). The hub's staff config (hub/staff/) reads it too.
 
 - formgrader is the course's (`coursekit.formgrader`): nbgrader's, with the submission view
   rendered sanitised and bounded, and no inline script in its pages. nbgrader's own formgrader
   extension is switched off: stock formgrader runs a student's HTML in the TA's page.
-- A strict Content-Security-Policy on every page, the second wall behind the sanitiser: scripts
-  only from this server's own files (no inline script, no event handler, no eval), nothing
-  fetched from or sent to another origin, no plugins, no <base>, no framing by other sites.
-  JupyterLab's own pages need eval for their bundles and get it (coursekit.formgrader,
-  `app_page_policy`); formgrader's pages never do.
+- A strict Content-Security-Policy on every page (``coursekit.formgrader.CONTENT_SECURITY_POLICY``),
+  the second wall behind the sanitiser.
 """
+
+from coursekit.formgrader import CONTENT_SECURITY_POLICY, default_config
 
 c = get_config()  # noqa: F821
 
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'none'",
-    "script-src 'self'",
-    "style-src 'self' 'unsafe-inline'",
-    "img-src 'self' data:",
-    "font-src 'self' data:",
-    "connect-src 'self'",
-    "manifest-src 'self'",
-    "frame-src 'self'",
-    "worker-src 'self'",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'self'",
-])
-
-c.ServerApp.jpserver_extensions = {"nbgrader.server_extensions.formgrader": False, "coursekit.formgrader": True}
+c.ServerApp.jpserver_extensions = default_config()["ServerApp"]["jpserver_extensions"]
 c.ServerApp.tornado_settings = {"headers": {"Content-Security-Policy": CONTENT_SECURITY_POLICY}}

@@ -1,8 +1,10 @@
 """The course's formgrader: nbgrader's, with pages that run nothing a student wrote.
 
-A Jupyter server extension, enabled by the course's Jupyter config (``jupyter_server_config.py``
-at the course root) in place of ``nbgrader.server_extensions.formgrader``, which it loads itself
-and then adjusts. Stock formgrader renders a student's markdown and HTML outputs as they are,
+A Jupyter server extension that takes the place of ``nbgrader.server_extensions.formgrader``,
+which it loads itself and then adjusts. It is the default of the course's environment:
+``bin/setup`` runs ``install_default_config(.venv)`` (section 5), so ``jupyter server``,
+``jupyter lab`` and ``jupyter notebook``, with or without ``--config=jupyter_server_config.py``,
+serve this formgrader and never nbgrader's. Stock formgrader renders a student's markdown and HTML outputs as they are,
 and quotes student ids unescaped, in pages that carry the TA's Jupyter session: a written answer
 holding ``<img src=x onerror=...>`` writes into the course and opens a terminal as the grading
 user (tests/test_ta_pages.py shows it). Here:
@@ -17,8 +19,9 @@ user (tests/test_ta_pages.py shows it). Here:
 3. Files of a submission folder (``/formgrader/submissions/<id>/<file>``) are served in a
    sandbox (``Content-Security-Policy: sandbox``): a student's HTML or SVG file opened there
    runs no script. (Jupyter's own ``/files/`` already adds ``sandbox allow-scripts``.)
-4. The server's Content-Security-Policy (``jupyter_server_config.py``) refuses inline scripts,
-   event handlers and ``eval`` on every page. JupyterLab's and Notebook's own pages need ``eval``
+4. The server's Content-Security-Policy (``CONTENT_SECURITY_POLICY``, unless the server is
+   configured with one of its own) refuses inline scripts, event handlers and ``eval`` on every
+   page. JupyterLab's and Notebook's own pages need ``eval``
    (their bundles compile JSON schemas): for those documents only, ``script-src`` gains
    ``'unsafe-eval'`` and the hash of JupyterLab's one inline script (which takes the token out
    of the address bar). Formgrader's pages, in JupyterLab's frame or not, keep the strict policy.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import threading
@@ -47,6 +51,28 @@ PAGE_TEMPLATES = HERE / "templates" / "formgrader"
 # The documents of JupyterLab and Notebook 7 (first path segment after the base URL).
 APP_PAGES = {"lab", "tree", "notebooks", "edit", "consoles", "terminals", "doc"}
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
+
+
+# The TAs' server's policy, the second wall behind the sanitiser: scripts only from the server's
+# own files (no inline script, no event handler, no eval), nothing fetched from or sent to another
+# origin, no plugins, no <base>, no framing by other sites. JupyterLab's own pages need eval for
+# their bundles and get it (section 4, ``app_page_policy``); formgrader's pages never do.
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self' 'unsafe-inline'",
+    "img-src 'self' data:",
+    "font-src 'self' data:",
+    "connect-src 'self'",
+    "manifest-src 'self'",
+    "frame-src 'self'",
+    "worker-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'self'",
+])
+STOCK_FORMGRADER = "nbgrader.server_extensions.formgrader"
 
 
 def _jupyter_server_extension_points():
@@ -80,11 +106,15 @@ def _load_jupyter_server_extension(serverapp) -> None:
     web_app.settings["nbgrader_exporter"] = FormgradeExporter(config=formgrader.config)
     web_app.settings["nbgrader_jinja2_env"] = page_templates(nbgrader_handlers.template_path)
 
-    policy = web_app.settings.get("headers", {}).get("Content-Security-Policy")
-    if policy:
-        web_app.add_transform(_app_page_policy(base_url, app_page_policy(policy, _lab_inline_script_hashes())))
-    serverapp.log.info("coursekit.formgrader: nbgrader's formgrader with the course's pages%s",
-                       " and Content-Security-Policy" if policy else " (no Content-Security-Policy configured)")
+    # Jupyter's handlers read the headers per request: from here on, every page carries the policy.
+    headers = web_app.settings.setdefault("headers", {})
+    policy = headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    web_app.add_transform(_app_page_policy(base_url, app_page_policy(policy, _lab_inline_script_hashes())))
+    if serverapp.jpserver_extensions.get(STOCK_FORMGRADER):
+        serverapp.log.warning("coursekit.formgrader: %s is enabled too; its pages run a student's script: "
+                              "run bin/setup, or disable it", STOCK_FORMGRADER)
+    serverapp.log.info("coursekit.formgrader: nbgrader's formgrader with the course's pages and "
+                       "Content-Security-Policy%s", "" if policy == CONTENT_SECURITY_POLICY else " (the server's own)")
 
 
 # --- 1. the submission view -------------------------------------------------------------------
@@ -216,3 +246,48 @@ def _app_page_policy(base_url: str, policy: str):
             return status_code, headers, chunk
 
     return AppPagePolicy
+
+
+# --- 5. safe by default: the environment's Jupyter config -------------------------------------
+#
+# Jupyter Server 2 reads no config from its working directory: a TA who starts ``jupyter lab`` in
+# the course root without ``--config=jupyter_server_config.py`` got nbgrader's formgrader, which
+# nbgrader's own ``etc/jupyter/jupyter_server_config.d/nbgrader.json`` enables in the environment,
+# and a student's script ran in the TA's page (tests/test_formgrader_default.py). Every Jupyter
+# server of an environment (``jupyter server``, ``lab``, ``notebook``) merges the
+# ``jupyter_server_config.d/*.json`` of the environment's config folder in name order, a later
+# file winning, over the user's (~/.jupyter) and the system's: the course's file sorts after
+# nbgrader's (and after what ``jupyter server extension enable --sys-prefix`` writes).
+
+DEFAULT_CONFIG_FILE = "zz-coursekit-formgrader.json"
+
+
+def default_config(course_formgrader: bool = True) -> dict:
+    """nbgrader's formgrader off; the course's on, unless not ``course_formgrader`` (where
+    coursekit is not installed, e.g. the hub's environment: its staff's config turns it on)."""
+    extensions = {STOCK_FORMGRADER: False}
+    if course_formgrader:
+        extensions["coursekit.formgrader"] = True
+    return {"ServerApp": {"jpserver_extensions": extensions}}
+
+
+def install_default_config(prefix, course_formgrader: bool = True) -> Path:
+    """Write ``default_config`` into the Jupyter config of the environment at ``prefix`` (a venv's
+    folder, ``sys.prefix``); returns the file. The Content-Security-Policy comes with the
+    extension (``CONTENT_SECURITY_POLICY``): ``.d`` files only enable extensions."""
+    folder = Path(prefix) / "etc" / "jupyter" / "jupyter_server_config.d"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / DEFAULT_CONFIG_FILE
+    text = json.dumps(default_config(course_formgrader), indent=2) + "\n"
+    if not path.is_file() or path.read_text() != text:
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(text)
+        os.chmod(partial, 0o644)  # every account's server reads it (the hub's environment)
+        partial.replace(path)
+    return path
+
+
+if __name__ == "__main__":  # python -m coursekit.formgrader [prefix]: what bin/setup runs
+    import sys
+
+    print(install_default_config(sys.argv[1] if len(sys.argv) > 1 else sys.prefix))

@@ -139,6 +139,8 @@ def ensure_env(env: Path, wheel: Path, log=print) -> Path:
         done["wheel"] = wheel_key
         run(["chmod", "-R", "a+rX,go-w", str(env)])  # every account's server runs from it
         stamp.write_text(json.dumps(done))
+    from coursekit.formgrader import install_default_config  # nbgrader's formgrader off (the staff's config has the course's)
+    install_default_config(env, course_formgrader=False)
     return env
 
 
