@@ -23,8 +23,10 @@ Check failures. ``coursekit.checks`` raises ``CheckFailed`` with the message
 ``cell_failure`` reads the first error (or stderr output) of a cell back into a ``Failure``.
 
 Stopped cells. A cell can be stopped from outside: by nbgrader's per-cell timeout, by the
-sandbox's memory or process limit or output budget, or by the kernel dying. ``stopped_cells`` finds them in a
-graded notebook; each has a problem kind (``coursekit.problems``) and a description.
+sandbox's memory limit, wall time or output budget, or by the kernel dying. The grader marks them
+in the graded notebook (never read back from outputs, which the student controls: see
+``mark_stops``); ``stopped_cells`` finds them; each has a problem kind (``coursekit.problems``)
+and a description.
 """
 
 from __future__ import annotations
@@ -34,8 +36,6 @@ from dataclasses import dataclass
 
 from nbformat import NotebookNode
 from nbgrader import utils as nbgrader_utils
-
-from coursekit.sandbox import OUTPUT_NOTICE_MARK
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 CELL_FRAME = re.compile(r"Cell In\[\d*\], line (\d+)")
@@ -165,39 +165,36 @@ def cell_failure(cell) -> Failure | None:
 
 
 # --- cells stopped from outside ------------------------------------------------------------------
+#
+# A stop is the grader's knowledge, never a reading of the cell's outputs: a student can raise any
+# exception and print any text, "CellTimeoutError" and the sandbox's notice included. The grader
+# notes its stops where they happen (coursekit/split_execute.py: the time limit it enforced, a
+# checker it lost, the sandbox wrappers' events) and hands them on in ``resources[STOPS_RESOURCE]``;
+# coursekit.sanitize then marks each stopped cell with ``metadata[STOP_MARK]`` after nbgrader's
+# ClearMetadataPreprocessor (which empties every code cell's metadata, so a mark a student wrote
+# never survives; ``mark_stops`` also removes any mark it did not write itself).
+
+STOPS_RESOURCE = "coursekit_stops"  # resources: [[cell index, reason], ...] noted by the grader
+STOP_MARK = "coursekit_stops"       # a graded code cell's metadata: [reason, ...] written by the grader
 
 # reason -> (coursekit.problems kind, what happened)
 STOPS = {
     "timeout": ("timeout", "the cell ran past the per-cell time limit"),
-    "memory": ("sandbox", "the cell ran out of memory (the sandbox's memory limit)"),
-    "processes": ("sandbox", "the cell started too many processes (the sandbox's process limit)"),
+    "wall-time": ("timeout", "the notebook's kernel ran past the sandbox's wall-time limit and was stopped"),
+    "memory": ("sandbox", "the notebook's processes and files used more memory than the sandbox's limit; its "
+                          "kernel was stopped"),
     "dead-kernel": ("error", "the kernel died while the cell ran"),
     "output": ("sandbox", "the notebook printed more than the sandbox's output budget here; what it printed "
                           "after that was not kept (errors and stderr still counted)"),
+    "protocol": ("sandbox", "the kernel broke the Jupyter protocol and the sandbox stopped it"),
 }
-# Errors that only come with a stop, as a consequence: how the kernel was interrupted at the time limit.
-STOP_ECHOES = {"timeout": {"KeyboardInterrupt"}}
-
-
-def stop_reason(output) -> str | None:
-    """Which STOPS an output says stopped its cell, if any: an error, or the sandbox's notice
-    that the notebook's output budget ran out."""
-    if output.get("output_type") == "display_data":
-        data = output.get("data")
-        text = data.get("text/plain") if isinstance(data, dict) else None
-        return "output" if isinstance(text, str) and text.startswith(OUTPUT_NOTICE_MARK) else None
-    if output.get("output_type") != "error":
-        return None
-    name, value = output.get("ename", ""), output.get("evalue", "") or ""
-    if name == "CellTimeoutError":
-        return "timeout"
-    if name == "MemoryError":
-        return "memory"
-    if name == "BlockingIOError" and "Resource temporarily unavailable" in value:
-        return "processes"
-    if name in ("DeadKernelError", "UnresponsiveKernelError"):
-        return "dead-kernel"
-    return None
+# Stops that end the kernel: a cell with one of them needs no "dead-kernel" besides.
+KILLING_STOPS = {"wall-time", "memory", "protocol"}
+# Errors that come with a stop, as its consequence (how the kernel was interrupted, or nbgrader's
+# note of the time limit): not the cell's own. A student's error of the same name in a cell the
+# grader did not stop is theirs.
+STOP_ECHOES = {"timeout": {"KeyboardInterrupt", "CellTimeoutError"}, "dead-kernel": {"DeadKernelError"},
+               **{reason: {"DeadKernelError"} for reason in KILLING_STOPS}}
 
 
 @dataclass(frozen=True)
@@ -217,26 +214,47 @@ class Stopped:
         return STOPS[self.reason][1]
 
 
-def stopped_cells(nb) -> list[Stopped]:
-    """Every cell of ``nb`` that a time limit, a sandbox limit or a dead kernel stopped, once
-    per cell and reason, in notebook order."""
-    found = []
-    for index, cell in enumerate(nb.cells):
-        if cell.get("cell_type") != "code":
+def stop_marks(cell) -> list[str]:
+    """The grader's stop reasons on a code cell (see STOP_MARK), in the order they came."""
+    if cell.get("cell_type") != "code":
+        return []
+    metadata = cell.get("metadata")
+    marks = metadata.get(STOP_MARK) if isinstance(metadata, dict) else None
+    if not isinstance(marks, list):
+        return []
+    return list(dict.fromkeys(r for r in marks if isinstance(r, str) and r in STOPS))
+
+
+def mark_stops(nb, noted) -> list[Stopped]:
+    """Mark the cells of ``nb`` the grader stopped, from ``noted`` (``resources[STOPS_RESOURCE]``:
+    [cell index, reason] pairs); every other mark is removed. The stops, in notebook order."""
+    for cell in nb.cells:
+        metadata = cell.get("metadata")
+        if isinstance(metadata, dict):
+            metadata.pop(STOP_MARK, None)
+    for entry in noted or []:
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 2):
             continue
-        for out in cell.get("outputs", []):
-            reason = stop_reason(out)
-            stop = Stopped(index, cell_name(cell, index), reason) if reason else None
-            if stop is not None and stop not in found:
-                found.append(stop)
-    return found
+        index, reason = entry
+        if isinstance(index, int) and 0 <= index < len(nb.cells) and reason in STOPS \
+                and nb.cells[index].get("cell_type") == "code":
+            marks = nb.cells[index].setdefault("metadata", {}).setdefault(STOP_MARK, [])
+            if reason not in marks:
+                marks.append(reason)
+    return stopped_cells(nb)
+
+
+def stopped_cells(nb) -> list[Stopped]:
+    """Every cell of a graded notebook that the grader stopped (a time limit, a sandbox limit, a
+    dead kernel), once per cell and reason, in notebook order: read from the grader's marks."""
+    return [Stopped(index, cell_name(cell, index), reason)
+            for index, cell in enumerate(nb.cells) for reason in stop_marks(cell)]
 
 
 def own_errors(cell) -> set[str]:
-    """Names of the errors a code cell raised itself: not those that say it was stopped from
-    outside, nor the KeyboardInterrupt with which the time limit interrupts a cell."""
-    outputs = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-    names = {o.get("ename", "") or "Error" for o in outputs if stop_reason(o) is None}
-    for reason in {stop_reason(o) for o in outputs} - {None}:
+    """Names of the errors a code cell raised itself: not those that came with a stop of the
+    grader's (the KeyboardInterrupt and CellTimeoutError of the time limit, a DeadKernelError)."""
+    names = {o.get("ename", "") or "Error" for o in cell.get("outputs", []) if o.get("output_type") == "error"}
+    for reason in stop_marks(cell):
         names -= STOP_ECHOES.get(reason, set())
     return names

@@ -64,7 +64,7 @@ from traitlets import Instance
 
 from coursekit import bounds, problems
 from coursekit.layout import CourseLayout
-from coursekit.notebook import cell_name, flags, grade_id, is_answer_cell, is_graded, is_readonly, stopped_cells
+from coursekit.notebook import STOPS_RESOURCE, flags, grade_id, is_answer_cell, is_graded, is_readonly, mark_stops
 from coursekit.safehtml import quote_markdown
 
 NOTES_MARK = "<!-- coursekit:grading-notes -->"
@@ -435,20 +435,15 @@ class SubmissionExporter(NotebookExporter):
     def _after_grading(self, nb, resources) -> None:
         resources[RESOURCE_KEY] = []
         timeout = next((pp.timeout for pp in self._preprocessors if hasattr(pp, "interrupt_on_timeout")), None)
-        stops = stopped_cells(nb)
-        timed_out = {stop.index for stop in stops if stop.reason == "timeout"}
-        for stop in stops:
-            if stop.reason == "output":  # recorded as the runner records it (coursekit.runner.commit)
-                report(self, resources, stop.kind, stop.where, stop.message)
-        for index, c in enumerate(nb.cells):
-            if c.cell_type != "code":
-                continue
-            where = cell_name(c, index)
-            if index in timed_out:
-                report(self, resources, "timeout", where,
-                       f"A cell ({where}) was still running after the {timeout} s time limit and was stopped "
-                       "(CellTimeoutError); the cells after it were run and graded as usual. "
-                       "Look for a loop that never ends.")
+        # The grader's stops, as coursekit.split_execute noted them (never read from the outputs):
+        # marked in the notebook, recorded in the words the runner records them in (one entry).
+        for stop in mark_stops(nb, resources.pop(STOPS_RESOURCE, [])):
+            report(self, resources, stop.kind, stop.where, stop.message)
+            if stop.reason == "timeout":
+                resources[RESOURCE_KEY].append(
+                    f"A cell ({stop.where}) was still running after the {timeout} s time limit and was stopped "
+                    "(CellTimeoutError); the cells after it were run and graded as usual. "
+                    "Look for a loop that never ends.")
         for cut in bounds.cut_outputs(nb, self.limits):
             report(self, resources, "too-long", cut.where, cut.note())
         put_notes(nb, resources.pop(RESOURCE_KEY))

@@ -31,11 +31,23 @@ student's kernel (coursekit/export.py, ``serve_call``) and the checker reads bac
 The transfer folder of a notebook (a fresh temporary folder of the grader) holds:
 
 - ``student/``: written by the student's kernel only (read-write in its sandbox, read-only in
-  the checker's): exported values and call results;
+  the checker's): exported values and call results. It is a tmpfs of its own, under the
+  sandbox's quotas of disk and files (and counted in its memory): student code writes there,
+  and a plain folder would be the grader's disk, outside every quota;
 - ``checker/``: written by the checker only (read-write in its sandbox, read-only in the
   student's): arguments of calls to student functions;
 - ``call/``: the Unix socket this process serves, mounted in the checker's sandbox only;
-- ``checker-cwd/``: the checker's (empty) working directory.
+- ``checker-cwd/``: the checker's (empty) working directory;
+- ``events.jsonl``: where both kernels' sandbox wrappers note their stops (memory, wall time,
+  output budget, protocol), the grader's alone.
+
+Stops are the grader's knowledge, never read back from what a cell printed: this preprocessor
+notes a cell the time limit interrupted, a check whose checker died, and the wrapper stops
+that came while a cell ran (from ``events.jsonl``), and hands them on in ``resources``
+(``coursekit.notebook.STOPS_RESOURCE``) to coursekit.sanitize, which records them and marks
+their cells in the graded notebook (``coursekit.notebook.stopped_cells`` reads the marks).
+A student's ``raise TimeoutError(...)`` or printed "The sandbox stopped the kernel" is an
+ordinary error or output of their cell.
 
 Requests to the student's kernel are silent executions (not stored in its history); each is
 bounded by the cell's time limit, and a student kernel that does not answer in time is
@@ -67,7 +79,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Bool, Unicode
 
 from coursekit import sandbox
-from coursekit.notebook import grade_id, is_check_cell, is_readonly
+from coursekit.notebook import KILLING_STOPS, STOPS, STOPS_RESOURCE, grade_id, is_check_cell, is_readonly
 from coursekit.kernel import CHECKER_KERNEL
 
 DEFAULT_PREAMBLE = ("import numpy as np\n"
@@ -172,27 +184,41 @@ def student_names(cell_source: str, provided: set[str]) -> list[str]:
 class Transfer:
     """The folders one notebook's two kernels exchange data through (see the module docstring)."""
 
-    def __init__(self):
+    def __init__(self, settings: sandbox.Settings | None = None):
+        """``settings``: the sandbox's, whose quotas the student's outbox gets (None: no sandbox)."""
         _sweep()
         self.root = Path(tempfile.mkdtemp(prefix=f"coursekit-split-{os.getpid()}-"))
         self.student = self.root / "student"
         self.checker = self.root / "checker"
         self.call = self.root / "call"
         self.checker_cwd = self.root / "checker-cwd"
+        self.events = self.root / "events.jsonl"
         for folder, mode in ((self.student, 0o755), (self.checker, 0o755), (self.call, 0o700), (self.checker_cwd, 0o700)):
             folder.mkdir()
             os.chmod(folder, mode)
         self.socket = self.call / "call.sock"
+        if settings is not None and settings.enabled:
+            try:
+                sandbox.mount_outbox(self.student, settings)
+            except sandbox.SandboxUnavailable as err:
+                self.remove()
+                raise SystemExit(sandbox.refusal(str(err))) from None
 
     def student_arguments(self) -> list[str]:
-        return [sandbox.bind_argument("rw", self.student), sandbox.bind_argument("ro", self.checker)]
+        return [sandbox.bind_argument("rw", self.student), sandbox.bind_argument("ro", self.checker),
+                sandbox.events_argument(self.events)]
 
     def checker_arguments(self) -> list[str]:
         return [sandbox.bind_argument("ro", self.student), sandbox.bind_argument("rw", self.checker),
-                sandbox.bind_argument("rw", self.call)]
+                sandbox.bind_argument("rw", self.call), sandbox.events_argument(self.events)]
 
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        _remove(self.root)
+
+
+def _remove(root: Path) -> None:
+    sandbox.unmount_outbox(root / "student")
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _sweep() -> None:
@@ -200,7 +226,7 @@ def _sweep() -> None:
     for folder in Path(tempfile.gettempdir()).glob("coursekit-split-*-*"):
         pid = folder.name.split("-")[2]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove(folder)
 
 
 async def stop_kernel(km, log, grace: float = STOP_GRACE) -> None:
@@ -239,8 +265,11 @@ class SplitExecute(Execute):
                                "student's kernel).").tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources=None, km=None):
-        if not self.split:
-            return super().preprocess(nb, resources, km)
+        self._stops = []  # (cell, key of STOPS), as the grader saw them
+        if not self.split:  # (comparisons only: the time limit's stops are noted, not the sandbox's)
+            nb, resources = super().preprocess(nb, resources, km)
+            self._hand_on_stops()
+            return nb, resources
         NotebookClient.__init__(self, nb, km)
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
@@ -257,7 +286,8 @@ class SplitExecute(Execute):
         self._provided = set(names_assigned(self.checker_preamble)) | set(self._constants) | {CHECKER_MODULE}
         for source in check_sources:
             self._provided |= names_assigned(source)
-        self._transfer = Transfer()
+        self._transfer = Transfer(self._sandbox_settings())
+        self._events_read = 0
         self._requests = 0
         self._cell_deadline = monotonic()
         self._checker_km = self._checker_kc = None
@@ -293,7 +323,60 @@ class SplitExecute(Execute):
         finally:
             self.extra_arguments = base_arguments
             server.close()
+            self._hand_on_stops()
             self._transfer.remove()
+
+    def _sandbox_settings(self) -> sandbox.Settings | None:
+        options = [a for a in self.extra_arguments
+                   if a.startswith(sandbox.OPTION) and not a.startswith((sandbox.BIND_OPTION, sandbox.EVENTS_OPTION))]
+        settings = sandbox.Settings.from_arguments(options) if options else None
+        return settings if settings is not None and settings.enabled else None
+
+    # -- stops: the grader's own knowledge, never the cells' outputs --
+
+    async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        """nbclient's, then the sandbox's stops that came while the cell ran are the cell's."""
+        try:
+            return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        finally:
+            if self.split:
+                self._read_events(cell)
+
+    async def _async_handle_timeout(self, timeout, cell=None):
+        if cell is not None:
+            self._note_stop(cell, "timeout")
+        return await super()._async_handle_timeout(timeout, cell)
+
+    def _note_stop(self, cell, reason: str) -> None:
+        if reason in STOPS and not any(c is cell and r == reason for c, r in self._stops):
+            self._stops.append((cell, reason))
+
+    def _read_events(self, cell) -> None:
+        """The stops the sandbox wrappers noted since the last look (written by them as root, in
+        the grader's transfer folder: no kernel can write there)."""
+        try:
+            with open(self._transfer.events, "rb") as f:
+                f.seek(self._events_read)
+                data = f.read(1 << 20)
+        except OSError:
+            return
+        complete = data[:data.rfind(b"\n") + 1]
+        self._events_read += len(complete)
+        for line in complete.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and isinstance(event.get("reason"), str):
+                self._note_stop(cell, event["reason"])
+
+    def _hand_on_stops(self) -> None:
+        """Put the stops in ``resources`` as (cell index, reason), for coursekit.sanitize."""
+        indexes = {id(c): i for i, c in enumerate(self.nb.cells)}
+        found = self.resources.setdefault(STOPS_RESOURCE, [])
+        for cell, reason in self._stops:
+            if id(cell) in indexes and [indexes[id(cell)], reason] not in found:
+                found.append([indexes[id(cell)], reason])
 
     def _gradebook_sources(self) -> tuple[dict[str, str], list[str]] | None:
         """During autograde, from the gradebook: grade id -> source of each check cell, and the
@@ -416,6 +499,8 @@ class SplitExecute(Execute):
             await self.async_execute_cell(cell, index, execution_count=self.code_cells_executed + 1, store_history=True)
         except DeadKernelError:
             cell.outputs.append(_error_output("DeadKernelError", "the checker stopped while running this check"))
+            if not any(c is cell and r in KILLING_STOPS for c, r in self._stops):
+                self._note_stop(cell, "dead-kernel")  # no wrapper said why
             self.km, self.kc = student
             await self._stop_checker()
             await self._start_checker()

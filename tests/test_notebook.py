@@ -86,7 +86,9 @@ def test_a_check_failure_is_read_back_from_the_cell():
     assert notebook.cell_failure(new_code_cell(outputs=[new_output("stream", name="stdout", text="hi")])) is None
 
 
-def test_stopped_cells_are_found_once_with_their_kind():
+def test_stopped_cells_are_the_graders_marks_once_with_their_kind():
+    """Stops are read from the marks the grader writes (mark_stops), never from outputs: the
+    outputs below would all have been stops before issue 25 (tests/test_stops.py shows it)."""
     nb = new_notebook(cells=[
         new_markdown_cell("# title"),
         marked(new_code_cell(outputs=[error("CellTimeoutError", "timed out"), error("KeyboardInterrupt")]),
@@ -97,9 +99,12 @@ def test_stopped_cells_are_found_once_with_their_kind():
         new_code_cell(outputs=[error("DeadKernelError", "Kernel died")]),
         new_code_cell(outputs=[error("ValueError", "bad"), error("NotImplementedError")]),
     ])
+    assert notebook.stopped_cells(nb) == []
+    notebook.mark_stops(nb, [[1, "timeout"], [2, "memory"], [5, "dead-kernel"], [1, "timeout"]])
     stops = [(s.index, s.where, s.reason, s.kind) for s in notebook.stopped_cells(nb)]
     assert stops == [(1, "f4_functions", "timeout", "timeout"), (2, "cell 3", "memory", "sandbox"),
-                     (3, "cell 4", "processes", "sandbox"), (5, "cell 6", "dead-kernel", "error")]
+                     (5, "cell 6", "dead-kernel", "error")]
     assert all(kind in problems.KINDS for *_, kind in stops)
     own = [notebook.own_errors(c) for c in nb.cells[1:]]
-    assert own == [set(), set(), set(), {"BlockingIOError"}, set(), {"ValueError", "NotImplementedError"}]
+    assert own == [set(), {"MemoryError"}, {"BlockingIOError"}, {"BlockingIOError"}, set(),
+                   {"ValueError", "NotImplementedError"}]

@@ -117,3 +117,66 @@ def test_the_relay_holds_no_more_of_a_message_than_the_output_limit(tmp_path, ne
     limit = sandbox.parse_size(LIMIT)
     assert peak < 60 * 2**20 + 3 * limit, f"the wrapper peaked at {peak / 2**20:.0f} MB"
     assert [(e["kind"], e.get("reason")) for e in events] == [("sandbox", "output")], events
+
+
+# --- the student's outbox ---------------------------------------------------------------------------
+
+OUTBOX_DISK, OUTBOX_FILES = "40M", 400
+FILL_OUTBOX = r'''
+import glob, json, os
+outbox = glob.glob("/tmp/coursekit-split-*/student")[0]
+report = {"written_mb": 0, "disk_error": None, "files": 0, "files_error": None}
+try:
+    with open(os.path.join(outbox, "fill"), "wb") as f:
+        for _ in range(120):
+            f.write(b"x" * 2**20)
+            f.flush()
+            report["written_mb"] += 1
+except OSError as err:
+    report["disk_error"] = err.strerror
+os.remove(os.path.join(outbox, "fill"))
+try:
+    for n in range(800):
+        open(os.path.join(outbox, f"f{n}"), "w").close()
+        report["files"] += 1
+except OSError as err:
+    report["files_error"] = err.strerror
+st = os.statvfs(outbox)
+report["outbox_mb"] = st.f_blocks * st.f_frsize // 2**20
+print("REPORT", json.dumps(report))
+'''
+
+
+def fill_the_outbox(tmp_path) -> dict:
+    """Grade one answer cell that writes 120 MB and 800 files into its outbox, as the course
+    does (SplitExecute, real sandbox), under a quota of 40 MB and 400 files."""
+    from nbformat.v4 import new_code_cell, new_notebook
+    from traitlets.config.loader import PyFileConfigLoader
+
+    from coursekit.split_execute import SplitExecute
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(REPO_ROOT)).load_config()
+    config.Execute.timeout = 120
+    config.Execute.extra_arguments = sandbox.Settings(disk=OUTBOX_DISK, files=OUTBOX_FILES).kernel_arguments()
+    folder = tmp_path / "work"
+    folder.mkdir()
+    nb = new_notebook(cells=[new_code_cell(FILL_OUTBOX)])
+    nb, _ = SplitExecute(config=config).preprocess(nb, {"metadata": {"path": str(folder)}})
+    printed = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.output_type == "stream")
+    assert "REPORT" in printed, nb.cells[0].outputs
+    return json.loads(printed.split("REPORT", 1)[1])
+
+
+def test_the_old_outbox_was_the_hosts_disk_outside_every_quota(tmp_path, needs_sandbox, monkeypatch):
+    monkeypatch.setattr(sandbox, "mount_outbox", lambda folder, settings: None)  # the layout before issue 25
+    report = fill_the_outbox(tmp_path)
+    assert report["written_mb"] == 120 and report["disk_error"] is None
+    assert report["files"] == 800 and report["files_error"] is None
+    assert report["outbox_mb"] > 1000  # the host's file system
+
+
+def test_the_outbox_is_under_the_sandboxs_quotas(tmp_path, needs_sandbox):
+    report = fill_the_outbox(tmp_path)
+    assert report["outbox_mb"] == 40
+    assert report["written_mb"] <= 40 and report["disk_error"] == "No space left on device"
+    assert report["files"] < OUTBOX_FILES and report["files_error"] == "No space left on device"
