@@ -11,7 +11,12 @@ The page shows:
   (``grading-problems.json``), timeouts and kernel deaths found in the outputs, errors in
   the students' own cells, and submissions that were not autograded at all;
 - late submissions (gradebook);
-- the queue of written answers still waiting for a TA (gradebook ``needs_manual_grade``).
+- the queue of written answers still waiting for a TA (gradebook ``needs_manual_grade``);
+- item analysis (``coursekit.items``): per check cell its difficulty and discrimination (against
+  the rest of the autograded score), flagged when negative or near zero; per question the spread
+  of points; per written answer the spread of the marks given; also as ``items.csv`` (one row
+  per check cell), ``items_questions.csv`` and ``items_written.csv``;
+- a link to the similarity page (``coursekit.similarity``) when it is in the same folder.
 
 Plots are PNG files drawn with matplotlib and embedded in the page as data URIs, so the
 page is one file that opens anywhere. The CSV has one row per submission.
@@ -34,7 +39,7 @@ from pathlib import Path
 
 import nbformat
 
-from coursekit import csvsafe, intake, pages
+from coursekit import csvsafe, intake, items, pages
 from coursekit import problems as problem_log
 from coursekit.layout import CourseLayout
 from coursekit.notebook import cell_failure, grade_id, is_check_cell, own_errors, question_of, question_titles, \
@@ -341,8 +346,10 @@ def _ago(seconds: float) -> str:
 NOT_IN_GRADEBOOK = "submitted, but not in the gradebook: autograde failed or was not run"
 
 
-def render_html(data: ClassData, stats: list[QuestionStats], generated: datetime) -> str:
-    """The page (templates/report.html.j2); plots are drawn here."""
+def render_html(data: ClassData, stats: list[QuestionStats], generated: datetime,
+                analysis: items.ItemAnalysis | None = None, similarity_page: str = "") -> str:
+    """The page (templates/report.html.j2); plots are drawn here. ``similarity_page``: the
+    similarity page's address relative to this page, linked when it exists."""
     scores = [s.score for s in data.submissions]
     max_score = max((s.max_score for s in data.submissions), default=0.0)
     s = summary_stats(scores)
@@ -368,7 +375,9 @@ def render_html(data: ClassData, stats: list[QuestionStats], generated: datetime
         histogram=histogram_png(scores, max_score) if summary else "",
         questions_plot=questions_png(stats) if stats else "",
         problems=problems, late=late, queue=queue, queue_counts=queue_counts,
-        student_head=CSV_HEAD[:9], student_rows=[row[:9] for row in csv_rows(data)])
+        student_head=CSV_HEAD[:9], student_rows=[row[:9] for row in csv_rows(data)],
+        items=analysis if analysis is not None else items.analyse(data), near_zero=items.NEAR_ZERO,
+        similarity_page=similarity_page)
 
 
 CSV_HEAD = ["student", "score", "max_score", "autograded_score", "autograded_max", "late_penalty",
@@ -392,16 +401,35 @@ def csv_rows(data: ClassData) -> list[list]:
     return rows
 
 
+SIMILARITY_PAGE = "similarity.html"  # written beside the report by coursekit.similarity
+ITEM_TABLES = {  # file -> (header, rows of an ItemAnalysis): the item analysis as CSV, beside report.csv
+    "items.csv": (items.CSV_HEAD, items.csv_rows),                       # one row per check cell
+    "items_questions.csv": (items.SPREAD_HEAD, items.question_rows),     # one row per question
+    "items_written.csv": (items.WRITTEN_HEAD, items.written_rows),       # one row per written answer
+}
+
+
+def _write_csv(path: Path, header: list, rows) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(csvsafe.row(header))
+        writer.writerows(csvsafe.row(r) for r in rows)
+
+
 def write_report(data: ClassData, out_dir: Path) -> tuple[Path, Path]:
+    """report.html and report.csv, and the item analysis's CSV files (ITEM_TABLES), in ``out_dir``.
+    The page links to the similarity page (coursekit.similarity) when it is in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = question_stats(data)
+    analysis = items.analyse(data)
     page = out_dir / "report.html"
-    page.write_text(render_html(data, stats, datetime.now(timezone.utc)), encoding="utf-8")
+    similarity_page = SIMILARITY_PAGE if (out_dir / SIMILARITY_PAGE).is_file() else ""
+    page.write_text(render_html(data, stats, datetime.now(timezone.utc), analysis, similarity_page),
+                    encoding="utf-8")
     table = out_dir / "report.csv"
-    with open(table, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(csvsafe.row(csv_header(data)))
-        writer.writerows(csvsafe.row(r) for r in csv_rows(data))
+    _write_csv(table, csv_header(data), csv_rows(data))
+    for name, (header, rows) in ITEM_TABLES.items():
+        _write_csv(out_dir / name, header, rows(analysis))
     return page, table
 
 
@@ -427,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     page, table = write_report(data, out_dir)
     print(f"class report of {args.assignment} ({len(data.submissions)} submission(s)): {page}")
     print(f"table: {table}")
+    print(f"item analysis: {table.parent / 'items.csv'} (one row per check cell)")
     return 0 if data.submissions else 1
 
 
