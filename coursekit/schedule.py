@@ -1,17 +1,21 @@
 """Due dates: read from ``nbgrader_config.py`` (``c.CourseSchedule.due_dates``), written to
 the gradebook, where nbgrader's late-submission check reads them.
 
-``python -m coursekit.schedule`` (run from the course root; bin/setup and bin/demo do it).
+``coursekit schedule`` (or ``python -m coursekit.schedule``, which bin/setup and bin/demo run from
+the course root; ``--course`` for another folder). ``--help`` only prints.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+
 from coursekit.layout import CourseLayout
 
 
-def sync_due_dates(layout: CourseLayout) -> dict[str, str]:
-    """Write the due dates of ``layout``'s config into its gradebook; return them."""
-    due_dates = layout.due_dates
+def sync_due_dates(layout: CourseLayout, only: str | None = None) -> dict[str, str]:
+    """Write the due dates of ``layout``'s config (or only ``only``'s) into its gradebook; return them."""
+    due_dates = {name: due for name, due in layout.due_dates.items() if only in (None, name)}
     if layout.gradebook_path is not None:
         layout.gradebook_path.parent.mkdir(parents=True, exist_ok=True)
     with layout.gradebook() as gb:
@@ -20,6 +24,21 @@ def sync_due_dates(layout: CourseLayout) -> dict[str, str]:
     return due_dates
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The old entry point: argparse (so that ``--help`` prints and exits before anything is
+    written), then the same code as ``coursekit schedule``."""
+    parser = argparse.ArgumentParser(prog="python -m coursekit.schedule",
+                                     description="Write the due dates of nbgrader_config.py into the gradebook "
+                                                 "(same as `coursekit schedule`).")
+    parser.add_argument("--course", help="the course's root folder (default: the folder with nbgrader_config.py, "
+                                         "from here upwards)")
+    parser.add_argument("--assignment", "-a", help="only this assignment's due date (default: every one)")
+    args = parser.parse_args(argv)
+    from coursekit import cli
+
+    return cli.run_standalone(cli.schedule, ([] if args.course is None else ["--course", args.course])
+                              + ([] if args.assignment is None else ["--assignment", args.assignment]))
+
+
 if __name__ == "__main__":
-    for name, due in sync_due_dates(CourseLayout.load()).items():
-        print(f"{name}: due {due}")
+    sys.exit(main())

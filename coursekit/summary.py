@@ -1,10 +1,13 @@
 """Per-student grade summary of an assignment, read from the gradebook.
 
-``python -m coursekit.summary [week2]`` from the course root (bin/demo ends with it).
+``python -m coursekit.summary [ASSIGNMENT] [--course PATH]`` (bin/demo ends with it); the
+assignment defaults to the course's only one, as for every ``coursekit`` command, and
+``coursekit status`` shows more. ``--help`` only prints.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from dataclasses import dataclass
 
@@ -51,9 +54,20 @@ def format_table(rows: list[StudentRow]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    assignment = argv[0] if argv else "week2"
-    rows = student_rows(CourseLayout.load(), assignment)
+    parser = argparse.ArgumentParser(prog="python -m coursekit.summary",
+                                     description="Per-student table of an assignment's grades, from the gradebook.")
+    parser.add_argument("assignment", nargs="?", help="the assignment (default: the course's only one)")
+    parser.add_argument("--course", help="the course's root folder (default: the folder with nbgrader_config.py, "
+                                         "from here upwards)")
+    args = parser.parse_args(argv)
+    from coursekit import cli
+
+    try:
+        layout, assignment = cli.resolve(args.course, args.assignment)
+    except cli.click.ClickException as err:
+        print(f"{parser.prog}: {err.format_message()}", file=sys.stderr)
+        return err.exit_code
+    rows = student_rows(layout, assignment)
     if not rows:
         print(f"no graded submissions of {assignment} in the gradebook")
         return 1
