@@ -34,6 +34,10 @@ over ``max_files`` entries,     junk cannot push them out
 deeper than ``max_depth``
 ==============================  =================================================================
 
+``.coursekit-collect.json`` is the course's collect's record of what it refused in nbgrader's
+exchange (coursekit/exchange.py, which lists hand-ins with this same ``scan``): read here as more
+refusals, never copied on; refused when a student hands it in to the exchange.
+
 ``timestamp.txt`` is parsed strictly (one line, ``YYYY-MM-DD HH:MM:SS[.ffffff]`` with an optional
 ``UTC``/``Z``/``±HH:MM``, years 2000-2099, at most 100 bytes) and written back in nbgrader's own
 format; anything else is ignored with a ``bad-timestamp`` problem (the submission counts as
@@ -59,6 +63,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fnmatch
+import json
 import os
 import re
 import shutil
@@ -81,6 +86,11 @@ from coursekit import problems
 TIMESTAMP = "timestamp.txt"
 GRADING_MARK = ".coursekit-grading"  # in autograded/<student>/<assignment>/ while it is being graded
 AREA_PREFIX = ".coursekit-intake-"   # the course's private folder of intake copies, one per command
+# Written by the course's collect (coursekit.exchange) into a collected submission: what it
+# refused in the exchange. Read here (recorded as refused-file problems, never copied on); refused
+# when a student hands it in (the exchange scans with exchange=True).
+COLLECT_RECORD = ".coursekit-collect.json"
+COLLECT_RECORD_MAX_BYTES = 1 << 18
 # Names the grader writes into autograded/<student>/<assignment>/ or feedback/...: never accepted
 # from a student. (Per notebook also <notebook>.html and <notebook>_files: see reserved_names.)
 GRADER_NAMES = frozenset({problems.FILENAME, Path(problems.FILENAME).with_suffix(".tmp").name, GRADING_MARK})
@@ -98,6 +108,7 @@ _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO swapped in after the listing must not block the grader.
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _CHUNK = 1 << 20
+MAX_RECORDED = 20  # refusals recorded one by one; the rest as one line
 
 
 class Intake(Configurable):
@@ -299,14 +310,16 @@ def _open_submission(folder: Path) -> int:
         os.close(parent)
 
 
-def scan(folder: str | Path, intake: Intake | None = None, notebooks=()) -> Listing:
+def scan(folder: str | Path, intake: Intake | None = None, notebooks=(), exchange: bool = False) -> Listing:
     """List ``folder`` (a submission's assignment folder) without following anything, and
     decide what is accepted. ``notebooks``: the assignment's notebook names (for the reserved
-    names). Raises OSError only if ``folder`` itself cannot be opened as a real folder."""
+    names). ``exchange``: the folder is the student's own hand-in in nbgrader's exchange (read by
+    collect), where the collect record is the student's forgery, not the course's record.
+    Raises OSError only if ``folder`` itself cannot be opened as a real folder."""
     intake = intake or Intake()
     folder = Path(folder)
     listing = Listing(folder)
-    reserved = reserved_names(notebooks)
+    reserved = reserved_names(notebooks) | ({COLLECT_RECORD} if exchange else set())
     root = _open_submission(folder)
     seen = total = 0
     queue = deque([("", root, 0)])
@@ -358,6 +371,8 @@ def _check_entry(fd: int, entry: os.DirEntry, rel: str, depth: int, intake: Inta
         return refuse(why)
     if rel == "" and entry.name == TIMESTAMP:
         return _read_timestamp_entry(fd, entry, listing)
+    if rel == "" and entry.name == COLLECT_RECORD:
+        return _read_collect_record(fd, entry, listing)
     try:
         st = entry.stat(follow_symlinks=False)
     except OSError as err:
@@ -421,6 +436,41 @@ def _read_timestamp_entry(dir_fd: int, entry: os.DirEntry, listing: Listing) -> 
         listing.timestamp_problem = (
             f"The submission time in {TIMESTAMP} could not be read: {problem}. The submission is graded "
             "as if it had no time stamp (on time); the TA can set the right time.")
+
+
+def _read_collect_record(dir_fd: int, entry: os.DirEntry, listing: Listing) -> None:
+    """The course collect's record of what it refused in the exchange: each becomes a refusal of
+    this listing (so it is recorded for the student, as the intake's own are)."""
+    data = None
+    with contextlib.suppress(OSError, ValueError, RecursionError):
+        fd = os.open(entry.name, _OPEN_FILE, dir_fd=dir_fd)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_size <= COLLECT_RECORD_MAX_BYTES:
+                data = json.loads(os.read(fd, COLLECT_RECORD_MAX_BYTES + 1).decode("utf-8"))
+        finally:
+            os.close(fd)
+    items = data.get("refused") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("path"), str)
+                                              and isinstance(i.get("reason"), str) for i in items):
+        listing.refused.append(Refusal(COLLECT_RECORD, "the exchange's record of what collect refused could not "
+                                                       "be read"))
+        return
+    for item in items[:MAX_RECORDED * 2]:
+        listing.refused.append(Refusal(shown(item["path"], 200),
+                                       f"{shown(item['reason'], 400)} (found when it was collected from the exchange)"))
+
+
+def write_collect_record(dest: Path, refused: list[Refusal]) -> None:
+    """What collect refused of a submission, into the collected copy at ``dest`` (which collect
+    has just made): read back by ``scan`` when the submission is graded."""
+    if not refused:
+        return
+    data = json.dumps({"refused": [{"path": r.path, "reason": r.reason} for r in refused[:MAX_RECORDED * 2]]},
+                      indent=1).encode()
+    fd = os.open(Path(dest) / COLLECT_RECORD, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with open(fd, "wb") as f:
+        f.write(data)
 
 
 # --- one submission: the copy -----------------------------------------------------------------------
@@ -514,7 +564,6 @@ def take(source: str | Path, dest: str | Path, intake: Intake | None = None, not
     return listing
 
 
-MAX_RECORDED = 20  # refusals recorded one by one; the rest as one line
 
 
 def record(autograded: Path, listing: Listing) -> None:

@@ -14,3 +14,5 @@ c.Exchange.root = os.environ["COURSEKIT_EXCHANGE"]
 # Collect only what each student really handed in, dated by when it last changed
 # (coursekit/exchange.py says what stock collect would take instead).
 c.ExchangeFactory.collect = "coursekit.exchange.VerifiedCollect"
+# Copy without following links (a student's link in a hand-in, a link in feedback/, which TAs may write).
+c.ExchangeFactory.release_feedback = "coursekit.exchange.SafeReleaseFeedback"
