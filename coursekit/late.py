@@ -3,6 +3,11 @@
 Policy (also in README and nbgrader_config.py): a notebook submitted after the due date
 loses 10 % of its score per started day late, up to 5 days; after 5 days it scores 0.
 nbgrader calls this once per submitted notebook with that notebook's score.
+
+Late is measured against the student's own due date: nbgrader passes the seconds past
+``SubmittedAssignment.duedate``, the assignment's due date plus the student's extension
+(``coursekit extend``, coursekit/extensions.py). An extension given after grading applies this
+same policy again through ``coursekit.extensions.reapply_late_policy``, without grading again.
 """
 
 import math
