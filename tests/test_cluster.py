@@ -1,7 +1,8 @@
 """Grading on a real Dask cluster (coursekit/cluster.py): a `dask scheduler` and two `dask worker`
-processes on 127.0.0.1. The class graded on the cluster, with one worker killed while it grades,
-gives the gradebook the local runner gives; a worker without the sandbox refuses; a worker
-checks the course files it grades with."""
+processes on 127.0.0.1, with the course's mutual TLS (tests/daskcluster.py; who else can use a
+cluster is tests/test_cluster_security.py). The class graded on the cluster, with one worker
+killed while it grades, gives the gradebook the local runner gives; a worker without the sandbox
+refuses; a worker checks the course files it grades with."""
 
 from __future__ import annotations
 
@@ -92,6 +93,12 @@ def _student_of(pid: int) -> str:
     return next(a for a in args if a.startswith(b"--student=")).split(b"=", 1)[1].decode()
 
 
+def test_the_cluster_is_the_course_set_up_mutual_tls(cluster, cluster_class):
+    """The class below is graded through the course's TLS set-up, as the README starts it."""
+    assert cluster.address.startswith("tls://") and cluster.security.require_encryption
+    assert f"at {cluster.address}" in cluster_class["stderr"]
+
+
 def test_cluster_gradebook_equals_local_runner_field_by_field(cluster_class, local_class):
     ours = gradebook_rows(cluster_class["course"], list(CLASS))
     theirs = gradebook_rows(local_class, list(CLASS))
@@ -135,11 +142,11 @@ def test_a_worker_without_the_sandbox_refuses(tmp_path):
         assert gradebook_rows(course, list(CLASS)) == {}
         # The task itself refuses too (for a worker that joins after the runner's first check).
         course_files, task = _course_and_task(course, "ada", tmp_path)
-        from coursekit.cluster import grade_on_worker
+        from coursekit.cluster import grade_on_worker, graded_from_data
 
-        future = cluster.client.submit(grade_on_worker, course_files, task, pure=False)
-        with pytest.raises(runner.Refused, match="cannot start the sandbox"):
-            future.result(timeout=300)
+        answer = cluster.client.submit(grade_on_worker, course_files, task, pure=False).result(timeout=300)
+        assert set(answer) == {"refused"} and "cannot start the sandbox" in answer["refused"]  # plain data
+        assert isinstance(graded_from_data(answer, "ada"), runner.Refused)
     assert not cluster.leftovers()
 
 
@@ -161,8 +168,8 @@ def test_a_worker_checks_the_course_files_it_grades_with(cluster, local_class, t
     forged = dataclasses.replace(course_files, archive=edited.getvalue())
     from coursekit.cluster import grade_on_worker
 
-    with pytest.raises(runner.Refused, match="not the client's"):
-        cluster.client.submit(grade_on_worker, forged, task, pure=False).result(timeout=300)
+    answer = cluster.client.submit(grade_on_worker, forged, task, pure=False).result(timeout=300)
+    assert set(answer) == {"refused"} and "not the client's" in answer["refused"]
     # The genuine files pass the same check on the worker (loopback: its folder is readable here).
     private = cluster.client.submit(runner.check_worker, course_files, tmp_path / "genuine" / "course",
                                     pure=False).result(timeout=300)

@@ -1,5 +1,6 @@
 """The Slurm job script that coursekit.cluster.slurm_cluster makes with dask-jobqueue (no Slurm
-needed to generate it): each job is one grading node, with what the sandbox needs."""
+needed to generate it): each job is one grading node, with what the sandbox needs, and its
+workers join only with the course's certificates (mutual TLS)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 
 import pytest
 
+from coursekit import cluster as coursecluster
 from coursekit import runner
 from coursekit.cluster import slurm_cluster
 
@@ -16,6 +18,7 @@ from coursekit.cluster import slurm_cluster
 def job_script(monkeypatch):
     monkeypatch.setenv("COURSEKIT_DATA_DIR", "/srv/course-data")
     cluster = slurm_cluster(cores=16, walltime="02:00:00", queue="grading", account="cs101",
+                            tls_folder=coursecluster.ensure_certificates(),
                             scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"})
     try:
         yield cluster.job_script(), cluster.scheduler_address
@@ -50,3 +53,19 @@ def test_workers_run_as_root_in_the_course_environment(job_script):
     assert "export COURSEKIT_DATA_DIR=/srv/course-data" in script
     assert "export TF_CPP_MIN_LOG_LEVEL=3" in script
     assert "--local-directory /tmp/coursekit-dask" in worker
+
+
+def test_workers_and_scheduler_use_the_course_certificates(job_script):
+    """The scheduler dask-jobqueue starts here listens on TLS only, and each job's workers carry
+    the workers' certificate of the course (the same folder on the nodes): without it a worker
+    cannot join, and nobody without a course certificate can talk to the workers."""
+    script, address = job_script
+    assert address.startswith("tls://")
+    (worker,) = [line for line in script.splitlines() if "distributed.cli.dask_worker" in line]
+    args = worker.split()
+    assert args[args.index("--protocol") + 1] == "tls://"
+    files = coursecluster.certificate_files(coursecluster.TLS_FOLDER)
+    assert args[args.index("--tls-ca-file") + 1] == str(files["ca"])
+    assert args[args.index("--tls-cert") + 1] == str(files["worker"])
+    assert args[args.index("--tls-key") + 1] == str(files["worker-key"])
+    assert "-----BEGIN" not in script  # paths to the keys, never the keys themselves
