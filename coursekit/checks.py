@@ -32,6 +32,7 @@ from collections import OrderedDict
 import numpy as _np
 
 from coursekit import live as _live
+from coursekit import modelspec as _modelspec
 from coursekit.values import FigureData, ModelData, UnreadableValue, type_name
 
 # Genuine functions, bound once at import time: in a student's own Jupyter, where the checks
@@ -270,12 +271,22 @@ def expect_epochs(model, epochs: int, name: str = "model", hint: str = "", same_
 
 
 def describe_layers(model) -> list[tuple]:
-    """The model's layers as ('Flatten',), ('Dense', units, activation), ('Dropout', rate)."""
-    return list(model_data(model).layers)
+    """The model's layers as ('Flatten',), ('Dense', units, activation), ('Dropout', rate),
+    ('Reshape', target shape), ... (coursekit/modelspec.py, ``describe``), read from its Keras
+    config once the allow-list has accepted it: a model the checks cannot run fails here with
+    what they cannot run."""
+    data = model_data(model)
+    if data.config is None:  # a record built by hand: its descriptions
+        return list(data.layers)
+    return _model_spec(data)[0].descriptions()
 
 
 def expect_architecture(model, expected: list[tuple], name: str = "model"):
-    found = describe_layers(model)
+    """The model has the ``expected`` layers, equivalent spellings counted as one
+    (``modelspec.architecture``: Reshape((784,)) of a 28x28 image is Flatten(); Dense(10) then
+    Activation('softmax') is Dense(10, activation='softmax'); a Functional chain is its layers)."""
+    data = model_data(model, name)
+    found = list(data.layers) if data.config is None else _modelspec.architecture(_model_spec(data)[0])
     hint = ""
     dense_out = [l for l in found if l[0] == "Dense"][-1:]
     want_out = [l for l in expected if l[0] == "Dense"][-1:]
@@ -304,11 +315,16 @@ def expect_architecture_carried(model, expected: list[tuple], name: str = "model
 
 
 def compile_settings(model) -> dict:
-    """The optimizer class name, loss and metrics that ``model.compile`` was given."""
+    """{"optimizer", "loss", "from_logits", "metrics"} that ``model.compile`` was given, each
+    normalised (coursekit/modelspec.py, ``compile_settings``): the optimizer's class name in lower
+    case ("adam"), the loss as one snake_case name whether it was given as a string, a function
+    (tf.keras.losses.sparse_categorical_crossentropy) or an object
+    (SparseCategoricalCrossentropy(from_logits=True)), whether the loss reads logits, the metrics'
+    names."""
     data = model_data(model)
     require(data.compiled and data.compile_settings is not None, "model should be compiled",
             "model.compile(...) called", "not compiled", "call model.compile(optimizer=..., loss=..., metrics=[...])")
-    return dict(data.compile_settings)
+    return {"from_logits": False, **data.compile_settings}
 
 
 # --- memo -------------------------------------------------------------------------------
@@ -420,56 +436,124 @@ def scaled_images(raw) -> _ndarray:
     return SCALED_MEMO.get(("scaled", raw), lambda: _asarray(raw, dtype=_float64) / 255.0)
 
 
-def model_weights(model) -> list[tuple]:
-    """(kind, arrays, activation) per layer, from the weights Keras' own get_weights read."""
-    data = model_data(model)
-    plan = []
-    for index, (spec, weights) in enumerate(zip(data.layers, data.weights)):
-        if spec[0] == "Dense":
-            require(spec[2] in ("linear", "relu", "softmax"), f"activation of layer {index + 1}",
-                    "relu, softmax or none", spec[2],
-                    "use activation='relu' in the hidden layer and activation='softmax' in the output layer")
-            plan.append(("Dense", [_array(w, dtype=_float64) for w in weights], spec[2]))
-        elif spec[0] in ("Flatten", "Dropout"):  # Dropout is the identity at inference time
-            plan.append((spec[0], [], None))
+# Hint when a model is outside what the checks can run (coursekit/modelspec.py's allow-list).
+UNSUPPORTED_HINT = ("build the model from Keras' own layers (tf.keras.layers.Flatten, Dense, Dropout...) with "
+                    "built-in activations such as 'relu' and 'softmax': no Lambda layers, custom layers or functions")
+# Keras models the checks rebuilt, by the digest of their checked config and weights: the few a
+# notebook's checks use again (each build costs a Keras from_config and set_weights).
+_BUILT: OrderedDict = OrderedDict()
+_BUILT_LIMIT = 4
+
+
+def _model_spec(data: ModelData) -> tuple:
+    """(modelspec.Spec, per-layer weights) of a model record: its Keras config checked against the
+    allow-list, with its weights (a record built by hand: its descriptions as a Sequential
+    config). A model outside the allow-list fails the check that needs it, with what was found."""
+    try:
+        if data.config is None:
+            config, weights = _modelspec.from_descriptions(list(data.layers), data.input_shape, list(data.weights))
         else:
-            raise CheckFailed("the checks can evaluate Flatten, Dense and Dropout layers only",
-                              "Flatten, Dense, Dropout", spec[0], "use the tutorial's layers")
-    return plan
+            config, weights = data.config, list(data.weights)
+        weights = [[w if _isinstance(w, _ndarray) else _asarray(w) for w in arrays] if _isinstance(arrays, list)
+                   else arrays for arrays in weights]
+        return _modelspec.validate(config, weights), weights
+    except _modelspec.Unsupported as err:
+        raise CheckFailed(str(err), hint=UNSUPPORTED_HINT) from None
+
+
+def model_weights(model) -> tuple:
+    """(checked modelspec.Spec, its weights: one list of arrays per layer of its config)."""
+    return _model_spec(model_data(model))
+
+
+def _keras_model(spec, weights: list):
+    """The Keras model of a checked spec, built by modelspec.build (Keras imported then, not
+    before), kept for the next check that runs the same config and weights."""
+    key = _digest("keras", spec.canonical(), *[w for arrays in weights for w in arrays])
+    if key is not None and key in _BUILT:
+        _BUILT.move_to_end(key)
+        return _BUILT[key]
+    try:
+        built = _modelspec.build(spec, weights)
+    except _modelspec.Unsupported as err:
+        raise CheckFailed(str(err), hint=UNSUPPORTED_HINT) from None
+    if key is not None:
+        _BUILT[key] = built
+        while _len(_BUILT) > _BUILT_LIMIT:
+            _BUILT.popitem(last=False)
+    return built
 
 
 def forward(model, images) -> _ndarray:
-    """The model's output for ``images``, recomputed in NumPy from its weights (once per weights
-    and images while the memo keeps it, section "memo")."""
-    # A plain array is only read (the float64 copy below is the pass's own); anything else is
-    # copied into a plain array first, as as_array does for every check.
+    """The model's output for ``images``, as float64: the student's model rebuilt with Keras from
+    its checked config and weights (coursekit/modelspec.py), run in float64 (once per config,
+    weights and images while the memo keeps it, section "memo")."""
+    # A plain array is only read; anything else is copied into a plain array first, as as_array
+    # does for every check.
     x = images if _type(images) is _ndarray else as_array(images, "images")
-    plan = model_weights(model)
-    inputs = ("forward", *[part for kind, weights, activation in plan
-                           for part in (kind, activation, _len(weights), *weights)], x)
-    return FORWARD_MEMO.get(inputs, lambda: _forward(plan, x))
+    spec, weights = model_weights(model)
+    inputs = ("forward", spec.canonical(), *[part for arrays in weights for part in (_len(arrays), *arrays)], x)
+    return FORWARD_MEMO.get(inputs, lambda: _forward(spec, weights, x))
 
 
-def _forward(plan: list[tuple], images: _ndarray) -> _ndarray:
-    x = images.astype(_float64)
-    x = x.reshape(x.shape[0], -1)
-    for kind, weights, activation in plan:
-        if kind != "Dense":
-            continue
-        require(x.shape[1] == weights[0].shape[0], "model input size", weights[0].shape[0], x.shape[1],
-                "the model should take 28x28 images: an Input layer of shape (28, 28), then Flatten()")
-        x = x @ weights[0] + (weights[1] if _len(weights) > 1 else 0.0)
-        if activation == "relu":
-            x = _np.maximum(x, 0.0)
-        elif activation == "softmax":
-            x = softmax_reference(x)
-    return x
+FORWARD_CHUNK = 10000  # images per call of the rebuilt model (a float64 copy of 10,000 is 63 MB)
+
+
+def _forward(spec, weights: list, images: _ndarray) -> _ndarray:
+    per_image = tuple(spec.input_shape)
+    size = int(_np.prod(per_image))
+    found = int(_np.prod(images.shape[1:])) if images.ndim >= 1 else 0
+    require(images.ndim >= 2 and found == size, "model input size", size, found,
+            "the model should take 28x28 images: an Input layer of shape (28, 28), then Flatten()")
+    x = images.reshape((images.shape[0], *per_image))  # (n, 784) images for a (28, 28) model, as before
+    model = _keras_model(spec, weights)
+    parts = [_array(model(x[start:start + FORWARD_CHUNK].astype(_float64), training=False), dtype=_float64)
+             for start in range(0, x.shape[0], FORWARD_CHUNK)]
+    if not parts:
+        parts = [_array(model(x[:1].astype(_float64), training=False), dtype=_float64)[:0]]
+    out = _np.concatenate(parts, axis=0)
+    require(out.ndim == 2, "shape of the model's output for each image", "one row of numbers per image",
+            f"an array of shape {out.shape[1:]} per image",
+            "the model should take 28x28 images: an Input layer of shape (28, 28), then Flatten()")
+    return out
 
 
 def accuracy(model, images, labels) -> float:
-    """Fraction of ``images`` whose most probable class (own forward pass) is the label."""
+    """Fraction of ``images`` whose most probable class (the model's own forward pass, rebuilt
+    here) is the label: the argmax of its outputs, which no normalisation of
+    ``class_probabilities`` changes."""
     outputs = forward(model, images)
     return float((_argmax(outputs, axis=1) == _asarray(labels)).mean())
+
+
+def class_probabilities(model, images) -> _ndarray:
+    """One probability row per image (finite, in [0, 1], summing to 1), whatever the model's
+    output layer, the argmax of each row unchanged:
+
+    - a softmax output (or Softmax() last): its outputs, as they are;
+    - a sigmoid output (one independent probability per class): each row divided by its sum,
+      the reading that makes them one distribution over the classes (a row of zeros: uniform);
+    - log_softmax: its exponential;
+    - a linear output (logits: compiled with from_logits=True, or without, its scores are still
+      the model's only ranking of the classes) and any other activation: softmax applied."""
+    outputs = forward(model, images)
+    spec, _ = model_weights(model)
+    activation = spec.output_activation
+    if activation == "softmax":
+        return outputs
+    if activation in ("sigmoid", "hard_sigmoid"):
+        sums = outputs.sum(axis=1, keepdims=True)
+        safe = _np.where(sums > 0, sums, 1.0)
+        return _np.where(sums > 0, outputs / safe, 1.0 / max(outputs.shape[1], 1))
+    if activation == "log_softmax":
+        return _exp(outputs)
+    return softmax_reference(outputs)
+
+
+def predicted_classes(model, images) -> _ndarray:
+    """The class each image is predicted to be: the argmax of the model's outputs (the same as of
+    ``class_probabilities``)."""
+    return _argmax(forward(model, images), axis=1)
 
 
 def affine_map(images, reference) -> tuple[float, float] | None:

@@ -378,6 +378,9 @@ def _walk_bounds(value, depth=0, count=None):
                 raise Unsupported(f"a setting named {_short(key)}")
             if key == "shared_object_id":
                 raise Unsupported("a shared object (shared_object_id)")
+            if key == "class_name" and item == "function":
+                raise Unsupported(f"the Python function {_short(value.get('config'))} from module "
+                                  f"{_short(value.get('module'))}")
             if key == "class_name" and isinstance(item, str) and item in NAMED_REFUSALS:
                 raise Unsupported(NAMED_REFUSALS[item])
             _walk_bounds(item, depth + 1, count)
@@ -774,6 +777,8 @@ def build(spec: Spec, weights: list):
             raise Unsupported(f"layer {layer.name} ({layer.kind}), whose weights Keras makes {shapes}")
         if arrays:
             target.set_weights(list(arrays))
+            if layer.kind == "Normalization":  # computes its mean and variance from its weights here
+                target.finalize_state()
     return model
 
 
