@@ -5,7 +5,7 @@ machine, or on a Dask distributed cluster.
     python -m coursekit.runner week2 -j 4       # four at a time
     python -m coursekit.runner week2 --force    # grade again what is already graded
     python -m coursekit.runner week2 --student alice --student bob
-    python -m coursekit.runner week2 --scheduler tcp://HOST:8786   # on a Dask cluster
+    python -m coursekit.runner week2 --scheduler tls://HOST:8786   # on a Dask cluster (mutual TLS only)
 
 Run it from the course's root (or pass ``--course``). How it works:
 
@@ -962,7 +962,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--course", default=".", help="the course's root folder (default: the current folder)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="grade on the Dask cluster of this scheduler (e.g. tcp://HOST:8786) instead of here")
+                        help="grade on the Dask cluster of this scheduler (tls://HOST:8786: plain tcp:// is refused) instead of here")
     parser.add_argument("--threads", type=int, default=None,
                         help="NumPy (BLAS) threads per submission for the checks (default: cores / jobs here, "
                              "1 on a cluster); TensorFlow always trains with one")
