@@ -321,23 +321,36 @@ def scan(folder: str | Path, intake: Intake | None = None, notebooks=(), exchang
     listing = Listing(folder)
     reserved = reserved_names(notebooks) | ({COLLECT_RECORD} if exchange else set())
     root = _open_submission(folder)
-    seen = total = 0
+    seen = total = looked = 0
+    cut = False  # past max_files: folders are still read, to name the notebooks that were not
     queue = deque([("", root, 0)])
     try:
         while queue:
             rel, fd, depth = queue.popleft()
             try:
-                with os.scandir(fd) as it:  # at most max_files + 1 names of one folder are read
-                    batch = [entry for _, entry in zip(range(intake.max_files + 1), it)]
-                # Notebooks first, so that extra files cannot crowd them out of the limits.
-                batch.sort(key=lambda e: (not (rel == "" and e.name.endswith(".ipynb")), e.name))
+                batch = []
+                with os.scandir(fd) as it:  # names only (no stat): cheap, bounded by NAMES_LIMIT in all
+                    for entry in it:
+                        looked += 1
+                        if looked > NAMES_LIMIT:
+                            listing.refused.append(Refusal(rel or ".", f"the submission has more than {NAMES_LIMIT} "
+                                                                       "names in all; the rest were not looked at"))
+                            queue.clear()
+                            break
+                        batch.append(entry)
+                # Notebooks first (the top folder's first of all), so that junk cannot crowd them out of the
+                # limits, however many names come before them in the folder.
+                batch.sort(key=lambda e: (not looks_like_notebook(e.name), e.name))
                 for entry in batch:
-                    if seen >= intake.max_files:
-                        listing.refused.append(Refusal(
-                            rel or ".", f"the submission has more than {intake.max_files} files and folders; "
-                                        "the rest were not read"))
-                        queue.clear()
-                        break
+                    if not cut and seen >= intake.max_files:
+                        cut = True
+                        listing.refused.append(Refusal(rel or ".", f"the submission has more than {intake.max_files} "
+                                                                   f"files and folders (the grader's limit "
+                                                                   f"c.Intake.max_files); the rest were not read. "
+                                                                   f"{NOTEBOOKS_FIRST}"))
+                    if cut:
+                        _look_past_the_limit(fd, entry, rel, depth, intake, queue, listing)
+                        continue
                     seen += 1
                     accepted = _check_entry(fd, entry, rel, depth, intake, reserved, total, listing)
                     if isinstance(accepted, Entry):
@@ -349,10 +362,39 @@ def scan(folder: str | Path, intake: Intake | None = None, notebooks=(), exchang
             finally:
                 os.close(fd)
     finally:
-        for _, fd, _ in queue:  # folders left unread by an exception or the file limit
+        for _, fd, _ in queue:  # folders left unread by an exception or the names limit
             with contextlib.suppress(OSError):
                 os.close(fd)
     return listing
+
+
+NAMES_LIMIT = 100_000  # names of one submission looked at in all (past max_files only to find notebooks)
+NOTEBOOKS_FIRST = "Notebooks at the top of the submission are counted first."
+MAX_NAMED_PAST_LIMIT = 20
+
+
+def looks_like_notebook(name: str) -> bool:
+    """A name that may be meant as a notebook ('x.ipynb', 'X.IPYNB ', 'x.ipynb.txt')."""
+    return ".ipynb" in name.casefold()
+
+
+def _look_past_the_limit(fd: int, entry: os.DirEntry, rel: str, depth: int, intake: Intake, queue: deque,
+                         listing: Listing) -> None:
+    """Past max_files nothing more is accepted; folders are still read (never through a link) so
+    that a notebook among the junk is named, with why it was not graded."""
+    try:
+        is_dir = entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return
+    if is_dir and depth + 1 <= intake.max_depth and entry.name != ".ipynb_checkpoints":
+        with contextlib.suppress(OSError):
+            queue.append((f"{rel}{entry.name}/", os.open(entry.name, _OPEN_DIR, dir_fd=fd), depth + 1))
+    elif not is_dir and looks_like_notebook(entry.name) and \
+            sum(r.reason.startswith("it was not read") for r in listing.refused) < MAX_NAMED_PAST_LIMIT:
+        listing.refused.append(Refusal(f"{rel}{shown(entry.name, 200)}", (
+            f"it was not read: the submission has more than {intake.max_files} files and folders (the grader's "
+            f"limit c.Intake.max_files) and it came after them. {NOTEBOOKS_FIRST} Hand in your notebooks at the "
+            "top of the submission, without the extra files")))
 
 
 def _check_entry(fd: int, entry: os.DirEntry, rel: str, depth: int, intake: Intake, reserved, total: int,
@@ -381,7 +423,7 @@ def _check_entry(fd: int, entry: os.DirEntry, rel: str, depth: int, intake: Inta
         if rel == "" and entry.name.endswith(".ipynb"):
             return refuse("it is a folder named like a notebook")
         if depth + 1 > intake.max_depth:
-            return refuse(f"folders are nested more than {intake.max_depth} deep")
+            return refuse(f"folders are nested more than {intake.max_depth} deep (the grader's limit c.Intake.max_depth)")
         try:
             sub = os.open(entry.name, _OPEN_DIR, dir_fd=fd)
         except OSError as err:
@@ -401,9 +443,11 @@ def _check_entry(fd: int, entry: os.DirEntry, rel: str, depth: int, intake: Inta
     if st.st_nlink > 1:
         return refuse("it is a hard link (the same file is elsewhere on the disk)")
     if st.st_size > intake.max_file_size:
-        return refuse(f"it is larger than {_mb(intake.max_file_size)} ({_mb(st.st_size)})")
+        return refuse(f"it is larger than {_mb(intake.max_file_size)} ({_mb(st.st_size)}; the grader's limit "
+                      "c.Intake.max_file_size)")
     if total + st.st_size > intake.max_total_size:
-        return refuse(f"the submission is larger than {_mb(intake.max_total_size)} in total")
+        return refuse(f"the submission is larger than {_mb(intake.max_total_size)} in total (the grader's limit "
+                      f"c.Intake.max_total_size). {NOTEBOOKS_FIRST}")
     return Entry(path, False, st.st_dev, st.st_ino, st.st_size)
 
 

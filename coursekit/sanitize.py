@@ -20,6 +20,9 @@ renamed notebook       "Skipping unknown notebook": 0 points       the copy whos
                                                                    is graded under the expected name
 missing notebook       0 points, no autograded notebook, so no     0 points from a placeholder, so the
                        feedback page says why                      feedback page says why
+near-miss name         "fashion_mnist.ipynb " (a space), a copy's  graded when it is the only candidate,
+(or in a sub-folder)   suffix, ``week2/fashion_mnist.ipynb``: not  and named in the note ("rename it");
+                       submitted, the file found is never named    several are all named, none guessed
 copied graded cells    metadata of the copies set to ``{}``, then  the last copy is graded, the others run
 (grade ids repeat)     SchemaTooOldError aborts the whole batch    as plain cells; no abort
 deleted check cell     left "needing manual grade", no score       put back from the release in its place,
@@ -51,6 +54,8 @@ import json
 import logging
 import math
 import os
+import re
+import unicodedata
 import uuid
 import warnings
 from collections import defaultdict
@@ -271,6 +276,44 @@ def _importable(module: str) -> bool:
         return False
 
 
+# A copy's suffix a file manager or a download adds: "fashion_mnist (1)", "fashion_mnist-Copy2".
+_COPY_SUFFIX = re.compile(r"(\s*\(\d+\)|[\s_-]*copy\s*\d*)$")
+
+
+def notebook_key(name: str) -> str | None:
+    """What a file name says it is a notebook of, with what students get wrong made equal
+    (case, spaces at either end, separators, a copy's suffix, ``.ipynb.txt``); None when the name
+    does not say notebook. ``notebook_key("Fashion MNIST (1).ipynb ") == notebook_key("fashion_mnist.ipynb")``."""
+    text = unicodedata.normalize("NFKC", name).strip().casefold()
+    for tail in (".txt", ".json"):
+        if text.endswith(".ipynb" + tail):
+            text = text[:-len(tail)]
+    if not text.endswith(".ipynb"):
+        return None
+    return re.sub(r"[\W_]+", "", _COPY_SUFFIX.sub("", text[:-len(".ipynb")].strip()))
+
+
+def near_misses(folder: Path, name: str) -> list[str]:
+    """Files of the submission ``folder`` (relative, '/'-separated) that look meant as the
+    notebook ``name`` but are not ``<name>.ipynb`` at the top: a near-miss name, or in a
+    sub-folder. The folder is the intake's copy (bounded, no links)."""
+    want = notebook_key(f"{name}.ipynb")
+    found = []
+    for top, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d != ".ipynb_checkpoints")
+        for file in sorted(files):
+            rel = Path(top, file).relative_to(folder).as_posix()
+            if rel != f"{name}.ipynb" and notebook_key(file) == want:
+                found.append(rel)
+    return found
+
+
+def _quoted(rel: str) -> str:
+    from coursekit.intake import shown
+
+    return f"'{shown(rel, 120)}'"
+
+
 def _best_match(release, unknown: dict, used: set) -> str | None:
     """The unknown notebook whose answer/check cells are most like ``release``'s (at least half)."""
     want = answer_ids(release)
@@ -319,6 +362,7 @@ class SubmissionExporter(NotebookExporter):
                 "must call coursekit.intake.install(); if it does, this nbgrader version no longer lets it (see "
                 "coursekit/intake.py). c.Intake.enabled = False grades as stock nbgrader does (links followed).")
         self.plans: dict[str, tuple[str | None, str]] = {}  # expected path -> (path to read, renamed from)
+        self.found_as: dict[str, str] = {}  # expected path -> what the student is told about the file found for it
         hook = getattr(self.parent, "pre_convert_hook", None)
         while hook is not None and not isinstance(hook, ExpectedNotebooks):
             hook = getattr(hook, "then", None)
@@ -337,7 +381,8 @@ class SubmissionExporter(NotebookExporter):
         assignment, student = folder.name, folder.parent.name
         with course.gradebook() as gb:
             expected = [nb.name for nb in gb.find_assignment(assignment).notebooks]
-        present = {Path(p).stem: p for p in notebooks}
+        # (the intake lists every expected notebook when none is at the top: such a path is no file)
+        present = {Path(p).stem: p for p in notebooks if Path(p).is_file()}
         unknown = {stem: p for stem, p in present.items() if stem not in expected}
         used = set()
         for name in expected:
@@ -347,12 +392,26 @@ class SubmissionExporter(NotebookExporter):
                 continue
             release = _release_notebook(course, assignment, name, self.log)
             best = _best_match(release, unknown, used) if release is not None else None
+            candidates = [c for c in near_misses(folder, name) if not ("/" not in c and Path(c).stem in used)]
             if best:
                 used.add(best)
                 self.plans[path] = (unknown[best], f"{best}.ipynb")
+            elif len(candidates) == 1:  # the one file meant as this notebook: graded, and the student told
+                found = candidates[0]
+                used.add(Path(found).stem if "/" not in found else found)
+                where = "in a sub-folder" if "/" in found else f"a near-miss of {name}.ipynb"
+                self.plans[path] = (str(folder / found), found)
+                self.found_as[path] = (f"There was no {name}.ipynb at the top of your submission; found "
+                                       f"{_quoted(found)} ({where}) and graded it as {name}.ipynb. Rename it "
+                                       f"to exactly {name}.ipynb, at the top of your submission.")
             else:
                 self.plans[path] = (None, "")
-            notebooks.append(path)
+                if candidates:
+                    self.found_as[path] = (f" Found {', '.join(map(_quoted, candidates[:5]))}, which look meant as "
+                                           f"{name}.ipynb; as there is more than one, none was graded: keep one, "
+                                           f"named exactly {name}.ipynb, at the top of your submission.")
+            if path not in notebooks:
+                notebooks.append(path)
         dest = course.autograded(student, assignment)
         for stem, p in sorted(unknown.items()):
             if stem not in used:
@@ -386,7 +445,7 @@ class SubmissionExporter(NotebookExporter):
                        "not submitted (0 points). Open it in Jupyter before you hand it in.")
             else:
                 if renamed_from:
-                    report(self, resources, "renamed-notebook", None,
+                    report(self, resources, "renamed-notebook", None, self.found_as.pop(str(filename), None) or
                            f"There was no {name}.ipynb in your submission; {renamed_from} has its cells, "
                            f"so it was graded as {name}.ipynb. Please keep the original file name.")
                 if version < 4:
@@ -408,7 +467,8 @@ class SubmissionExporter(NotebookExporter):
                    "this notebook.")
         else:
             report(self, resources, "missing-notebook", None,
-                   f"{name}.ipynb was not in your submission: 0 points for this notebook.")
+                   f"{name}.ipynb was not in your submission: 0 points for this notebook."
+                   + self.found_as.pop(str(filename), "") + self._cut(course, info))
         if nb is None:
             release = _release_notebook(course, info["assignment"], name, self.log)
             if release is None:
@@ -419,6 +479,15 @@ class SubmissionExporter(NotebookExporter):
         resources.setdefault("metadata", {})
         resources["metadata"].update({"name": name, "path": path, "modified_date": ""})
         return self.from_notebook_node(nb, resources=resources, **kw)
+
+    @staticmethod
+    def _cut(course: CourseLayout, info: dict) -> str:
+        """What to add when the intake's limits cut the submission (its note names the limit)."""
+        found = problems.load(course.autograded(info["student"], info["assignment"]))
+        if any(p["kind"] == "refused-file" and "c.Intake.max_" in p["message"] for p in found):
+            return (" Your submission was over the grader's limits (see the note on what was not accepted): "
+                    "notebooks at its top are read first, so put it there, named exactly as handed out.")
+        return ""
 
     @staticmethod
     def _refused(course: CourseLayout, info: dict, name: str) -> bool:

@@ -266,7 +266,7 @@ def test_limits_on_size_count_and_depth_count_notebooks_first(tmp_path):
     assert "zz.ipynb" in [e.path for e in listing.entries]
     assert why["big.bin"].startswith("it is larger than")
     assert "in total" in why["aaa-junk.bin"]
-    assert why["d/d/d/d"] == "folders are nested more than 3 deep"
+    assert why["d/d/d/d"] == "folders are nested more than 3 deep (the grader's limit c.Intake.max_depth)"
 
 
 def test_sixty_thousand_files_are_not_read(tmp_path):
@@ -681,3 +681,106 @@ def test_the_submission_shipped_to_a_worker_is_the_intakes_copy(tmp_path, genera
     graded = course.layout.autograded("mallory", ASSIGNMENT)
     intake.record(graded, listing)  # as Runner.commit does, for a graded or a failed submission
     assert {"fashion_mnist.ipynb", "shadow.txt"} <= {p["message"].split("'")[1] for p in problems.load(graded)}
+
+
+# --- near-miss names and notebooks among junk (issue 25) ------------------------------------------
+
+
+def test_a_notebook_among_thousands_of_junk_files_is_still_read(tmp_path):
+    """All of a folder's names are looked at (names only), notebooks first: the old scan read the
+    first max_files + 1 names in directory order and sorted only those."""
+    folder = tmp_path / "s" / ASSIGNMENT
+    folder.mkdir(parents=True)
+    for i in range(20000):
+        (folder / f"junk{i:05}").write_bytes(b"")
+    (folder / "fashion_mnist.ipynb").write_text("{}")
+    limits = intake.Intake(max_files=10)
+    with os.scandir(folder) as it:  # what the old scan read of this folder
+        old_batch = [e.name for _, e in zip(range(limits.max_files + 1), it)]
+    assert "fashion_mnist.ipynb" not in old_batch
+    listing = intake.scan(folder, limits)
+    assert listing.notebooks == ["fashion_mnist.ipynb"]
+    assert len(listing.refused) == 1
+    assert "(the grader's limit c.Intake.max_files)" in listing.refused[0].reason
+    assert intake.NOTEBOOKS_FIRST in listing.refused[0].reason
+
+
+def test_a_notebook_past_the_file_limit_is_named_with_why(tmp_path):
+    folder = tmp_path / "s" / ASSIGNMENT
+    (folder / "junk").mkdir(parents=True)
+    (folder / "work" / "deep").mkdir(parents=True)
+    for i in range(600):
+        (folder / "junk" / f"{i:04}").write_bytes(b"")
+    (folder / "work" / "deep" / "mnist.ipynb").write_text("{}")
+    listing = intake.scan(folder, intake.Intake(max_files=500))
+    why = {r.path: r.reason for r in listing.refused}
+    assert why["work/deep/mnist.ipynb"].startswith("it was not read: the submission has more than 500 files")
+    assert "c.Intake.max_files" in why["work/deep/mnist.ipynb"]
+    assert len(listing.entries) == 500
+
+
+@pytest.fixture(scope="module")
+def near_miss_class(generated_course, tmp_path_factory):
+    """Notebooks handed in under near-miss names, in sub-folders, or behind junk; graded without
+    running code."""
+    tmp = tmp_path_factory.mktemp("near-miss")
+    course = course_copy(generated_course, tmp / "course", execute=False)
+    release = course.layout.release(ASSIGNMENT)
+
+    def hand_in(student: str, files: dict[str, str], junk: int = 0) -> None:
+        folder = course.layout.submitted(student, ASSIGNMENT)
+        folder.mkdir(parents=True)
+        for name, notebook in files.items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(release / f"{notebook}.ipynb", folder / name)
+        if junk:
+            (folder / "junk").mkdir()
+            for i in range(junk):
+                (folder / "junk" / f"{i:04}").write_bytes(b"")
+
+    hand_in("space", {"fashion_mnist.ipynb ": "fashion_mnist", "mnist.ipynb": "mnist"})
+    hand_in("folder", {"week2/fashion_mnist.ipynb": "fashion_mnist", "week2/mnist.ipynb": "mnist"})
+    hand_in("twice", {"fashion_mnist.ipynb ": "fashion_mnist", "old/Fashion_MNIST.ipynb": "fashion_mnist",
+                      "mnist.ipynb": "mnist"})
+    hand_in("junk", {"fashion_mnist.ipynb": "fashion_mnist", "zz/mnist.ipynb": "mnist"}, junk=600)
+    course.nbgrader("autograde", ASSIGNMENT)
+    return course
+
+
+def _notes(course, student: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for p in problems.load(course.layout.autograded(student, ASSIGNMENT)):
+        found.setdefault(p["kind"], []).append(p["message"])
+    return found
+
+
+def test_a_near_miss_name_is_graded_and_named(near_miss_class):
+    notes = _notes(near_miss_class, "space")
+    assert "missing-notebook" not in notes, notes
+    assert notes["renamed-notebook"] == [
+        "There was no fashion_mnist.ipynb at the top of your submission; found 'fashion_mnist.ipynb ' (a near-miss "
+        "of fashion_mnist.ipynb) and graded it as fashion_mnist.ipynb. Rename it to exactly fashion_mnist.ipynb, "
+        "at the top of your submission."]
+    assert (near_miss_class.layout.autograded("space", ASSIGNMENT) / "fashion_mnist.ipynb").is_file()
+
+
+def test_notebooks_in_a_sub_folder_are_graded_and_named(near_miss_class):
+    notes = _notes(near_miss_class, "folder")
+    assert "missing-notebook" not in notes, notes
+    assert sorted(m.split("'")[1] for m in notes["renamed-notebook"]) == ["week2/fashion_mnist.ipynb", "week2/mnist.ipynb"]
+    assert all("(in a sub-folder)" in m for m in notes["renamed-notebook"])
+
+
+def test_several_candidates_are_all_named_and_none_guessed(near_miss_class):
+    (missing,) = _notes(near_miss_class, "twice")["missing-notebook"]
+    assert missing.startswith("fashion_mnist.ipynb was not in your submission: 0 points")
+    assert "Found 'fashion_mnist.ipynb ', 'old/Fashion_MNIST.ipynb'" in missing and "none was graded" in missing
+
+
+def test_a_notebook_cut_by_the_file_limit_says_which_limit(near_miss_class):
+    notes = _notes(near_miss_class, "junk")
+    (missing,) = notes["missing-notebook"]
+    assert missing.startswith("mnist.ipynb was not in your submission") and "over the grader's limits" in missing
+    refused = " ".join(notes["refused-file"])
+    assert "'zz/mnist.ipynb' in your submission was not accepted: it was not read" in refused
+    assert "c.Intake.max_files" in refused and intake.NOTEBOOKS_FIRST in refused
