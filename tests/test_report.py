@@ -212,6 +212,39 @@ def test_problems_and_late_submissions_listed(report, graded_class):
     assert {r[0] for r in body_rows(page.tables.get("late-table", [[]]))} == late
 
 
+def test_item_analysis_csv_matches_the_gradebook(report, graded_class):
+    """items.csv: one row per check cell of the gradebook, its pass rate and its discrimination
+    (correlation with the autograded score minus the cell's) computed here from the gradebook."""
+    points: dict[tuple[str, str], dict[str, float]] = {}
+    maxima: dict[tuple[str, str], float] = {}
+    with graded_class.course.layout.gradebook() as gb:
+        for sub in gb.assignment_submissions(ASSIGNMENT):
+            for nb in sub.notebooks:
+                for g in nb.grades:
+                    if g.cell_type == "code":
+                        points.setdefault((nb.name, g.name), {})[sub.student.id] = g.score
+                        maxima[(nb.name, g.name)] = g.max_score
+    auto = {}
+    for cell in points.values():
+        for student, score in cell.items():
+            auto[student] = auto.get(student, 0.0) + score
+    with open(report["folder"] / "items.csv", newline="") as f:
+        rows = {(r["notebook"], r["grade_id"]): r for r in csv.DictReader(f)}
+    assert set(rows) == set(points)
+    for key, row in rows.items():
+        students = sorted(points[key])
+        scores = np.array([points[key][s] for s in students])
+        rest = np.array([auto[s] for s in students]) - scores
+        assert float(row["pass_rate"]) == pytest.approx(float(np.mean(scores >= maxima[key])), abs=1e-4), key
+        if scores.std() == 0 or rest.std() == 0:
+            assert row["discrimination"] == "" and row["flag"] == "no spread", key
+        else:
+            r = float(np.corrcoef(scores, rest)[0, 1])
+            assert float(row["discrimination"]) == pytest.approx(r, abs=1e-4), key
+            assert row["flag"] == ("negative" if r < 0 else "near zero" if abs(r) < 0.1 else ""), key
+    assert {"item-table", "spread-table", "written-table"} <= report["page"].ids
+
+
 # --- a class with a timeout, a late submission and a recorded problem ------------------
 
 

@@ -19,6 +19,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 import builder
@@ -180,6 +181,58 @@ def live_markup(page: Page) -> list[tuple[str, dict]]:
     """Elements that run or load something: scripts, images, frames, event handlers."""
     return [(tag, attrs) for tag, attrs in page.tags
             if tag in ("script", "img", "iframe", "object", "embed", "svg") or any(a.startswith("on") for a in attrs)]
+
+
+# --- without a course: the comparison itself -------------------------------------------------------
+
+NO_BOILERPLATE = {similarity.CODE: np.array([], dtype=np.int64), similarity.WRITTEN: np.array([], dtype=np.int64)}
+
+
+def pieces(student: str, cells: dict[str, str]) -> list[similarity.Piece]:
+    found = []
+    for name, text in cells.items():
+        kind = similarity.WRITTEN if name.startswith("why") else similarity.CODE
+        fp, index = similarity.fingerprint(text, kind, NO_BOILERPLATE[kind])
+        found.append(similarity.Piece(student, "nb", name, kind, text, fp, index))
+    return found
+
+
+ORIGINAL = {
+    "train": "history = model.fit(images, labels, epochs=5, validation_split=0.25)\n"
+             "best = max(history.history['val_accuracy'])  # the best epoch\n"
+             "print(f'best validation accuracy {best:.3f}')\n",
+    "scale": "def normalise(batch):\n    batch = batch.astype('float32')\n    return (batch - batch.mean()) / batch.std()\n",
+    "why": "The validation accuracy stops rising after the third epoch, so the model starts to memorise.",
+}
+REWRITTEN = {  # renamed, comments changed, cells swapped, the prose re-spaced and re-cased
+    "scale": "h = mdl.fit(x, y, epochs=5, validation_split=0.25)   # train it\n"
+             "top = max(h.history['val_accuracy'])\nprint(f'best validation accuracy {top:.3f}')\n",
+    "train": "def standardise(arr):\n    arr = arr.astype('float32')  # floats\n    return (arr - arr.mean()) / arr.std()\n",
+    "why": "the validation  accuracy stops rising after the THIRD epoch, so the model starts to memorise!",
+}
+OWN = {
+    "train": "for epochs in (1, 3, 10):\n    run = build().fit(images, labels, epochs=epochs, verbose=0)\n"
+             "    print(epochs, run.history['loss'][-1])\n",
+    "why": "Dropout would help: the gap between training and validation loss grows with every epoch.",
+}
+
+
+def test_renamed_reordered_recommented_answers_still_match():
+    pair = similarity.compare("a", pieces("a", ORIGINAL), "b", pieces("b", REWRITTEN))
+    assert pair.share_a > 0.95 and pair.share_b > 0.95, pair
+    other = similarity.compare("a", pieces("a", ORIGINAL), "c", pieces("c", OWN))
+    assert other.score < 0.2, other
+    matches = similarity.cell_matches(pieces("a", ORIGINAL), pieces("b", REWRITTEN))
+    assert {(m.a.cell, m.b.cell) for m in matches} == {("train", "scale"), ("scale", "train"), ("why", "why")}
+    why = next(m for m in matches if m.a.cell == "why")
+    assert [why.b.text[s:e] for s, e in why.spans_b][0].startswith("the validation  accuracy")
+
+
+def test_highlight_escapes_every_character_then_marks():
+    text = "x = '<img src=x onerror=alert(1)>' & y"
+    start = text.index("<img")
+    shown = str(similarity.highlight(text, [(start, start + 4), (0, 1)]))
+    assert shown == "<mark>x</mark> = &#39;<mark>&lt;img</mark> src=x onerror=alert(1)&gt;&#39; &amp; y"
 
 
 # --- calibration ------------------------------------------------------------------------------
