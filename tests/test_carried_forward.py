@@ -519,3 +519,28 @@ def test_keras_fit_records_which_images_it_trained_on():
             checks.expect_trained_on(data, 60000, "mnist_model", dataset="mnist")
     finally:
         fastfit.uninstall()
+
+
+def test_a_sigmoid_output_loses_f5_only(scaled, old):
+    """The output layer with activation='sigmoid' (trained, as accurate as with softmax: the argmax
+    is the same). F5 charges the architecture. Old code charged it again in F7 (the outputs are not
+    probability rows), F8 (public and hidden), F9 and F10 (its forward pass refused the activation).
+    New: the later cells use the model's own outputs, and its class probabilities where they need
+    probabilities."""
+    model = scaled["model"]
+    sigmoid = dataclasses.replace(model, layers=[("Flatten",), ("Dense", 128, "relu"), ("Dense", 10, "sigmoid")])
+    predictions = checks.forward(sigmoid, scaled["test_images"])
+    assert not np.allclose(predictions.sum(axis=1), 1.0)
+    single = predictions[23:24]
+    values = dict(scaled, model=sigmoid, predictions=predictions, predicted_classes=np.argmax(predictions, axis=1),
+                  fig_two=two_figure(scaled["test_images"], predictions, [50, 7]),
+                  fig_grid=grid_figure(scaled["test_images"], predictions, FASHION_CLASS_NAMES),
+                  single_prediction=single, single_class=int(np.argmax(single[0])),
+                  single_matches=int(np.argmax(single[0])) == int(scaled["test_labels"][23]))
+    assert "softmax" in run_new("fashion_mnist", "f5_model_hidden", **values).hint
+    later = ["f7_train_hidden", "f8_predictions_public", "f8_predictions_hidden", "f9_two_images_hidden",
+             "f9_grid_hidden", "f10_single_hidden"]
+    for gid in later:
+        assert run_new("fashion_mnist", gid, **values) is None, gid
+    charged_before = [gid for gid in later if run_old(old, "fashion_mnist", gid, **values) is not None]
+    assert len(charged_before) >= 5, charged_before
