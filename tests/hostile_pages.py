@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder import ASSIGNMENT, Submission, release, set_answer
+from builder import ASSIGNMENT, Submission, cell, release, set_answer
 
 PWNED_PREFIX = "pwned-"
 # The bomb's unit: nested block quotes and emphasis that make a markdown renderer work hard.
@@ -81,6 +81,37 @@ def written_answer(p: Payloads) -> str:
     ])
 
 
+# A 1x1 red PNG: an image output, and what JupyterLab stores for a screenshot pasted into a
+# written answer (``attachments``).
+RED_PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGO4oKAAAALUARHMX99WAAAAAElFTkSuQmCC"
+# What an image's metadata makes it do where nbconvert writes its width unquoted: cover the window.
+COVER = "position:fixed;top:0;left:0;width:100vw;height:100vh;z-index:99999"
+
+
+def image_metadata(p: Payloads) -> dict:
+    """Output metadata of an image, as ``display(..., metadata=...)`` makes it: nbconvert's
+    templates write ``width`` and ``height`` into the <img> unquoted (escaped, but spaces and
+    ``=`` kept): the width adds a style that covers the TA's window, the height an event handler
+    (its script has no space, and its quotes come back from their entities)."""
+    js = 'fetch("' + p.canary + "/" + p.add("image-metadata", "an image output's metadata (height: onload)") + \
+        '",{mode:"no-cors"});' + _write_file_js("image-metadata")
+    return {"image/png": {"width": f"100% style={COVER}", "height": f"1 onload={js}"}}
+
+
+PASTED = {  # a written answer's pasted images: JupyterLab's screenshot and hostile ones
+    "image.png": {"image/png": RED_PIXEL},
+    "diagram.svg": {"image/svg+xml": "PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciIG9ubG9hZD0iYWxlcnQoMSkiLz4="},
+    "bad.png": {"image/png": 'x" onerror="alert(1)'},
+    "page.html": {"text/html": "PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg=="},
+}
+
+
+def pasted_images() -> tuple[str, dict]:
+    """Markdown that shows pasted images, and the cell's ``attachments``."""
+    return " ".join(f"![{name}](attachment:{name})" for name in PASTED), \
+        {name: dict(bundle) for name, bundle in PASTED.items()}
+
+
 def output_cell(p: Payloads) -> str:
     """An answer cell whose outputs carry payloads (run by the grader, shown to the TA)."""
     c = p.canary
@@ -95,6 +126,7 @@ def output_cell(p: Payloads) -> str:
         f"display(Markdown({md!r}))",
         f"display(SVG({svg!r}))",
         f"display(Javascript({js!r}))",
+        f"display({{'image/png': {RED_PIXEL!r}, 'text/plain': 'a plot'}}, raw=True, metadata={image_metadata(p)!r})",
         "raise NotImplementedError()  # the check still fails: this cell only shows outputs",
     ])
 
@@ -105,7 +137,9 @@ def hostile_submission(canary: str, bomb_chars: int = 0) -> tuple[Submission, Pa
     p = Payloads(canary)
     nbs = release()
     fm = nbs["fashion_mnist"]
-    set_answer(fm, "f2_why_split", written_answer(p))
+    markdown, attachments = pasted_images()
+    set_answer(fm, "f2_why_split", written_answer(p) + "\n\nMy screenshot: " + markdown + "\n")
+    cell(fm, "f2_why_split").attachments = attachments
     set_answer(fm, "f1_show", output_cell(p))
     if bomb_chars:
         set_answer(fm, "f6_roles", (BOMB_UNIT * (bomb_chars // len(BOMB_UNIT) + 1))[:bomb_chars])
@@ -174,4 +208,4 @@ def ran(names, canary_hits: list[str], files: list[str]) -> set[str]:
     return out
 
 
-__all__ = ["ASSIGNMENT", "Canary", "Payloads", "hostile_submission", "hostile_student_id", "pwned_files", "ran"]
+__all__ = ["ASSIGNMENT", "COVER", "Canary", "image_metadata", "pasted_images", "Payloads", "hostile_submission", "hostile_student_id", "pwned_files", "ran"]

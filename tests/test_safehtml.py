@@ -342,6 +342,14 @@ def test_nbconverts_markdown_filter_fails_a_page_on_an_attachment_it_cannot_find
             "![image.png](attachment:image.png)")
 
 
+def test_stock_formgrader_fails_on_a_pasted_image_that_is_not_there():
+    """A reference to an attachment the cell does not hold: stock formgrader answers HTTP 500
+    and stock feedback skips the student; the course's pages name it (next test)."""
+    nb = attachment_notebook({"image.png": {"image/png": PNG_1PX}})
+    with pytest.raises(Exception, match="missing attachment: missing.png"):
+        stock_formgrade_page(nb)
+
+
 @pytest.mark.parametrize("exporter", [FormgradeExporter, FeedbackExporter])
 def test_pasted_images_are_shown_and_hostile_ones_named(exporter):
     resources = dict(FORMGRADE_RESOURCES) if exporter is FormgradeExporter else feedback_resources()

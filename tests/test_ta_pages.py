@@ -7,10 +7,14 @@ file name that the grader quotes, and a 2.5 MB markdown bomb. Two Jupyter server
 each with a token, serve it:
 
 - "stock": a copy of the course served as nbgrader ships (nbgrader's formgrader, Jupyter's
-  default policy) with nbgrader's own feedback exporter: the payloads run;
+  default policy: the environment's config as nbgrader installs it, ``stock_jupyter_config``)
+  with nbgrader's own feedback exporter: the payloads run. Its autograded notebook carries the
+  image output's metadata as the kernel made it (stock nbgrader keeps it; the course's autograde
+  checks it): the image covers the TA's window and its ``onload`` runs;
 - "course": the course root served with the course's Jupyter config (``jupyter server
-  --config=jupyter_server_config.py``, as the README says), the course's feedback pages and the
-  class report: no payload runs, and a TA grades the written answer.
+  --config=jupyter_server_config.py``; tests/test_formgrader_default.py starts it without), the
+  course's feedback pages and the class report: no payload runs, the written answer's pasted
+  screenshot is shown (hostile ones are named), and a TA grades the written answer.
 
 A payload that runs asks the canary server for its name, writes ``pwned-<name>`` into the
 server's root through the contents API, and opens a Jupyter terminal. One headless Chromium
@@ -19,11 +23,13 @@ server's root through the contents API, and opens a Jupyter terminal. One headle
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -33,7 +39,8 @@ from browser import Browser
 from builder import ASSIGNMENT
 from conftest import turn_intake_off
 from coursekit.course import Course, grading_env
-from hostile_pages import Canary, hostile_student_id, hostile_submission, pwned_files, ran
+from hostile_pages import (Canary, Payloads, hostile_student_id, hostile_submission, image_metadata, pasted_images,
+                           pwned_files, ran)
 
 REPO = Path(__file__).resolve().parent.parent
 SHOTS = REPO / "build" / "screenshots" / "ta_pages"
@@ -50,17 +57,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class JupyterServer:
-    """``jupyter server`` in ``root`` on 127.0.0.1 with a token; ``args`` as a TA would add them."""
+def stock_jupyter_config(folder: Path) -> Path:
+    """A Jupyter config folder that, put first on JUPYTER_CONFIG_PATH, gives back the extensions
+    nbgrader installs (its formgrader on, the course's off), as if bin/setup had not installed
+    the course's (``coursekit.formgrader.install_default_config``): Jupyter always reads the
+    environment's own folder too, so the course's file cannot just be left out."""
+    from coursekit.formgrader import STOCK_FORMGRADER
 
-    def __init__(self, root: Path, runtime: Path, args: tuple[str, ...] = ()):
+    conf_d = folder / "jupyter_server_config.d"
+    conf_d.mkdir(parents=True, exist_ok=True)
+    (conf_d / "zzzz-stock-nbgrader.json").write_text(json.dumps(
+        {"ServerApp": {"jpserver_extensions": {STOCK_FORMGRADER: True, "coursekit.formgrader": False}}}))
+    return folder
+
+
+class JupyterServer:
+    """``jupyter <command>`` (server, lab, notebook) in ``root`` on 127.0.0.1 with a token, as a TA
+    starts it; ``args`` as a TA would add them, ``env`` added to the environment."""
+
+    def __init__(self, root: Path, runtime: Path, args: tuple[str, ...] = (), command: str = "server",
+                 env: dict | None = None):
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = grading_env() | {"JUPYTER_RUNTIME_DIR": str(runtime)}
-        self.log = open(root.parent / f"jupyter-{root.name}.log", "w")
+        env = grading_env() | {"JUPYTER_RUNTIME_DIR": str(runtime)} | (env or {})
+        self.log_path = root.parent / f"jupyter-{root.name}-{command}-{self.port}.log"
+        self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("jupyter")), "server", *args, "--no-browser", "--allow-root",
+            [str(Path(sys.executable).with_name("jupyter")), command, *args, "--no-browser", "--allow-root",
              "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", f"--IdentityProvider.token={TOKEN}"],
             cwd=root, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 90
@@ -73,13 +97,19 @@ class JupyterServer:
                     break
                 time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"jupyter server did not start: {(root.parent / f'jupyter-{root.name}.log').read_text()[-3000:]}")
+        raise RuntimeError(f"jupyter {command} did not start: {self.log_path.read_text()[-3000:]}")
 
     def api(self, path: str):
-        import json
-
         with urllib.request.urlopen(f"{self.url}{path}?token={TOKEN}", timeout=10) as r:
             return json.load(r)
+
+    def get(self, path: str) -> tuple[int, dict, str]:
+        """(status, headers, text) of a GET with the token."""
+        try:
+            with urllib.request.urlopen(f"{self.url}{path}?token={TOKEN}", timeout=120) as r:
+                return r.status, dict(r.headers), r.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read().decode(errors="replace")
 
     def terminals(self) -> list:
         return self.api("/api/terminals")
@@ -104,26 +134,48 @@ def canary():
 @pytest.fixture(scope="module")
 def hostile_class(tmp_path_factory, canary):
     """The graded course (the course's pipeline), its stock twin, and the payloads."""
-    base = tmp_path_factory.mktemp("ta_pages")
+    return grade_hostile_class(tmp_path_factory.mktemp("ta_pages"), canary, BOMB)
+
+
+def grade_hostile_class(base: Path, canary: Canary, bomb_chars: int):
     course = Course.copy_of(base / "course")
     # The intake refuses this student id (tests/test_intake.py); the pages must escape it all the
     # same, as they would a roster entered by hand: here it reaches the gradebook through stock
     # nbgrader's reading of submissions.
     turn_intake_off(course)
     course.generate(ASSIGNMENT)
-    submission, payloads = hostile_submission(canary.url, bomb_chars=BOMB)
+    submission, payloads = hostile_submission(canary.url, bomb_chars=bomb_chars)
     student = hostile_student_id(payloads)
     submission.submit(course, student)
     course.nbgrader("autograde", ASSIGNMENT)
     stock = Course(base / "stock")
     shutil.copytree(course.root, stock.root, symlinks=True)
     (stock.root / "jupyter_server_config.py").unlink()
+    as_stock_autograde_leaves_it(stock.layout.autograded(student, ASSIGNMENT) / f"{NOTEBOOK}.ipynb", payloads)
     course.nbgrader("generate_feedback", ASSIGNMENT)
     # nbgrader's own feedback page: its HTMLExporter with its "feedback" template.
     stock.nbgrader("generate_feedback", ASSIGNMENT, "--GenerateFeedback.exporter_class=nbconvert.exporters.HTMLExporter")
     subprocess.run([sys.executable, "-m", "coursekit.report", ASSIGNMENT], cwd=course.root, check=True,
                    capture_output=True, env=grading_env())
     return base, course, stock, student, payloads
+
+
+def as_stock_autograde_leaves_it(path: Path, payloads) -> None:
+    """The stock twin's autograded notebook with the image output's metadata as the student's
+    kernel made it and the written answer's pasted images as submitted: stock nbgrader's
+    autograde keeps both; the course's checks them (``coursekit.bounds``), asserted here."""
+    import nbformat
+
+    from builder import cell
+
+    nb = nbformat.read(path, as_version=4)
+    images = [o for o in cell(nb, "f1_show").outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 1 and images[0].metadata == {}, images  # made, and checked at autograde
+    images[0].metadata = image_metadata(Payloads(payloads.canary))
+    answer = cell(nb, WRITTEN)
+    assert set(answer.attachments) == {"image.png"}  # the hostile ones dropped at autograde
+    answer.attachments = pasted_images()[1]
+    nbformat.write(nb, path)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +190,7 @@ def servers(hostile_class):
     runtime = base / "runtime"
     on = JupyterServer(course.root, runtime, ("--config=jupyter_server_config.py",))
     try:
-        off = JupyterServer(stock.root, runtime)
+        off = JupyterServer(stock.root, runtime, env={"JUPYTER_CONFIG_PATH": str(stock_jupyter_config(base / "stock-config"))})
     except Exception:
         on.stop()
         raise
@@ -164,6 +216,11 @@ def open_manual_grading(browser: Browser, server: JupyterServer, student: str) -
     browser.find(f"input.score[id='{WRITTEN}']", timeout=120)
 
 
+# The images whose box covers the whole window (formgrader's own navigation and form under it).
+COVERING_IMAGES = """return [...document.images].filter(i => { const r = i.getBoundingClientRect();
+    return r.left <= 0 && r.top <= 0 && r.right >= innerWidth && r.bottom >= innerHeight; }).length"""
+
+
 def traces(canary: Canary, server: JupyterServer, payloads) -> dict:
     time.sleep(SETTLE)
     return {"ran": ran(payloads.names, canary.hits, pwned_files(server.root)),
@@ -178,13 +235,15 @@ def test_stock_formgrader_runs_the_payloads(browser, servers, hostile_class, can
     log_in(browser, stock)
     open_manual_grading(browser, stock, student)
     seen = traces(canary, stock, payloads)
+    covering = browser.script(COVERING_IMAGES)
     browser.shot("01-stock-formgrader-submission")
     (SHOTS / "01-stock-formgrader-ran.txt").write_text("\n".join(sorted(seen["ran"])) + "\n")
     # In the written answer, its outputs and the student id. (The grade id and the file name are
     # quoted as text in the "Grading notes" by the course's autograde already, so even stock
     # formgrader shows them as text.)
-    assert {"written-img", "written-script", "output-html", "output-markdown", "output-js", "student-id"} \
-        <= seen["ran"], seen
+    assert {"written-img", "written-script", "output-html", "output-markdown", "output-js", "student-id",
+            "image-metadata"} <= seen["ran"], seen
+    assert covering == 1  # the image whose width carried a style: over the whole window
     assert seen["terminals"], "a payload opened a Jupyter terminal"
     assert any(f.startswith("pwned-") for f in pwned_files(stock.root))
 
@@ -200,6 +259,13 @@ def test_a_ta_grades_a_hostile_submission_and_nothing_runs(browser, servers, hos
     page = browser.text()
     assert "<img src=x onerror=" in page  # the payloads are shown as text, not run
     assert "cut by the grader" in page  # the markdown bomb, cut with a note
+    assert browser.script(COVERING_IMAGES) == 0
+    pasted = browser.find_innermost("My screenshot:")
+    assert browser.script("return [...arguments[0].querySelectorAll('img')].map(i => i.naturalWidth)", pasted) == [1]
+    for name in ("diagram.svg", "bad.png", "page.html"):
+        assert f"[pasted image '{name}' not shown" in pasted.text, name
+    browser.scroll_to(pasted)
+    browser.shot("02a-course-formgrader-pasted-image")
     answer = browser.find(f"input.score[id='{WRITTEN}']")
     browser.scroll_to(answer)
     answer.clear()
@@ -243,7 +309,8 @@ def test_the_feedback_page_runs_no_payload(browser, hostile_class, canary):
     browser.scroll_to(browser.find_innermost("My answer: we split"))
     browser.shot("03-stock-feedback")
     stock_ran = ran(payloads.names, canary.hits, [])
-    assert {"written-img", "output-html"} <= stock_ran, canary.hits
+    assert {"written-img", "output-html", "image-metadata"} <= stock_ran, canary.hits
+    assert browser.script(COVERING_IMAGES) == 1
 
     canary.hits.clear()
     browser.open(feedback_page(course, student).as_uri())
@@ -251,6 +318,9 @@ def test_the_feedback_page_runs_no_payload(browser, hostile_class, canary):
     time.sleep(SETTLE)
     assert "<img src=x onerror=" in browser.text()
     assert browser.find("#coursekit-summary").is_displayed()  # the grader's own HTML is kept
+    assert browser.script(COVERING_IMAGES) == 0
+    pasted = browser.find_innermost("My screenshot:")
+    assert browser.script("return [...arguments[0].querySelectorAll('img')].map(i => i.naturalWidth)", pasted) == [1]
     browser.scroll_to(browser.find_innermost("My answer: we split"))
     browser.shot("04-course-feedback")
     assert canary.hits == []
