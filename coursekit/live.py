@@ -75,7 +75,57 @@ def model_config(model) -> dict:
         config = keras.Sequential.get_config(model) if kind is keras.Sequential else model.get_config()
     except Exception:
         config = None
-    return {"class_name": name, "config": _plain(config)}
+    config = _plain(config)
+    _name_activations(model, config)
+    return {"class_name": name, "config": config}
+
+
+# TensorFlow's own activation functions, which Keras' config writes as a function of module
+# "builtins" (tf.nn.softmax as "softmax_v2"): the same as Keras' activations of these names.
+_TF_ACTIVATIONS = {"nn": ("relu", "softmax", "sigmoid", "tanh", "elu", "selu", "softplus", "softsign", "swish", "silu",
+                          "gelu", "relu6", "leaky_relu", "log_softmax"),
+                   "math": ("sigmoid", "tanh", "softplus", "softsign"), "": ("sigmoid", "tanh")}
+
+
+def _known_activations() -> dict:
+    """id of a genuine Keras or TensorFlow activation function -> its Keras name."""
+    from coursekit.modelspec import ACTIVATIONS
+
+    keras, tf = _keras(), sys.modules.get("tensorflow")
+    known = {}
+    for name in ACTIVATIONS:
+        function = getattr(keras.activations, name, None)
+        if callable(function):
+            known[id(function)] = name
+    for space, names in _TF_ACTIVATIONS.items() if tf is not None else ():
+        owner = getattr(tf, space, None) if space else tf
+        for name in names:
+            function = getattr(owner, name, None) if owner is not None else None
+            if callable(function):
+                known.setdefault(id(function), name)
+    return known
+
+
+def _name_activations(model, config) -> None:
+    """A layer whose activation is one of TensorFlow's own functions (activation=tf.nn.relu,
+    the tutorial's spelling) gets that activation's Keras name in ``config``: Keras writes it as
+    a Python function, which coursekit/modelspec.py refuses."""
+    entries = config.get("layers") if isinstance(config, dict) else None
+    if not isinstance(entries, list):
+        return
+    layers = {getattr(layer, "name", None): layer for layer in getattr(model, "layers", [])}
+    known = None
+    for entry in entries:
+        settings = entry.get("config") if isinstance(entry, dict) else None
+        if not isinstance(settings, dict) or not isinstance(settings.get("activation"), dict):
+            continue
+        layer = layers.get(settings.get("name"))
+        if layer is None:
+            continue
+        known = _known_activations() if known is None else known
+        name = known.get(id(getattr(layer, "activation", None)))
+        if name is not None:
+            settings["activation"] = name
 
 
 def compile_config(model) -> dict | None:
