@@ -214,11 +214,14 @@ def expect_scaled_pixels(images, name: str, shape) -> None:
     require(_issubdtype(arr.dtype, _floating), f"dtype of {name}", "floating point (e.g. float64)", arr.dtype,
             "divide by 255.0 (a float) so the pixels become fractions between 0 and 1")
     hi, lo = float(arr.max()), float(arr.min())
+    # Negative pixels first: standardised images ((x - mean) / std) go up to about 2, and were
+    # told "pixel values go up to 255", which was not their mistake.
+    require(lo >= -1e-6, f"smallest pixel value of {name}", "at least 0.0", f"{lo:g}",
+            "scaling should keep pixels between 0 and 1; do not subtract a mean here (nor divide by a "
+            "standard deviation): divide by 255.0 only")
     require(hi <= 1.0 + 1e-6, f"largest pixel value of {name}", "at most 1.0", f"{hi:g}",
             "pixel values go up to 255: scale them to [0, 1] by dividing by 255.0"
             if hi > 2 else "scale the pixels once, by dividing by 255.0")
-    require(lo >= -1e-6, f"smallest pixel value of {name}", "at least 0.0", f"{lo:g}",
-            "scaling should keep pixels between 0 and 1; do not subtract a mean here")
     require(hi >= 0.5, f"largest pixel value of {name}", "close to 1.0", f"{hi:g}",
             "pixels were scaled down too far: divide by 255.0 once, not twice")
 
