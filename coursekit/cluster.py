@@ -364,11 +364,13 @@ class DaskPool:
         from distributed import Client, as_completed
 
         self.address = address
-        # mutual TLS with the course's certificates, or a refusal (ClusterSecurityError) before
-        # anything is sent; ``security`` is for a cluster of other certificates (tests)
-        self.security = security if security is not None else scheduler_security(address)
-        if not (self.security.require_encryption and self.security.tls_ca_file and self.security.tls_client_cert):
-            raise ClusterSecurityError(f"refusing the Dask scheduler {address}: a Security without mutual TLS")
+        # mutual TLS with the course's certificates (or the given ``security``'s), or a refusal
+        # (ClusterSecurityError) before anything is sent
+        self.security = scheduler_security(address) if security is None else security
+        if insecure_scheduler_refusal(address) or not (self.security.require_encryption and self.security.tls_ca_file
+                                                        and self.security.tls_client_cert):
+            raise ClusterSecurityError(insecure_scheduler_refusal(address)
+                                       or f"refusing the Dask scheduler {address}: a Security without mutual TLS")
         self.client = Client(address, timeout="30s", set_as_default=False, security=self.security)
         self.done = as_completed(loop=self.client.loop, with_results=False)
         self.pending: dict = {}

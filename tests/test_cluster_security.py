@@ -318,6 +318,17 @@ def test_the_runner_refuses_a_plain_tcp_scheduler_before_connecting(plain_cluste
         cluster.DaskPool(plain_cluster.address)
 
 
+def test_the_pool_refuses_any_connection_without_mutual_tls():
+    from distributed import Security
+
+    with pytest.raises(cluster.ClusterSecurityError, match="authenticates nobody"):
+        cluster.DaskPool("tcp://127.0.0.1:1", security=Security.temporary())  # certificates, plain address
+    with pytest.raises(cluster.ClusterSecurityError, match="without mutual TLS"):
+        cluster.DaskPool("tls://127.0.0.1:1", security=Security())            # TLS address, no certificate
+    with pytest.raises(cluster.ClusterSecurityError, match="authenticates nobody"):
+        cluster.DaskPool("127.0.0.1:8786")                                     # Dask's default: tcp
+
+
 def test_the_runner_refuses_keys_other_accounts_can_read(tmp_path):
     folder = cluster.ensure_certificates(tmp_path)
     assert cluster.course_security(folder).require_encryption
