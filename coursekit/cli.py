@@ -352,6 +352,7 @@ def extend(ctx: Context, student, until, hours, reason, remove, list_):
             click.echo(f"{student}: due date of {assignment} is the class's again" if had
                        else f"{student} had no extension for {assignment}")
             return
+        extensions.check_student(student)
         if student not in extensions.known_students(ctx.layout, assignment):
             click.echo(f"coursekit extend: {student} is not in the gradebook and has not submitted {assignment}: "
                        "check the spelling", err=True)

@@ -276,4 +276,66 @@ def reapply_late_policy(layout: CourseLayout, gb, assignment: str, student: str)
         nb.late_submission_penalty = penalty
         penalties[nb.name] = penalty
     gb.db.commit()
+    rewrite_late_record(layout, assignment, student, sub, plugin)
     return penalties
+
+
+def rewrite_late_record(layout: CourseLayout, assignment: str, student: str, sub, plugin) -> None:
+    """The "late" entry that grading wrote in the submission's grading-problems.json (what the
+    feedback page and the class report show), said again for the new due date, or removed when
+    the submission is no longer late. The other entries are kept as they are."""
+    import math
+
+    from coursekit import problems
+
+    folder = layout.autograded(student, assignment)
+    path = problems.path_for(folder)
+    if not path.is_file():
+        return
+    recorded = problems.load(folder)
+    old_notes = [e.get("message", "") for e in recorded if e.get("kind") == "late"]
+    entries = [e for e in recorded if e.get("kind") != "late"]
+    seconds = sub.total_seconds_late or 0
+    if seconds > 0:
+        percent = plugin.late_submission_penalty(student, 100.0, seconds)
+        days, rest = divmod(int(seconds), 86400)
+        taken = f"{percent:g} % of each notebook's score" if percent else "nothing"
+        entries.append({"kind": "late", "notebook": None, "cell": None, "message":
+                        f"Submitted {days} d {rest // 3600} h {rest % 3600 // 60} min after the due date "
+                        f"({sub.duedate:%Y-%m-%d %H:%M} UTC, an extension; submitted {sub.timestamp:%Y-%m-%d %H:%M} "
+                        f"UTC): {math.ceil(seconds / 86400)} started day(s) late, so the late policy takes {taken}."})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(entries, indent=1) + "\n")
+    os.replace(tmp, path)
+    new_notes = [e["message"] for e in entries if e.get("kind") == "late"]
+    for nb in sub.notebooks:
+        rewrite_notes(folder / f"{nb.name}.ipynb", old_notes, new_notes)
+
+
+def rewrite_notes(path: Path, old: list[str], new: list[str]) -> None:
+    """The "Grading notes" cell that grading put at the top of an autograded notebook
+    (coursekit.sanitize.put_notes), with the notes ``old`` replaced by ``new``; no other cell is
+    touched (nothing is graded again). The cell goes when no note is left."""
+    import nbformat
+
+    from coursekit import sanitize
+
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except (OSError, ValueError):
+        return
+    old_lines = {f"- {sanitize.quote_markdown(note)}" for note in old}
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown" and cell.source.startswith(sanitize.NOTES_MARK):
+            lines = [line for line in cell.source.split("\n") if line not in old_lines]
+            lines += [f"- {sanitize.quote_markdown(note)}" for note in new]
+            if not any(line.startswith("- ") for line in lines):
+                del nb.cells[index]
+            else:
+                cell.source = "\n".join(lines)
+            break
+    else:
+        if not new:
+            return
+        sanitize.put_notes(nb, new)
+    nbformat.write(nb, path)
