@@ -345,6 +345,7 @@ class Sandbox:
         self.peak_resident = 0
         self.mounted = False
         self.budget: OutputBudget | None = None
+        self.proc = None  # the bwrap process, once started (a client may connect before)
 
     # -- set-up --
 
@@ -646,7 +647,7 @@ class Sandbox:
                     in_reader, in_writer = await asyncio.open_unix_connection(inner)
                     break
                 except (FileNotFoundError, ConnectionRefusedError):
-                    if self.proc.returncode is not None:
+                    if self.proc is not None and self.proc.returncode is not None:
                         return
                     await asyncio.sleep(0.02)
 

@@ -429,7 +429,8 @@ class SplitExecute(Execute):
         return km
 
     async def _start_checker(self, attempts: int = 3) -> None:
-        options = [a for a in self.extra_arguments if a.startswith(sandbox.OPTION) and not a.startswith(sandbox.BIND_OPTION)]
+        options = [a for a in self.extra_arguments
+                   if a.startswith(sandbox.OPTION) and not a.startswith((sandbox.BIND_OPTION, sandbox.EVENTS_OPTION))]
         for attempt in range(1, attempts + 1):
             km = AsyncKernelManager(kernel_name=self.checker_kernel_name, config=self.config, transport="ipc",
                                     ip=str(self._transfer.root / f"checker-kernel{attempt}"))

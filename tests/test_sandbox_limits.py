@@ -35,32 +35,42 @@ import json, sys, time
 import zmq
 
 connection = json.load(open(sys.argv[sys.argv.index("-f") + 1]))
-parts, part_bytes = int(sys.argv[1]), int(sys.argv[2])
+channel, parts, part_bytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 context = zmq.Context()
-iopub = context.socket(zmq.XPUB)
-iopub.bind(f"ipc://{connection['ip']}-{connection['iopub_port']}")
-iopub.recv()  # a subscription: the client listens
 header = json.dumps({"msg_id": "m1", "msg_type": "display_data", "session": "s", "username": "u",
                      "version": "5.3", "date": "2026-01-01T00:00:00Z"}).encode()
 content = json.dumps({"data": {"text/plain": "x"}, "metadata": {}}).encode()
 blob = b"x" * part_bytes
-iopub.send_multipart([b"kernel.display_data", b"<IDS|MSG>", b"", header, b"{}", b"{}", content,
-                      *[blob] * parts])
+if channel == "iopub":
+    socket = context.socket(zmq.XPUB)
+    socket.bind(f"ipc://{connection['ip']}-{connection['iopub_port']}")
+    socket.recv()  # a subscription: the client listens
+    route = [b"kernel.display_data"]
+else:  # shell: a reply to the client's request
+    socket = context.socket(zmq.ROUTER)
+    socket.bind(f"ipc://{connection['ip']}-{connection['shell_port']}")
+    route = socket.recv_multipart()[:1]
+socket.send_multipart([*route, b"<IDS|MSG>", b"", header, b"{}", b"{}", content, *[blob] * parts])
 time.sleep(120)
 '''
 
 
 def peak_rss(pid: int) -> int:
-    """Bytes: the process's high-water mark of resident memory (VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmHWM for {pid}")
+    """Bytes: the process's high-water mark of resident memory (VmHWM); 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
-def relay_one_large_message(tmp_path: Path, wrapper: list[str]) -> tuple[int, list[dict], bool]:
+def relay_one_large_message(tmp_path: Path, wrapper: list[str], channel: str = "iopub") -> tuple[int, list[dict], bool]:
     """Start ``wrapper`` around the fake kernel, receive what it relays of one 96 MB message of
-    48 parts; (the wrapper's peak resident bytes, its events, whether the client got a message)."""
+    48 parts on ``channel``; (the wrapper's peak resident bytes, its events, whether the client
+    got a message). The wrapper still runs at the end (and is then stopped), unless it stopped
+    the kernel itself."""
     import zmq
     from jupyter_client.connect import write_connection_file
 
@@ -70,26 +80,38 @@ def relay_one_large_message(tmp_path: Path, wrapper: list[str]) -> tuple[int, li
     connection, info = write_connection_file(str(tmp_path / "kernel.json"), ip="127.0.0.1", key=b"")
     events = tmp_path / "events.jsonl"
     settings = sandbox.Settings(output=LIMIT, wall_time=120)
-    argv = [*wrapper, "--", sys.executable, "fake_kernel.py", str(PARTS), str(PART_MB * 2**20), "-f", connection,
+    argv = [*wrapper, "--", sys.executable, "fake_kernel.py", channel, str(PARTS), str(PART_MB * 2**20), "-f", connection,
             *settings.kernel_arguments()]
     proc = subprocess.Popen(argv, cwd=work, env=dict(os.environ, **{sandbox.EVENTS_ENV: str(events)}),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     context = zmq.Context()
-    client = context.socket(zmq.SUB)
+    client = context.socket(zmq.SUB if channel == "iopub" else zmq.DEALER)
     try:
-        client.setsockopt(zmq.SUBSCRIBE, b"")
-        client.connect(f"tcp://127.0.0.1:{info['iopub_port']}")
-        received = client.poll(90_000)
+        if channel == "iopub":
+            client.setsockopt(zmq.SUBSCRIBE, b"")
+        client.connect(f"tcp://127.0.0.1:{info[channel + '_port']}")
+        if channel != "iopub":
+            client.send_multipart([b"<IDS|MSG>", b"", b"{}", b"{}", b"{}", b"{}"])
+        peak, received = 0, False
+        deadline = time.monotonic() + (90 if channel == "iopub" else 30)
+        while time.monotonic() < deadline and proc.poll() is None and not received:
+            received = bool(client.poll(20))
+            peak = max(peak, peak_rss(proc.pid))
         if received:
             client.recv_multipart()
-        time.sleep(1.0)  # whatever the wrapper still does with the message
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        peak = peak_rss(proc.pid)
+            time.sleep(1.0)  # whatever the wrapper still does with the message
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        while proc.poll() is None and time.monotonic() < deadline:  # it relays nothing: the kernel stopped?
+            peak = max(peak, peak_rss(proc.pid))
+            if received:
+                break
+            time.sleep(0.02)
     finally:
         client.close(linger=0)
         context.term()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
     found = [json.loads(line) for line in events.read_text().splitlines()] if events.is_file() else []
     return peak, found, bool(received)
 
@@ -101,14 +123,32 @@ def needs_sandbox():
 
 
 def test_the_old_relay_holds_every_part_of_a_message_outside_every_limit(tmp_path, needs_sandbox):
+    peak, _, received = relay_one_large_message(tmp_path, old_wrapper(tmp_path))
+    assert received
+    assert peak > PARTS * PART_MB * 2**20, f"the old wrapper peaked at {peak / 2**20:.0f} MB"
+
+
+def old_wrapper(tmp_path: Path) -> list[str]:
     old = tmp_path / "old"
     old.mkdir()
     source = subprocess.run(["git", "show", f"{OLD_WRAPPER_COMMIT}:coursekit/sandbox.py"], cwd=REPO_ROOT,
                             capture_output=True, check=True).stdout
     (old / "old_sandbox.py").write_bytes(source)
-    peak, _, received = relay_one_large_message(tmp_path, [sys.executable, "-I", str(old / "old_sandbox.py")])
-    assert received
-    assert peak > PARTS * PART_MB * 2**20, f"the old wrapper peaked at {peak / 2**20:.0f} MB"
+    return [sys.executable, "-I", str(old / "old_sandbox.py")]
+
+
+def test_the_old_relay_held_a_reply_of_many_parts_too(tmp_path, needs_sandbox):
+    peak, _, received = relay_one_large_message(tmp_path, old_wrapper(tmp_path), channel="shell")
+    assert received and peak > PARTS * PART_MB * 2**20, f"the old wrapper peaked at {peak / 2**20:.0f} MB"
+
+
+def test_a_reply_past_the_limit_stops_the_kernel_and_is_recorded(tmp_path, needs_sandbox):
+    peak, events, received = relay_one_large_message(tmp_path, [sys.executable, "-I", "-m", "coursekit.sandbox"],
+                                                     channel="shell")
+    assert not received
+    assert peak < 60 * 2**20 + 3 * sandbox.parse_size(LIMIT), f"the wrapper peaked at {peak / 2**20:.0f} MB"
+    assert [(e["kind"], e.get("reason")) for e in events] == [("sandbox", "output")], events
+    assert "grader holds" in events[0]["message"]
 
 
 def test_the_relay_holds_no_more_of_a_message_than_the_output_limit(tmp_path, needs_sandbox):
