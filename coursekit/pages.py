@@ -8,7 +8,10 @@
   (``coursekit/templates/nbconvert/``) and sanitiser (``coursekit.safehtml``), after the notebook
   is cut to the size limits (``coursekit.bounds``): ``FormgradeExporter`` is formgrader's
   submission view (``coursekit.formgrader`` installs it), ``FeedbackExporter`` writes the
-  feedback pages (``GenerateFeedback.exporter_class`` in nbgrader_config.py).
+  feedback pages (``GenerateFeedback.exporter_class`` in nbgrader_config.py). The metadata that
+  nbconvert's templates write into a page is checked with the cut (``coursekit.safehtml``); an
+  image pasted into a written answer is shown as a checked ``data:`` image or named
+  (``_PageMarkdown``).
 - Pages opened as files (the report, feedback) carry their own Content-Security-Policy in a
   ``<meta>`` element; the TAs' Jupyter server sends its own (jupyter_server_config.py).
 """

@@ -21,6 +21,12 @@ renders from a student's notebook (formgrader's submission view, the feedback pa
   student's server who looks and when), styles other than colours, alignment and font style
   (no ``url()``, no ``position``: nothing that fetches or covers the page).
 
+What nbconvert's templates write into a page from a notebook's metadata, bypassing the
+sanitiser (an image's width and height, file names, cell tags...), is reduced to values they
+cannot misuse (:func:`clean_output_fields`, :func:`clean_cell_fields`), and an image pasted into
+a written answer is shown only as a checked ``data:`` image (:func:`attachment_image`), both
+before any template sees the notebook (``coursekit.bounds``).
+
 Grader-written markdown that quotes what a student chose (a grade id, a file name) quotes it
 with :func:`quote_markdown`, so that it reads as the text it is.
 """

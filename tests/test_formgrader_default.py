@@ -15,6 +15,7 @@ Screenshots: build/screenshots/formgrader_default/.
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -36,8 +37,8 @@ RUN_BY_STOCK = {"written-img", "written-script", "output-html", "output-js", "st
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory, canary):  # noqa: F811
-    base, course, _, student, payloads = grade_hostile_class(tmp_path_factory.mktemp("formgrader_default"), canary, 0)
-    return base, course, student, payloads
+    base, course, stock, student, payloads = grade_hostile_class(tmp_path_factory.mktemp("formgrader_default"), canary, 0)
+    return base, course, student, payloads, stock
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,8 @@ def browser():
 @pytest.fixture
 def clean_root(hostile):
     """No trace of an earlier test's payloads in the course root."""
-    _, course, _, _ = hostile
-    for path in course.root.glob(PWNED_PREFIX + "*"):
+    _, course, _, _, stock = hostile
+    for path in [*course.root.glob(PWNED_PREFIX + "*"), *stock.root.glob(PWNED_PREFIX + "*")]:
         path.unlink()
     return course
 
@@ -97,7 +98,7 @@ def assert_course_page(server: JupyterServer, course, student: str) -> None:
 @pytest.mark.parametrize("command", ["server", "lab"])
 def test_jupyter_started_without_config_serves_the_course_formgrader(command, hostile, clean_root, browser,
                                                                      canary):  # noqa: F811
-    base, course, student, payloads = hostile
+    base, course, student, payloads, _ = hostile
     server = JupyterServer(course.root, base / "runtime", command=command)  # no --config
     try:
         assert_course_page(server, course, student)
@@ -113,7 +114,7 @@ def test_jupyter_started_without_config_serves_the_course_formgrader(command, ho
 
 
 def test_jupyter_notebook_started_without_config_serves_the_course_formgrader(hostile, clean_root):
-    base, course, student, _ = hostile
+    base, course, student, _, _ = hostile
     server = JupyterServer(course.root, base / "runtime", command="notebook")
     try:
         assert_course_page(server, course, student)
@@ -122,10 +123,13 @@ def test_jupyter_notebook_started_without_config_serves_the_course_formgrader(ho
 
 
 def test_without_the_installed_config_jupyter_serves_stock_formgrader(hostile, clean_root, browser, canary):  # noqa: F811
-    """The damage the installed file prevents: the same ``jupyter server`` in the same folder (its
-    ``jupyter_server_config.py`` is not read), the environment's config as nbgrader installs it."""
-    base, course, student, payloads = hostile
-    assert (course.root / "jupyter_server_config.py").exists()
+    """The damage the installed file prevents: the same ``jupyter server`` in a course folder that
+    holds the course's ``jupyter_server_config.py`` (not read), the environment's config as
+    nbgrader installs it. The folder is the class's stock twin (tests/test_ta_pages.py: its
+    notebook as stock nbgrader's autograde leaves it; stock formgrader answers HTTP 500 for a
+    written answer whose pasted image the course's autograde dropped)."""
+    base, _, student, payloads, course = hostile
+    shutil.copy(REPO / "jupyter_server_config.py", course.root)
     server = JupyterServer(course.root, base / "runtime",
                            env={"JUPYTER_CONFIG_PATH": str(stock_jupyter_config(base / "stock-config"))})
     try:
