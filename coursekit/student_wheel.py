@@ -38,8 +38,9 @@ DIST_NAME = "coursekit-student"
 # What the released notebooks import (`from coursekit import checks`,
 # `from coursekit.datasets import load_fashion_mnist`), and so what students get; `checks` reads
 # a model or a figure through `live` into the records of `values` (the same reading the grader's
-# checker gets as data), so those two come along.
-STUDENT_MODULES = ("datapaths", "datasets", "checks", "live", "values")
+# checker gets as data), so those two come along, and `modelspec`, which checks a model's config
+# and runs it with Keras for the checks.
+STUDENT_MODULES = ("datapaths", "datasets", "checks", "live", "values", "modelspec")
 # Zip timestamps: the same sources give the same wheel, byte for byte.
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest a zip file can say
 
