@@ -75,7 +75,8 @@ GUARANTEE_T = NOISE_T
 # is "half of one student's own text is in the other's", a copy of most of an answer.
 THRESHOLD = 0.5
 MIN_SHARED = 60     # characters of tokenised text (about four lines of code) a flagged pair shares at least
-PAGE_PAIRS = 30     # pairs shown side by side on the page (the table lists every pair with something shared)
+PAGE_PAIRS = 30     # pairs shown side by side on the page
+TABLE_PAIRS = 300   # pairs listed in the table (those sharing something, highest first); the rest are counted
 
 CODE, WRITTEN = "code", "written"
 _WORD = re.compile(r"\w+")
@@ -359,7 +360,8 @@ def render(comparison: ClassComparison, names: dict[str, str], generated: dateti
         detailed.append((pair, [(m, highlight(m.a.text, m.spans_a), highlight(m.b.text, m.spans_b))
                                 for m in pair.matches]))
     return pages.render(
-        "similarity.html.j2", csp=pages.REPORT_CSP, comparison=comparison, pairs=shown, detailed=detailed,
+        "similarity.html.j2", csp=pages.REPORT_CSP, comparison=comparison, pairs=shown[:TABLE_PAIRS],
+        not_listed=len(shown[TABLE_PAIRS:]), detailed=detailed,
         names=names, generated=generated, course_id=course_id, baseline=baseline(comparison.pairs),
         settings={"noise": NOISE_T, "guarantee": GUARANTEE_T, "min_shared": MIN_SHARED})
 
