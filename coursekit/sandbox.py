@@ -18,9 +18,14 @@ command>``. This wrapper runs as the grader, outside the sandbox, and:
    wall time of the whole kernel;
 4. relays the five Jupyter channels between the client (TCP or Unix sockets, whatever the
    connection file says) and the kernel, which listens on Unix sockets inside the sandbox
-   (it has no network, so nothing outside could reach its TCP ports);
-5. stops the kernel at its wall-time or memory limit, says so on stderr (and in the file named
-   by ``$COURSEKIT_SANDBOX_EVENTS``, which the class runner reads), and removes the scratch.
+   (it has no network, so nothing outside could reach its TCP ports). This process is outside
+   every limit of the sandbox, so what it holds of a message is bounded as the bytes arrive
+   (``relay_messages``): past the output limit a message is cut, never held;
+5. stops the kernel at its wall-time or memory limit, says so on stderr and notes the stop,
+   with its reason, in the file named by ``$COURSEKIT_SANDBOX_EVENTS`` (the class runner's) and
+   in each file named by ``--coursekit-sandbox-events=`` (coursekit/split_execute.py's, which
+   records the stop with its cell under any way of running ``nbgrader autograde``), and
+   removes the scratch.
 
 If the sandbox cannot start, the wrapper refuses to start the kernel and says why. Options
 come from ``nbgrader_config.py`` (the "Sandbox" section) through ``c.Execute.extra_arguments``,
