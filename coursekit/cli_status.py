@@ -56,7 +56,7 @@ def _released(layout: CourseLayout, page: Path, exchange: Path) -> bool:
     from nbgrader.utils import notebook_hash
 
     try:
-        secret = (page.parent / "submission_secret.txt").read_text().strip()
+        secret = (page.parent / "submission_secret.txt").read_text()  # as nbgrader reads it
     except OSError:
         return False
     return (exchange / f"{notebook_hash(secret=secret, notebook_id=page.stem)}.html").is_file()

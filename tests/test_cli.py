@@ -178,6 +178,11 @@ def test_feedback_and_release(course, tmp_path):
     config = course.root / "nbgrader_config.py"
     config.write_text(config.read_text() + f"\nc.Exchange.root = {str(exchange)!r}\n")
     shutil.rmtree(course.feedback("all-but-training", ASSIGNMENT))
+    # what nbgrader's exchange leaves with a collected submission (the fixture's were copied in):
+    # release_feedback names each page by a hash of the submission's secret
+    graded = course.autograded("all-but-training", ASSIGNMENT)
+    (graded / "timestamp.txt").write_text("2026-12-04 20:00:00.000000 UTC")
+    (graded / "submission_secret.txt").write_text("5ec7e7" * 20)
     result = CliRunner().invoke(cli.main, ["feedback", "--course", str(course.root), "--student", "all-but-training",
                                            "--release"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
