@@ -184,7 +184,7 @@ def main():
 @click.option("--force", is_flag=True, help="grade again submissions that are already graded")
 @click.option("--student", "students", multiple=True, metavar="ID", help="grade only this student (repeatable)")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
-@click.option("--scheduler", metavar="ADDRESS", help="grade on this Dask scheduler's cluster (tcp://HOST:8786)")
+@click.option("--scheduler", metavar="ADDRESS", help="grade on this Dask scheduler's cluster (tls://HOST:8786: plain tcp:// is refused)")
 @click.option("--threads", type=click.IntRange(min=1), help="NumPy threads per submission for the checks")
 def grade(ctx: Context, jobs, force, students, no_progress, scheduler, threads):
     from coursekit import runner
