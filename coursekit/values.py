@@ -19,9 +19,10 @@ class ModelData:
     """A Keras model as the checks read it.
 
     ``layers`` are the descriptions ``checks.describe_layers`` gives a live model:
-    ``("Flatten",)``, ``("Dense", units, activation)``, ``("Dropout", rate)`` or ``(class name,)``;
-    ``weights`` holds each layer's arrays (a Dense layer's kernel and bias), in the same order.
-    The activation was named in the student's kernel by what it does to a probe.
+    ``("Flatten",)``, ``("Dense", units, activation)``, ``("Dropout", rate)``, ``("Reshape",
+    target shape)`` or ``(class name,)`` (coursekit/modelspec.py, ``describe``; [] for a model
+    outside its allow-list); ``weights`` holds each layer's arrays (a Dense layer's kernel and
+    bias), one list per layer of ``config`` (below), or of ``layers`` for a record built by hand.
     ``fit_epochs`` is the model's last training record: how many epochs its last ``fit`` ran
     (Keras keeps that fit's ``History`` as ``model.history``), None if it was never fitted;
     ``fit_steps`` is how many batches each epoch of that fit ran (``history.params['steps']``),
@@ -33,7 +34,7 @@ class ModelData:
     input_shape: tuple | None
     output_shape: tuple | None
     compiled: bool
-    compile_settings: dict | None  # {"optimizer", "loss", "metrics"} when compiled
+    compile_settings: dict | None  # {"optimizer", "loss", "from_logits", "metrics"} when compiled
     type_name: str = "Sequential"
     fit_epochs: int | None = None
     fit_steps: int | None = None

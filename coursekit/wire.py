@@ -20,6 +20,10 @@ Writing is done by ``Writer``; reading by ``read_message``, which trusts nothing
 - arrays are ``.npy`` files read with NumPy's header parser (no pickles, no code): numeric,
   boolean or fixed-width text dtypes only, at most ``MAX_ARRAY_BYTES`` each and
   ``MAX_MESSAGE_BYTES`` per message, and the file must be exactly header + data;
+- a Keras model travels as its Keras config and compile config (JSON text of at most
+  ``MAX_CONFIG_BYTES``, parsed as plain JSON: never given to Keras here; the checks run
+  coursekit/modelspec.py's allow-list on it before Keras sees it) and one list of weight arrays
+  per layer; ModelData fields this format does not name travel in the model node's "extra";
 - records (model, history, figure) are checked field by field (a model's ``fit_epochs``, the
   epochs its last fit ran, is absent/null or an integer from 0 to ``MAX_EPOCHS``; its
   ``fit_steps``, the batches per epoch of that fit, absent/null or an integer from 0 to
