@@ -4,7 +4,8 @@ joins as a worker answers the runner. Here a throwaway local account (as every s
 the course hub) attacks real clusters on 127.0.0.1:
 
 - Dask's stock plain-TCP set-up: the account runs ``os.getuid`` on the workers through the
-  scheduler and directly on a worker, and gets 0; its own ``dask worker`` joins the cluster;
+  scheduler, and directly on a worker and on its nanny, and gets 0; its own ``dask worker``
+  joins the cluster;
 - the course's set-up (mutual TLS with the course's certificates): it cannot read the keys,
   cannot connect (plain TCP, or TLS with a certificate of its own making), and its worker
   never joins;
@@ -42,14 +43,16 @@ MARKER = "coursekit test Dask attacker"  # GECOS: no colon
 WAITING = "Waiting to connect to:"  # what a dask worker logs each time the scheduler turns it away
 SYSTEM_PYTHON = "/usr/bin/python3.11"  # the account cannot enter /root, where the venv's Python lives
 
-# Run by the attacker: what it can read and do with the cluster at argv[1] (a worker at argv[2]).
+# Run by the attacker: what it can read and do with the cluster at argv[1], and straight to the
+# processes of argv[2] ("worker=ADDRESS,nanny=ADDRESS": both have a 'run' handler).
 ATTACK = r'''
 import asyncio, json, os, sys
 from distributed import Client, Security
 from distributed.core import rpc
 from distributed.protocol.pickle import dumps, loads
 
-address, worker, keys = sys.argv[1], sys.argv[2], sys.argv[3]
+address, keys = sys.argv[1], sys.argv[3]
+members = dict(item.split("=", 1) for item in sys.argv[2].split(","))
 found = {"uid": os.getuid(), "read": [], "unreadable": []}
 for name in sorted(os.listdir(keys)) if os.access(keys, os.R_OK) else ["ca.pem", "client-key.pem", "worker-key.pem"]:
     try:
@@ -67,18 +70,19 @@ for label, target, security in (("plain", plain, None), ("own-ca", address.repla
         found[label] = {"error": f"{type(err).__name__}: {err}"[:300]}
 
 async def direct(target, security):
-    """The worker's own 'run' handler, without the scheduler."""
+    """The worker's (or nanny's) own 'run' handler, without the scheduler."""
     args = security.get_connection_args("client") if security else {}
     async with rpc(target, connection_args=args, timeout=10) as w:
         answer = await w.run(function=dumps(os.getuid), args=dumps(()), kwargs=dumps({}))
         return answer["result"]
 
-for label, target, security in (("worker-plain", worker.replace("tls://", "tcp://"), None),
-                                ("worker-own-ca", worker.replace("tcp://", "tls://"), own)):
-    try:
-        found[label] = {"uids": [asyncio.run(asyncio.wait_for(direct(target, security), 20))]}
-    except BaseException as err:
-        found[label] = {"error": f"{type(err).__name__}: {err}"[:300]}
+for member, at in members.items():
+    for label, target, security in ((f"{member}-plain", at.replace("tls://", "tcp://"), None),
+                                    (f"{member}-own-ca", at.replace("tcp://", "tls://"), own)):
+        try:
+            found[label] = {"uids": [asyncio.run(asyncio.wait_for(direct(target, security), 20))]}
+        except BaseException as err:
+            found[label] = {"error": f"{type(err).__name__}: {err}"[:300]}
 print(json.dumps(found))
 '''
 
@@ -100,8 +104,8 @@ class Attacker:
         return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--no-new-privs", "--",
                 "env", "-i", *[f"{k}={v}" for k, v in env.items()], SYSTEM_PYTHON, *args]
 
-    def attack(self, address: str, worker: str) -> dict:
-        proc = subprocess.run(self.command(str(self.folder / "attack.py"), address, worker, str(cluster.TLS_FOLDER)),
+    def attack(self, address: str, members: str) -> dict:
+        proc = subprocess.run(self.command(str(self.folder / "attack.py"), address, members, str(cluster.TLS_FOLDER)),
                               capture_output=True, text=True, timeout=300, cwd=self.home)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -214,18 +218,21 @@ def tls_cluster(tmp_path_factory):
     assert not dask.leftovers()
 
 
-def _a_worker(dask: LoopbackCluster) -> str:
-    return next(iter(dask.client.nthreads()))
+def _members(dask: LoopbackCluster) -> str:
+    """A worker's address and its nanny's, as the attack script takes them."""
+    address, info = next(iter(dask.client.scheduler_info(n_workers=-1)["workers"].items()))
+    return f"worker={address},nanny={info['nanny']}"
 
 
 # --- (1) the stock set-up: damage --------------------------------------------------------------
 
 
 def test_on_plain_tcp_any_local_account_runs_code_as_root_on_the_workers(plain_cluster, attacker):
-    found = attacker.attack(plain_cluster.address, _a_worker(plain_cluster))
+    found = attacker.attack(plain_cluster.address, _members(plain_cluster))
     assert found["uid"] == attacker.uid != 0
     assert found["plain"] == {"uids": [0]}, found          # through the scheduler: root
     assert found["worker-plain"] == {"uids": [0]}, found   # straight to a worker: root
+    assert found["nanny-plain"] == {"uids": [0]}, found    # straight to its nanny: root
 
 
 def test_on_plain_tcp_any_local_account_joins_as_a_worker(plain_cluster, attacker, tmp_path):
@@ -259,9 +266,9 @@ def test_the_course_keys_are_root_only(tls_cluster):
 
 
 def test_with_the_course_certificates_a_local_account_can_neither_read_the_keys_nor_connect(tls_cluster, attacker):
-    found = attacker.attack(tls_cluster.address, _a_worker(tls_cluster))
+    found = attacker.attack(tls_cluster.address, _members(tls_cluster))
     assert found["read"] == [] and "client-key.pem" in found["unreadable"], found
-    for attempt in ("plain", "own-ca", "worker-plain", "worker-own-ca"):
+    for attempt in ("plain", "own-ca", "worker-plain", "worker-own-ca", "nanny-plain", "nanny-own-ca"):
         assert "error" in found[attempt], (attempt, found)
     # while the course's own client runs on the same workers, as root
     assert list(tls_cluster.client.run(os.getuid).values()) == [0]
