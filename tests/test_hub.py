@@ -460,14 +460,14 @@ def test_students_kernel_has_the_students_package_only(loop):
 # --- collect believes no student's word ------------------------------------------------------
 
 
-def collect_into(loop: Loop, name: str, *options: str) -> tuple[str, Path]:
+def collect_into(loop: Loop, name: str, *options: str, check: bool = True) -> tuple[str, Path]:
     """The instructor's `nbgrader collect week2` into a scratch course folder; (log, submitted/)."""
     hub = loop.hub
     scratch = hub.base / f"collect-{name}"
     scratch.mkdir()
     os.chown(scratch, pwd.getpwnam(INSTRUCTOR).pw_uid, hub.staff_gid())
     proc = hub.run_as(INSTRUCTOR, "nbgrader", "collect", ASSIGNMENT, "--course", hub.hub.course_id(), *options, cwd=scratch)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 0 or not check, proc.stdout + proc.stderr
     return proc.stdout + proc.stderr, scratch / "submitted"
 
 
@@ -511,3 +511,38 @@ def test_collect_dates_a_submission_changed_after_it_was_handed_in(loop):
     assert "after the time it states" in log
     assert stated_time(ours, CEM) > loop.due
     assert (ours / CEM / ASSIGNMENT / "mnist.ipynb").read_text().endswith(" \n")
+
+
+def test_collect_follows_no_link_a_student_plants_in_a_hand_in(loop):
+    """After handing in, w2-ann replaces a handed-in notebook with a link to the course's source
+    notebook (solution, hidden tests, mark schemes) and adds a dangling link. Stock collect, as
+    the instructor, copies the solution into her submission as an ordinary file, and stops at the
+    dangling link; the course's collect refuses both, records them for her, collects everyone."""
+    from coursekit import intake
+
+    hub = loop.hub
+    inbound = hub.hub.exchange / hub.hub.course_id() / "inbound"
+    proc = hub.run_as(ANN, "nbgrader", "submit", ASSIGNMENT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    newest = max((p for p in inbound.iterdir() if p.name.startswith(ANN + "+") and p.owner() == ANN), key=lambda p: p.name)
+    try:
+        solution = hub.hub.course / "source" / ASSIGNMENT / "fashion_mnist.ipynb"
+        proc = hub.run_as(ANN, "sh", "-c", f"ln -sf '{solution}' '{newest}/fashion_mnist.ipynb' && "
+                                           f"ln -s /nonexistent/notes '{newest}/notes.txt'")
+        assert proc.returncode == 0, proc.stderr
+        assert hub.run_as(ANN, "cat", str(solution)).returncode != 0  # she cannot read it herself
+        stock_log, stock = collect_into(loop, "stock-link", STOCK_COLLECT, check=False)
+        assert "/nonexistent/notes" in stock_log or "notes.txt" in stock_log  # copytree raised: collect stopped there
+        taken = stock / ANN / ASSIGNMENT / "fashion_mnist.ipynb"
+        assert not taken.is_symlink() and "### BEGIN SOLUTION" in taken.read_text()
+        log, ours = collect_into(loop, "verified-link")
+        assert sorted(p.name for p in ours.iterdir()) == sorted(STUDENTS)
+        assert not (ours / ANN / ASSIGNMENT / "fashion_mnist.ipynb").exists()
+        assert (ours / ANN / ASSIGNMENT / "mnist.ipynb").is_file()
+        record = json.loads((ours / ANN / ASSIGNMENT / intake.COLLECT_RECORD).read_text())
+        assert sorted(r["path"] for r in record["refused"]) == ["fashion_mnist.ipynb", "notes.txt"]
+        assert "'fashion_mnist.ipynb' in your submission was not accepted: it is a symbolic link" in log
+        assert not any("### BEGIN SOLUTION" in p.read_text(errors="replace")
+                       for p in (ours / ANN / ASSIGNMENT).iterdir() if p.is_file())
+    finally:
+        shutil.rmtree(newest)
