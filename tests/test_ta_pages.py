@@ -85,13 +85,17 @@ class JupyterServer:
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [str(Path(sys.executable).with_name("jupyter")), command, *args, "--no-browser", "--allow-root",
-             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", f"--IdentityProvider.token={TOKEN}"],
+             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
+             f"--IdentityProvider.token={TOKEN}"],
             cwd=root, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(f"{self.url}/api/status?token={TOKEN}", timeout=2)
-                return
+                # this server's, not another one on the same port (Jupyter logs its own address)
+                if f"127.0.0.1:{self.port}/" in self.log_path.read_text(errors="replace"):
+                    return
+                time.sleep(0.5)
             except OSError:
                 if self.process.poll() is not None:
                     break
