@@ -10,8 +10,9 @@ numbers, strings, and for live objects the records of coursekit/values.py (Model
 HistoryData, FigureData...). In a student's own Jupyter the same helpers get the live Keras
 model or Matplotlib figure and read it the same way (coursekit/live.py). The helpers never
 call methods of student objects when a genuine function can do the work: accuracy and
-predictions are recomputed here, in NumPy, from the model's weights. Importing this module
-does not import TensorFlow or Matplotlib (the checker never loads them).
+predictions are recomputed here, by Keras, on a copy of the model rebuilt from its config and
+weights once coursekit/modelspec.py's allow-list has accepted them. Importing this module
+does not import TensorFlow or Matplotlib (the checker loads Keras only to run a model).
 
 Every failure raises ``CheckFailed`` whose message reads::
 
