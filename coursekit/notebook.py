@@ -170,9 +170,9 @@ def cell_failure(cell) -> Failure | None:
 # exception and print any text, "CellTimeoutError" and the sandbox's notice included. The grader
 # notes its stops where they happen (coursekit/split_execute.py: the time limit it enforced, a
 # checker it lost, the sandbox wrappers' events) and hands them on in ``resources[STOPS_RESOURCE]``;
-# coursekit.sanitize then marks each stopped cell with ``metadata[STOP_MARK]`` after nbgrader's
-# ClearMetadataPreprocessor (which empties every code cell's metadata, so a mark a student wrote
-# never survives; ``mark_stops`` also removes any mark it did not write itself).
+# coursekit.sanitize then marks each stopped cell with ``metadata[STOP_MARK]`` once every
+# preprocessor has run (``mark_stops`` first removes every mark from every cell: a mark a student
+# wrote into their notebook never survives grading).
 
 STOPS_RESOURCE = "coursekit_stops"  # resources: [[cell index, reason], ...] noted by the grader
 STOP_MARK = "coursekit_stops"       # a graded code cell's metadata: [reason, ...] written by the grader
