@@ -744,7 +744,7 @@ _FINGERPRINTS: dict = {}  # data set name -> (its training images' fingerprints,
 def _dataset_fingerprints(dataset: str) -> tuple[_ndarray, _ndarray]:
     if dataset not in _FINGERPRINTS:
         from coursekit.datasets import load
-        from coursekit.fastfit import row_fingerprints
+        from coursekit.values import row_fingerprints
 
         (x_train, _), (x_test, _) = load(dataset)
         _FINGERPRINTS[dataset] = (row_fingerprints(x_train), row_fingerprints(x_test))

@@ -224,39 +224,10 @@ def uninstall() -> None:
 # tf.data datasets are not iterated (that would run the student's pipeline again): only their
 # element spec is noted, and the checks fall back to the steps rule.
 
+from coursekit.values import fingerprint_rows as _fingerprint_rows, row_fingerprints  # noqa: E402,F401
+
 MAX_FIT_ROWS = 200_000  # rows fingerprinted per fit (8 bytes each); more and no fingerprints are kept
 _fit_records: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> (History, record)
-
-
-def _fingerprint_rows(x, low: float, high: float):
-    """One uint64 per row of ``x``: the SHA-256 of its pixels mapped back to 0..255, 0 where the
-    map does not give whole numbers."""
-    import hashlib
-
-    import numpy as np
-
-    count = len(x)
-    out = np.zeros(count, dtype=np.uint64)
-    if not high > low:
-        return out
-    step = (high - low) / 255.0
-    for start in range(0, count, 10_000):  # a float64 copy of 10,000 rows at a time
-        rows = np.asarray(x[start:start + 10_000], dtype=np.float64).reshape(min(10_000, count - start), -1)
-        raw = np.rint((rows - low) / step)
-        exact = (np.abs(raw * step + low - rows) <= 0.05 * step).all(axis=1) & (raw >= 0).all(axis=1) \
-            & (raw <= 255).all(axis=1)
-        pixels = raw.astype(np.uint8)
-        for k in np.flatnonzero(exact):
-            out[start + k] = int.from_bytes(hashlib.sha256(pixels[k].tobytes()).digest()[:8], "little")
-    return out
-
-
-def row_fingerprints(images):
-    """Fingerprints of a data set's own uint8 images (the checker's side of the comparison)."""
-    import numpy as np
-
-    images = np.asarray(images)
-    return _fingerprint_rows(images, 0.0, 255.0) if images.size else np.zeros(0, dtype=np.uint64)
 
 
 def _rows_of(x):

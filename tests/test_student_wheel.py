@@ -58,7 +58,7 @@ def test_wheel_holds_only_the_students_modules(wheel):
     files = wheel_text(wheel)
     package = sorted(n for n in files if n.startswith("coursekit/"))
     assert package == ["coursekit/__init__.py", "coursekit/checks.py", "coursekit/datapaths.py", "coursekit/datasets.py",
-                       "coursekit/live.py", "coursekit/values.py"]
+                       "coursekit/live.py", "coursekit/modelspec.py", "coursekit/values.py"]
     grading = {p.stem for p in (REPO_ROOT / "coursekit").glob("*.py")} - {"__init__", *student_wheel.STUDENT_MODULES}
     assert {"sandbox", "runner", "feedback", "sanitize", "report", "kernel", "checker", "export", "wire",
             "split_execute"} <= grading
