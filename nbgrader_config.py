@@ -32,7 +32,7 @@ c.CourseDirectory.ignore = [
 # and globs are refused; each refusal is a recorded problem (the TA's report, the student's
 # feedback) and the rest of the class is graded. timestamp.txt is parsed strictly. A grading
 # that was killed half-way is done again by the same command, and a damaged gradebook stops
-# `nbgrader autograde` before anything is deleted. README: "What the intake refuses".
+# `nbgrader autograde` before anything is deleted. docs/security.md: "What the intake refuses".
 from coursekit import intake  # noqa: E402
 
 intake.install()                             # nbgrader autograde finds submissions through the intake
@@ -154,7 +154,7 @@ c.Autograde.sanitize_preprocessors = [
 # environment variable of yours but an allow-list. If the sandbox cannot start,
 # `nbgrader autograde` refuses before grading anything.
 # SANDBOX = Settings(enabled=False) is the explicit opt-out: student code then runs with your
-# rights, and can read the hidden tests and overwrite the gradebook. README: "Sandboxed and
+# rights, and can read the hidden tests and overwrite the gradebook. docs/security.md: "Sandboxed and
 # parallel grading".
 from coursekit.sandbox import PreflightHook, Settings  # noqa: E402
 
@@ -183,7 +183,7 @@ c.Autograde.pre_convert_hook = PreflightHook(then=c.Autograde.get("pre_convert_h
 # and only its result comes back. Hidden tests never enter the student's kernel, and nothing
 # the student's code does in its process (input transformers, hooks, patched NumPy or Keras)
 # changes a verdict. `--SplitExecute.split=False` runs every cell in the student's kernel, as
-# stock nbgrader does (for comparisons only). README: "Grading: what nbgrader is told".
+# stock nbgrader does (for comparisons only). docs/security.md: "Grading: what nbgrader is told".
 from coursekit.split_execute import SplitExecute  # noqa: E402
 from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
 from nbgrader.preprocessors import AssignLatePenalties, IgnorePattern, LimitOutput, SaveAutoGrades  # noqa: E402

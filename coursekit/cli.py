@@ -177,7 +177,7 @@ def main():
 
 
 @main.command(help="Autograde every submission of the assignment, in parallel, each in the sandbox "
-                   "(coursekit.runner; README 'Grading a class in parallel'). Graded submissions are skipped "
+                   "(coursekit.runner; docs/operations.md). Graded submissions are skipped "
                    "unless --force; exit 1 when some could not be graded.")
 @course_options
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="parallel workers (default: fitted to this machine)")

@@ -235,7 +235,7 @@ def insecure_scheduler_refusal(address: str) -> str | None:
             f"workers with the course's certificates (bin/setup makes them in {TLS_FOLDER}):\n"
             f"    dask scheduler --protocol tls --host HOST --port 8786 {' '.join(tls_args('scheduler'))}\n"
             f"    dask worker tls://HOST:8786 {' '.join(tls_args('worker'))} --nthreads 1 ...\n"
-            f"and run the runner with --scheduler tls://HOST:8786 (README: Grading on a cluster)")
+            f"and run the runner with --scheduler tls://HOST:8786 (docs/operations.md, 'Grading on a cluster')")
 
 
 def scheduler_security(address: str, folder: Path = TLS_FOLDER):
@@ -467,7 +467,7 @@ def slurm_cluster(cores: int = 16, walltime: str = "04:00:00", queue: str | None
     if os.environ.get("COURSEKIT_DATA_DIR"):
         prologue.append(f"export COURSEKIT_DATA_DIR={os.environ['COURSEKIT_DATA_DIR']}")
     # The scheduler runs here with the scheduler's certificate; each job's workers get the TLS
-    # options of the workers' one (the same folder must be on the nodes, see README).
+    # options of the workers' one (the same folder must be on the nodes, see docs/operations.md).
     security = course_security(tls_folder, roles=ROLES)
     return SLURMCluster(
         cores=cores, processes=cores, memory=f"{cores * gb_per_worker}GiB", walltime=walltime, queue=queue,
@@ -479,7 +479,7 @@ def slurm_cluster(cores: int = 16, walltime: str = "04:00:00", queue: str | None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coursekit.cluster",
-                                     description="The course's Dask certificates (README: Grading on a cluster).")
+                                     description="The course's Dask certificates (docs/operations.md, 'Grading on a cluster').")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("certificates", help="make them if missing or expiring (bin/setup does); print their folder")
     options = sub.add_parser("tls-args", help="print the dask scheduler / dask worker options that use them")

@@ -1,4 +1,4 @@
-"""The course on JupyterHub, on this machine: ``bin/hub`` (README, "Running the course on JupyterHub").
+"""The course on JupyterHub, on this machine: ``bin/hub`` (docs/operations.md, "Running the course on JupyterHub").
 
 One command, as root, sets up and starts the whole course loop on 127.0.0.1:
 
@@ -26,7 +26,7 @@ One command, as root, sets up and starts the whole course loop on 127.0.0.1:
   (bin/setup installs it under .cache/hub-proxy), LocalProcessSpawner, nbgrader's Assignments
   tab for students and Formgrader for staff.
 
-Grading stays as the README describes it: root runs ``python -m coursekit.runner week2`` in the
+Grading stays as docs/operations.md describes it: root runs ``python -m coursekit.runner week2`` in the
 course folder (the sandbox needs root), with ``umask 007`` so that what it writes stays in the
 staff group.
 """

@@ -10,7 +10,7 @@ own, with the standard build backend (setuptools, through ``pip wheel``):
 
     python -m coursekit.student_wheel          # -> build/student-wheel/coursekit_student-<version>-py3-none-any.whl
 
-Students install it with one command (README, "Running the course on JupyterHub"):
+Students install it with one command (docs/operations.md, "Running the course on JupyterHub"):
 ``pip install "coursekit_student-<version>-py3-none-any.whl[tensorflow]"`` on their own
 machine, without ``[tensorflow]`` on Colab, which has TensorFlow. ``bin/setup`` builds it and
 installs it into the hub's environment (``coursekit/hub.py``). The build refuses a student
