@@ -19,9 +19,10 @@ def thresholds_in_notebooks() -> list[tuple[str, float, str]]:
     for nb in builder.source().values():
         for cell in nb.cells:
             source = cell.source
-            assigned = dict(re.findall(r"(\w+) = checks\.accuracy_on_test_set\(\w+, \"([\w-]+)\"\)", source))
-            for target, value in re.findall(r"expect_at_least\((.+?), (0\.\d+),", source):
-                direct = re.search(r"accuracy_on_test_set\(\w+, \"([\w-]+)\"\)", target)
+            # a call may go on over several lines (the student's preprocessing as a keyword)
+            assigned = dict(re.findall(r"(\w+) = checks\.accuracy_on_test_set\(\w+, \"([\w-]+)\"", source))
+            for target, value in re.findall(r"expect_at_least\((.+?), (0\.\d+),", source, flags=re.S):
+                direct = re.search(r"accuracy_on_test_set\(\w+, \"([\w-]+)\"", target)
                 dataset = direct.group(1) if direct else assigned.get(target.strip())
                 found.append((dataset, float(value), grade_id(cell)))
     return found
