@@ -291,7 +291,7 @@ def test_shuffling_before_validation_split_passes_f7(old, shuffled):
     failure = run_old(old, "fashion_mnist", "f7_train_hidden", **values)
     (_, y_train), _ = load_fashion_mnist()
     _, gap = old.checks.held_out_gap(values["model"], values["val_acc"], values["train_images"], y_train)
-    assert (failure is not None and "last 20 %" in str(failure)) == (gap > old.checks.HELD_OUT_TOLERANCE), (gap, failure)
+    assert (failure is not None and "last 20%" in str(failure)) == (gap > old.checks.HELD_OUT_TOLERANCE), (gap, failure)
 
 
 def test_test_images_in_f7s_fit_are_still_caught(old):
@@ -302,7 +302,7 @@ def test_test_images_in_f7s_fit_are_still_caught(old):
     assert failure is not None and "data leakage" in failure.hint and "test images" in str(failure)
 
 
-def mnist_fit(images, labels, record_rows, val_rows=None, steps=None, epochs=1) -> ModelData:
+def mnist_fit(images, labels, record_rows, val_rows=None, steps=None, epochs=3) -> ModelData:
     model = train(images, labels, epochs=epochs)
     return dataclasses.replace(model, fit_epochs=5, fit_steps=steps or -(-len(labels) // 32),
                                fit_data=record(record_rows, val_rows))
@@ -316,7 +316,7 @@ def test_validation_split_0_3_passes_m3_and_m5(old, notebook_part):
     load = load_mnist if notebook_part == "m3" else load_fashion_mnist
     (x_train, y_train), (x_test, y_test) = load()
     x = x_train / 255.0
-    model = mnist_fit(x[:42000], y_train[:42000], x[:42000], x[42000:])
+    model = mnist_fit(x[:42000], y_train[:42000], x[:42000], x[42000:], epochs=6)  # above M3's 0.95 on 70 % of the images
     assert model.fit_steps == 1313 and not checks.steps_fit_training_images(1313, 60000)
     if notebook_part == "m3":
         values = dict(x_test_scaled=x_test / 255.0, mnist_model=model, classifications=checks.forward(model, x_test / 255.0))
@@ -356,7 +356,7 @@ def test_without_a_record_the_older_rule_decides(shuffled):
     values = dict(shuffled)
     values["model"] = dataclasses.replace(values["model"], fit_data=FitData("dataset", note="a tf.data dataset"))
     failure = run_new("fashion_mnist", "f7_train_hidden", **values)
-    assert failure is not None and "last 20 %" in str(failure)
+    assert failure is not None and "last 20%" in str(failure)
 
 
 # --- 3. rules about how, checked where asked -----------------------------------------------------

@@ -272,9 +272,10 @@ def test_timeouts_late_and_recorded_problems_are_reported(troubled):
     assert ["loops", "tampered-cell", "mnist", "m1_shapes_public",
             "a read-only check cell was edited; the original was restored", "grading-problems.json"] in rows
     late = body_rows(page.tables["late-table"])
-    assert [r[0] for r in late] == ["loops"] and late[0][2] == "1 d 6 h"
+    # columns: student, submitted, the student's own due date, late by, penalty
+    assert [r[0] for r in late] == ["loops"] and late[0][2] == "2026-12-04 23:59:00 UTC" and late[0][3] == "1 d 6 h"
     view = gradebook_view(troubled)
-    assert float(late[0][3]) == pytest.approx(view["loops"]["penalty"])
+    assert float(late[0][4]) == pytest.approx(view["loops"]["penalty"])
 
 
 # --- it renders in a browser -----------------------------------------------------------
