@@ -102,7 +102,10 @@ def student_status(layout: CourseLayout, assignment: str) -> list[StudentStatus]
 
 
 def format_table(assignment: str, rows: list[StudentStatus]) -> str:
-    head = (f"{'student':<24} {'submitted':<20} {'late':<5} {'due':<17} {'graded':<6} {'autograded':>11} "
+    # the whole id, however long (ids are at most 64 characters): a cut id could name two students
+    names = {r.student: intake.shown(r.student, 80) for r in rows}
+    width = max([len("student"), *map(len, names.values())])
+    head = (f"{'student':<{width}} {'submitted':<20} {'late':<5} {'due':<17} {'graded':<6} {'autograded':>11} "
             f"{'written':>7} {'feedback':<9} {'released':<8}")
     lines = [f"{assignment}: {sum(r.submitted for r in rows)} submitted, {sum(r.graded for r in rows)} graded, "
              f"{sum(r.pending for r in rows)} written answer(s) waiting for a TA", head, "-" * len(head)]
@@ -112,7 +115,7 @@ def format_table(assignment: str, rows: list[StudentStatus]) -> str:
         score = f"{r.auto_score:g}/{r.auto_max:g}" if r.auto_score is not None else "-"
         feedback = f"{r.feedback}/{r.notebooks}" if r.notebooks else "-"
         released = f"{r.released}/{r.notebooks}" if r.notebooks else "-"
-        lines.append(f"{intake.shown(r.student, 24):<24} {when:<20} {'yes' if r.late else '':<5} {due:<17} "
+        lines.append(f"{names[r.student]:<{width}} {when:<20} {'yes' if r.late else '':<5} {due:<17} "
                      f"{'yes' if r.graded else 'no':<6} {score:>11} {r.pending:>7} {feedback:<9} {released:<8}")
     if any(r.extended for r in rows):
         lines.append("* the student's own due date (coursekit extend --list)")
