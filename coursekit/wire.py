@@ -514,13 +514,7 @@ class Reader:
                 raise WireError(f"a {kind[:40]} layer with unexpected settings")
             layers.append(tuple(layer))
             weights.append(ws)
-        input_shape = self.value(node.get("input_shape"), depth + 1)
-        output_shape = self.value(node.get("output_shape"), depth + 1)
-        for shape in (input_shape, output_shape):
-            _check_shape(shape)
-        compiled = node.get("compiled")
-        if not isinstance(compiled, bool):
-            raise WireError("a model that does not say whether it is compiled")
+        input_shape, output_shape, compiled = self._model_frame(node, depth)
         settings = self.value(node.get("compile_settings"), depth + 1)
         if settings is not None:
             if not (isinstance(settings, dict) and set(settings) - {"from_logits"} == {"optimizer", "loss", "metrics"}
@@ -533,6 +527,17 @@ class Reader:
         return ModelData(layers, weights, input_shape, output_shape, compiled, settings,
                          _type_name(node), fit_epochs, fit_steps, fit_data=self._fit_data(node.get("fit_data"), depth),
                          **self._model_extra(node, depth))
+
+    def _model_frame(self, node, depth):
+        """What both model forms carry: input and output shapes, and whether it is compiled."""
+        input_shape = self.value(node.get("input_shape"), depth + 1)
+        output_shape = self.value(node.get("output_shape"), depth + 1)
+        for shape in (input_shape, output_shape):
+            _check_shape(shape)
+        compiled = node.get("compiled")
+        if not isinstance(compiled, bool):
+            raise WireError("a model that does not say whether it is compiled")
+        return input_shape, output_shape, compiled
 
     def _keras_model(self, node, depth):
         """A Keras model: its config and compile config as data (checked against the allow-list
@@ -553,13 +558,7 @@ class Reader:
             if not all(isinstance(w, np.ndarray) and w.dtype.kind in "biuf" for w in ws):
                 raise WireError("model weights that are not arrays of numbers")
             weights.append(ws)
-        input_shape = self.value(node.get("input_shape"), depth + 1)
-        output_shape = self.value(node.get("output_shape"), depth + 1)
-        for shape in (input_shape, output_shape):
-            _check_shape(shape)
-        compiled = node.get("compiled")
-        if not isinstance(compiled, bool):
-            raise WireError("a model that does not say whether it is compiled")
+        input_shape, output_shape, compiled = self._model_frame(node, depth)
         try:
             layers = modelspec.validate(config).descriptions()
         except modelspec.Unsupported:
