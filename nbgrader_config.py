@@ -1,13 +1,16 @@
 """nbgrader configuration for the week-2 course ("first steps in computer vision").
 
-Every nbgrader command run from the repository root reads this file. Course-specific
-tools live in the ``coursekit`` package; this file only wires them in.
+Every nbgrader command run from the repository root reads this file. It holds the course's
+values (course id, folders, limits, dates, policies, sandbox limits); the course's hooks,
+preprocessors, exporters and plugins are installed, in their order, by the one call at the end
+(coursekit/pipeline.py, whose docstring says what each does and why).
 """
 
 import os
 
-from coursekit.kernel import GRADER_KERNEL
-from coursekit.stderr_noise import HARMLESS_STDERR
+from coursekit import pipeline
+from coursekit.bounds import Limits
+from coursekit.sandbox import Settings
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
@@ -33,9 +36,7 @@ c.CourseDirectory.ignore = [
 # feedback) and the rest of the class is graded. timestamp.txt is parsed strictly. A grading
 # that was killed half-way is done again by the same command, and a damaged gradebook stops
 # `nbgrader autograde` before anything is deleted. docs/security.md: "What the intake refuses".
-from coursekit import intake  # noqa: E402
-
-intake.install()                             # nbgrader autograde finds submissions through the intake
+# (nbgrader autograde finds submissions through the intake: installed by pipeline.install below.)
 c.Intake.max_file_size = 50 * 2**20          # bytes, one file (a notebook with plots is ~2 MB)
 c.Intake.max_total_size = 100 * 2**20        # bytes, the whole submission
 c.Intake.max_files = 500                     # files and folders in one submission
@@ -49,10 +50,9 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 # --- Execution (validate, autograde) ---------------------------------------------------
-# Run every notebook in the course's own kernel (coursekit/kernel.py): the course venv's
-# Python, with the submission folder off sys.path. Check cells run in a kernel of their own:
-# section "Split execution" below.
-c.Execute.kernel_name = GRADER_KERNEL
+# Every notebook runs in the course's own kernel (coursekit/kernel.py: the course venv's
+# Python, with the submission folder off sys.path), set by pipeline.install. Check cells run in
+# a kernel of their own: section "Split execution" below.
 # Per-cell timeout. A 5-epoch fit of the tutorial model takes ~16 s on an idle 2-core
 # machine and 3-4x that when the machine is loaded (parallel grading, a shared host);
 # 240 s leaves room for that and still stops an infinite loop within 4 minutes.
@@ -67,16 +67,15 @@ c.LimitOutput.max_traceback = 60
 # nbgrader gives 0 points to a test cell that wrote anything to stderr. TensorFlow logs
 # there, and so do Python warnings from libraries; neither says the answer is wrong. Remove
 # a stderr output when *every* line of it is such noise (a student's own stderr text and
-# real errors still count). The patterns live in coursekit/stderr_noise.py, with tests.
-c.IgnorePattern.enabled = True
-c.IgnorePattern.pattern = HARMLESS_STDERR.pattern
+# real errors still count). The patterns live in coursekit/stderr_noise.py, with tests;
+# pipeline.install turns this on.
 
 # --- Deadline and late policy ----------------------------------------------------------
 # Due date of week2: `python -m coursekit.schedule` (run by bin/setup and bin/demo) writes
 # it into the gradebook, where nbgrader's late-submission check reads it.
 c.CourseSchedule.due_dates = {"week2": "2026-12-04 23:59:00 UTC"}
-# A late notebook loses 10 % of its score per started day late; after 5 days it scores 0.
-c.AssignLatePenalties.plugin_class = "coursekit.late.PercentPerDayLate"
+# A late notebook loses 10 % of its score per started day late; after 5 days it scores 0
+# (coursekit.late.PercentPerDayLate, installed by pipeline.install).
 c.PercentPerDayLate.percent_per_day = 10.0
 c.PercentPerDayLate.max_days = 5
 
@@ -95,14 +94,9 @@ c.ClearMarkScheme.enforce_metadata = False
 # score per question at the top, shows public check messages (expected vs found), and for
 # hidden checks only passed/failed with a hint; it removes hidden test code and mark
 # schemes, which stock nbgrader would show (jupyter/nbgrader#917, #1363).
-from coursekit.feedback import CourseFeedback  # noqa: E402
-from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
-from nbgrader.preprocessors import GetGrades  # noqa: E402
-
-c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, CourseFeedback]
 # `nbgrader export` writes grades.csv with real CSV quoting, and no cell a spreadsheet would run as a
 # formula (a name or id starting with = + - @): coursekit/csvsafe.py.
-c.ExportApp.plugin_class = "coursekit.csvsafe.SafeCsvExportPlugin"
+# Both installed by pipeline.install.
 
 # --- Pages a TA or a student opens (coursekit/safehtml.py, bounds.py, pages.py; owner: issue 12) --
 # Stock nbgrader renders a student's markdown and HTML outputs as they are: a written answer
@@ -114,34 +108,19 @@ c.ExportApp.plugin_class = "coursekit.csvsafe.SafeCsvExportPlugin"
 # The feedback pages are written by coursekit.pages.FeedbackExporter; formgrader's submission
 # view is coursekit.pages.FormgradeExporter, installed by the course's Jupyter config
 # (jupyter_server_config.py, with its Content-Security-Policy).
-from coursekit.bounds import Limits  # noqa: E402
-
-c.GenerateFeedback.exporter_class = "coursekit.pages.FeedbackExporter"
 # Characters: a markdown or raw cell (a written answer); an output's text and its HTML or
 # Markdown; an image's base64; and, per notebook, all that a student wrote that a renderer parses,
 # and all outputs. Longer is cut, with a note, before grading (sanitize) and before rendering.
 RENDER_LIMITS = Limits(cell_source=20_000, output_text=100_000, output_markup=20_000, output_image=2_000_000,
                        notebook_markup=200_000, notebook_outputs=10_000_000)
-c.RepairCells.limits = RENDER_LIMITS
-c.SubmissionExporter.limits = RENDER_LIMITS
-c.BoundedRendering.limits = RENDER_LIMITS
 
 # --- Submission repairs (coursekit/sanitize.py; owner: issue 4) -------------------------
 # Stock nbgrader mishandles broken submissions: one notebook with copied graded cells
 # aborts the whole batch, invalid JSON fails the student with exit code 1, a renamed notebook
 # is skipped (0 points), a deleted check cell is left "to be graded". coursekit.sanitize fixes
 # these inside `nbgrader autograde` (the table in its docstring says what happens in each
-# case) and notes each problem in the graded notebook and in grading-problems.json.
-from coursekit import sanitize  # noqa: E402
-from nbgrader.preprocessors import (  # noqa: E402
-    CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells, OverwriteKernelspec)
-
-c.Autograde.exporter_class = "coursekit.sanitize.SubmissionExporter"
-c.Autograde.pre_convert_hook = sanitize.ExpectedNotebooks()
-c.Autograde.sanitize_preprocessors = [
-    sanitize.RepairCells,  # first: before nbgrader's own checks see the cells
-    ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata,
-]
+# case) and notes each problem in the graded notebook and in grading-problems.json
+# (installed by pipeline.install).
 
 # --- Sandbox (coursekit/sandbox.py; owner: issue 6) -------------------------------------
 # Every kernel nbgrader starts (autograde, validate) runs student code inside bubblewrap, as a
@@ -156,7 +135,6 @@ c.Autograde.sanitize_preprocessors = [
 # SANDBOX = Settings(enabled=False) is the explicit opt-out: student code then runs with your
 # rights, and can read the hidden tests and overwrite the gradebook. docs/security.md: "Sandboxed and
 # parallel grading".
-from coursekit.sandbox import PreflightHook, Settings  # noqa: E402
 
 SANDBOX = Settings(
     enabled=True,
@@ -169,9 +147,8 @@ SANDBOX = Settings(
                        # dropped but each cell keeps its first error and stderr text (they decide its grade)
 )
 # Only these environment variables reach student code, by exact name: coursekit.sandbox.ENV_ALLOW.
-c.Execute.extra_arguments = SANDBOX.kernel_arguments()  # nbgrader appends them to the kernel's command
-# Runs first, then the hook set above (sanitize's): keep this line after any other pre_convert_hook.
-c.Autograde.pre_convert_hook = PreflightHook(then=c.Autograde.get("pre_convert_hook"))
+# pipeline.install passes SANDBOX to the kernels (c.Execute.extra_arguments: nbgrader appends them to the
+# kernel's command) and checks, before any submission is touched, that the sandbox can start.
 # --- end of Sandbox ---------------------------------------------------------------------
 
 # --- Split execution (coursekit/split_execute.py; owner: issue 10) ----------------------
@@ -184,22 +161,18 @@ c.Autograde.pre_convert_hook = PreflightHook(then=c.Autograde.get("pre_convert_h
 # the student's code does in its process (input transformers, hooks, patched NumPy or Keras)
 # changes a verdict. `--SplitExecute.split=False` runs every cell in the student's kernel, as
 # stock nbgrader does (for comparisons only). docs/security.md: "Grading: what nbgrader is told".
-from coursekit.split_execute import SplitExecute  # noqa: E402
-from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
-from nbgrader.preprocessors import AssignLatePenalties, IgnorePattern, LimitOutput, SaveAutoGrades  # noqa: E402
-from nbgrader.validator import Validator  # noqa: E402
-
-c.Autograde.autograde_preprocessors = [
-    SplitExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades, AssignLatePenalties,
-    CheckCellMetadata,
-]
-# nbgrader 0.9.6 hard-codes the Validator's preprocessors (not a config option); let this file set them.
-Validator.preprocessors.tag(config=True)
-c.Validator.preprocessors = [CheckCellMetadata, ClearOutput, SplitExecute]
+# `nbgrader validate` runs the same split execution (pipeline.install sets the Validator's preprocessors).
 # The checker's own names (never read from the student's kernel): what the check cells use.
-c.SplitExecute.checker_preamble = (
+CHECKER_PREAMBLE = (
     "import numpy as np\n"
     "from coursekit import checks\n"
     "from coursekit.datasets import load_fashion_mnist, load_mnist\n"
 )
 # --- end of Split execution -------------------------------------------------------------
+
+# --- The pipeline ------------------------------------------------------------------------
+# Installs, in their order, the course's intake, the sandbox's preflight and the sanitize hooks,
+# the course kernel with the sandbox's settings as its arguments, split execution, the stderr
+# filter, the late plugin, the validator's preprocessors, the feedback pages and the CSV export
+# (coursekit/pipeline.py says what and why). Settings written below this call override it.
+pipeline.install(c, sandbox=SANDBOX, limits=RENDER_LIMITS, checker_preamble=CHECKER_PREAMBLE)
