@@ -1,0 +1,126 @@
+"""coursekit.pipeline: one call in nbgrader_config.py installs every hook of the course, in order.
+
+The course config is loaded as nbgrader loads it (traitlets' PyFileConfigLoader, then nbgrader's
+own classes configured from it); the same file without the call is stock nbgrader, loaded in a
+fresh process (the intake's monkeypatch and the Validator's tag are process-wide)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from traitlets.config import Config
+from traitlets.config.loader import PyFileConfigLoader
+
+from coursekit import pipeline
+from coursekit.bounds import Limits
+from coursekit.sandbox import PreflightHook, Settings
+
+from coursekit.course import REPO_ROOT
+
+CALL = "pipeline.install(c, sandbox=SANDBOX, limits=RENDER_LIMITS, checker_preamble=CHECKER_PREAMBLE)"
+
+# What nbgrader's own classes hold once configured by a config file: printed as names, so that
+# the course's file and a stock copy are read by the same code, each in a fresh process.
+PROBE = r"""
+import json, sys
+from traitlets.config.loader import PyFileConfigLoader
+from nbgrader.apps import autogradeapp
+from nbgrader.converters import Autograde
+from nbgrader.coursedir import CourseDirectory
+from nbgrader.validator import Validator
+
+cfg = PyFileConfigLoader("nbgrader_config.py", path=sys.argv[1]).load_config()
+converter = Autograde(coursedir=CourseDirectory(config=cfg), config=cfg)
+name = lambda x: f"{x.__module__}.{x.__qualname__}" if isinstance(x, type) else type(x).__name__
+hooks, hook = [], converter.pre_convert_hook
+while hook is not None:
+    hooks.append(name(hook))
+    hook = getattr(hook, "then", None)
+print(json.dumps({
+    "converter": name(autogradeapp.Autograde),
+    "pre_convert_hook": hooks,
+    "sanitize": [name(p) for p in converter.sanitize_preprocessors],
+    "autograde": [name(p) for p in converter.autograde_preprocessors],
+    "exporter": name(converter.exporter_class),
+    "validator": [name(p) for p in Validator(config=cfg).preprocessors],
+    "kernel_arguments": list(cfg.Execute.get("extra_arguments", [])),
+}))
+"""
+
+
+def configured(folder) -> dict:
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(folder)], capture_output=True, text=True, timeout=300,
+                          cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def load(folder) -> Config:
+    return PyFileConfigLoader("nbgrader_config.py", path=str(folder)).load_config()
+
+
+def test_the_course_config_installs_every_hook_in_order_and_stock_has_none(tmp_path):
+    course = configured(REPO_ROOT)
+    assert course["converter"] == "coursekit.intake.IntakeAutograde"
+    # the sandbox's preflight first, then the expected notebooks: no submission is touched without the sandbox
+    assert course["pre_convert_hook"] == ["PreflightHook", "ExpectedNotebooks"]
+    assert course["sanitize"] == [
+        "coursekit.sanitize.RepairCells", "nbgrader.preprocessors.clearoutput.ClearOutput",
+        "nbgrader.preprocessors.deduplicateids.DeduplicateIds",
+        "nbgrader.preprocessors.overwritekernelspec.OverwriteKernelspec",
+        "nbgrader.preprocessors.overwritecells.OverwriteCells",
+        "nbgrader.preprocessors.checkcellmetadata.CheckCellMetadata"]
+    assert course["autograde"] == [
+        "coursekit.split_execute.SplitExecute", "nbgrader.preprocessors.ignorepattern.IgnorePattern",
+        "nbconvert.preprocessors.clearmetadata.ClearMetadataPreprocessor",
+        "nbgrader.preprocessors.limitoutput.LimitOutput", "nbgrader.preprocessors.saveautogrades.SaveAutoGrades",
+        "nbgrader.preprocessors.latesubmissions.AssignLatePenalties",
+        "nbgrader.preprocessors.checkcellmetadata.CheckCellMetadata"]
+    assert course["exporter"] == "coursekit.sanitize.SubmissionExporter"
+    assert course["validator"][-1] == "coursekit.split_execute.SplitExecute"
+    assert course["kernel_arguments"] == sandbox_settings_of(REPO_ROOT).kernel_arguments()
+    loaded = load(REPO_ROOT)
+    assert loaded.Execute.kernel_name and loaded.AssignLatePenalties.plugin_class == "coursekit.late.PercentPerDayLate"
+
+    # the same file without the call: nbgrader's own pipeline, none of the course's hooks
+    text = (REPO_ROOT / "nbgrader_config.py").read_text()
+    assert text.count(CALL) == 1
+    (tmp_path / "nbgrader_config.py").write_text(text.replace(CALL, "pass  # stock nbgrader"))
+    stock = configured(tmp_path)
+    for key in ("converter", "pre_convert_hook", "sanitize", "autograde", "exporter", "validator", "kernel_arguments"):
+        assert stock[key] != course[key], key
+    assert stock["converter"] == "nbgrader.converters.autograde.Autograde"
+    assert not any(p.startswith("coursekit.") for p in stock["sanitize"] + stock["autograde"] + stock["validator"])
+
+
+def sandbox_settings_of(folder) -> Settings:
+    """The SANDBOX the config file names, read from its own namespace."""
+    namespace = {"get_config": Config, "__file__": str(folder / "nbgrader_config.py")}
+    exec(compile((folder / "nbgrader_config.py").read_text(), "nbgrader_config.py", "exec"), namespace)
+    return namespace["SANDBOX"]
+
+
+def test_install_twice_or_over_a_set_key_is_refused():
+    c = Config()
+    pipeline.install(c, sandbox=Settings(), limits=Limits(), checker_preamble="")
+    hook = c.Autograde.pre_convert_hook
+    assert isinstance(hook, PreflightHook) and type(hook.then).__name__ == "ExpectedNotebooks"
+    with pytest.raises(pipeline.AlreadyInstalled, match="Autograde.pre_convert_hook"):
+        pipeline.install(c, sandbox=Settings(), limits=Limits(), checker_preamble="")
+    assert c.Autograde.pre_convert_hook is hook and hook.then.__class__.__name__ == "ExpectedNotebooks"  # not chained twice
+
+    before = Config()
+    before.Execute.extra_arguments = ["--something"]  # silently overwritten, were it allowed
+    with pytest.raises(pipeline.AlreadyInstalled, match="Execute.extra_arguments"):
+        pipeline.install(before, sandbox=Settings(), limits=Limits(), checker_preamble="")
+    with pytest.raises(TypeError):
+        pipeline.install(Config(), sandbox=Settings().kernel_arguments(), limits=Limits(), checker_preamble="")
+
+
+def test_settings_after_the_call_override_it(tmp_path):
+    """Course copies in tests (and TAs) append settings after the call: they win, as before."""
+    text = (REPO_ROOT / "nbgrader_config.py").read_text()
+    (tmp_path / "nbgrader_config.py").write_text(
+        text + "\nSANDBOX = Settings(enabled=False)\nc.Execute.extra_arguments = SANDBOX.kernel_arguments()\n")
+    assert load(tmp_path).Execute.extra_arguments == Settings(enabled=False).kernel_arguments()
