@@ -41,7 +41,7 @@ from pathlib import Path
 
 from nbformat.v4 import new_markdown_cell, new_output
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import List, Unicode
+from traitlets import Bool, List, Unicode
 
 from coursekit import pages, problems
 from coursekit.notebook import cell_failure, flags, grade_id, is_answer_cell, is_check_cell, is_graded, question_of, \
@@ -66,6 +66,7 @@ TYPE_HINT = ("your code raised {ename} when the check used it: compare the type 
              "your answer with what the question asks for (an array, a tuple, a number, a figure)")
 STDERR_HINT = "the check cell wrote to the error stream (stderr); a check cell must run cleanly"
 
+HINT_WITHHELD = "hints of hidden checks are shown in the feedback after the deadline"
 REDACTED = "[line removed from feedback: it quoted hidden check code]"
 
 
@@ -303,6 +304,9 @@ class CourseFeedback(NbGraderPreprocessor):
     begin_scheme = Unicode("BEGIN MARK SCHEME").tag(config=True)
     end_scheme = Unicode("END MARK SCHEME").tag(config=True)
     hidden_placeholder = Unicode("# (hidden checks run here when your work is graded)").tag(config=True)
+    # False for feedback before the deadline (coursekit.submit_service): a failed hidden check says
+    # only that it failed, so that hints cannot be hill-climbed; True (nbgrader's run) as before.
+    hidden_hints = Bool(True, help="show the hint of a failed hidden check").tag(config=True)
 
     def preprocess(self, nb, resources):
         trusted = {"coursekit": {"trusted": resources["coursekit"]["trusted"]}} if "coursekit" in resources else {}
@@ -397,6 +401,8 @@ class CourseFeedback(NbGraderPreprocessor):
             verdict.hint = GENERIC_HINTS["CheckFailed"]
         elif failure.stderr:
             verdict.hint = STDERR_HINT
+        elif in_hidden and not self.hidden_hints:
+            verdict.hint = HINT_WITHHELD
         elif in_hidden:
             verdict.hint = failure.hint if failure.ename == "CheckFailed" and failure.hint else \
                 GENERIC_HINTS.get(failure.ename, TYPE_HINT.format(ename=failure.ename))
