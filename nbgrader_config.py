@@ -176,3 +176,18 @@ CHECKER_PREAMBLE = (
 # filter, the late plugin, the validator's preprocessors, the feedback pages and the CSV export
 # (coursekit/pipeline.py says what and why). Settings written below this call override it.
 pipeline.install(c, sandbox=SANDBOX, limits=RENDER_LIMITS, checker_preamble=CHECKER_PREAMBLE)
+
+# --- Grading on submit (coursekit/submit_service.py; owner: issue 28) ---------------------
+# On the course hub (bin/hub), a service can grade each hand-in as it arrives and release that
+# student's feedback without staff action. It grades into a private copy of the course
+# (.submit-service/ in the course folder): the staff's gradebook, autograded/ and feedback/
+# are never written, and a feedback page the staff released is never replaced. Before the
+# student's deadline the page shows each check's verdict (hidden checks: passed or not, never
+# their code; their hints only if allowed below); after it, the full feedback. TA marks and the
+# final grade come, as before, from the staff's collect, grading and release.
+# Off (the default): the hub runs no service, exactly as before.
+# c.SubmitGrading.enabled = True
+c.SubmitGrading.max_per_hour = 3                          # gradings per student in any hour
+c.SubmitGrading.show_hidden_hints_before_deadline = False
+# c.SubmitGrading.limit_message = "..."                   # {next} is the time the next grading may start
+# c.SubmitGrading.down_message = "..."

@@ -96,12 +96,17 @@ class VerifiedCollect(ExchangeCollect):
                                  record["filename"], changed, record["timestamp"])
                 record["timestamp"], record["changed"] = changed, True
             by_student[record["username"]].append(record)
+        self.src_records = self.choose(by_student)
+
+    def choose(self, by_student: dict) -> list[dict]:
+        """Which verified hand-in of each student to collect (the grading-on-submit service
+        takes the one it queued: coursekit.submit_service)."""
         chosen = []
         for records in by_student.values():
             records = self._sort_by_timestamp(records)
             on_time = [r for r in records if self.duedate is not None and r["timestamp"] <= self.duedate]
             chosen.append(on_time[0] if self.before_duedate and self.duedate is not None and on_time else records[0])
-        self.src_records = chosen
+        return chosen
 
     def copy_files(self):
         """nbgrader's collect loop, one student at a time: a submission that cannot be collected
@@ -210,6 +215,11 @@ class SafeReleaseFeedback(ExchangeReleaseFeedback):
             self.fail(f"feedback of {len(failed)} student(s) not released: {', '.join(map(intake.shown, failed))} "
                       "(a link, or not plain files: see above); the others' was")
 
+    def may_replace(self, name: str, page: bytes) -> bool:
+        """Whether to write ``page`` as ``name`` in the exchange's feedback folder (the staff: always;
+        the grading-on-submit service never replaces what the staff released)."""
+        return True
+
     def _release(self, top_fd: int, student: str) -> None:
         fds = []
         try:
@@ -231,6 +241,8 @@ class SafeReleaseFeedback(ExchangeReleaseFeedback):
                 tmp = os.path.join(self.dest_path, f"{checksum}-tmp.html")
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+                if not self.may_replace(f"{checksum}.html", page):
+                    continue
                 with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644),
                           "wb") as f:
                     f.write(page)

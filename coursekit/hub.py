@@ -350,6 +350,7 @@ class Hub:
             "course": str(self.course), "repo": str(REPO_ROOT), "exchange": str(self.exchange),
             "course_id": course_id, "data_dir": str(self.data_dir) if self.data_dir else "",
             "roles": self.roster.roles(), "role_config": install_role_configs(self.home / "etc"),
+            "services": self.services(),
         }
         (self.state / "settings.json").write_text(json.dumps(settings, indent=1) + "\n")
         if self.data_dir and self.roster.students:
@@ -357,6 +358,22 @@ class Hub:
             if probe.returncode != 0:
                 log(f"hub: warning: students cannot read {self.data_dir}: their loaders will try Keras' download")
         return passwords
+
+    def services(self) -> list[dict]:
+        """JupyterHub-managed services (hub/jupyterhub_config.py): grading on submit when the
+        course's nbgrader_config.py enables it (coursekit/submit_service.py); none otherwise."""
+        from coursekit.layout import CourseLayout
+        from coursekit.submit_service import SubmitGrading
+
+        if not SubmitGrading(config=CourseLayout.load(self.course).config).enabled:
+            return []
+        env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"),
+               "COURSEKIT_EXCHANGE": str(self.exchange), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        if self.data_dir:
+            env["COURSEKIT_DATA_DIR"] = str(self.data_dir)
+        return [{"name": "submit-grading", "cwd": str(self.course), "environment": env,
+                 "command": [sys.executable, "-m", "coursekit.submit_service", "--course", str(self.course),
+                             "--exchange", str(self.exchange), "--assignment", ASSIGNMENT]}]
 
     def start(self) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}

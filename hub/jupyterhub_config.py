@@ -37,6 +37,7 @@ c.JupyterHub.pid_file = os.path.join(state, "jupyterhub.pid")
 c.JupyterHub.db_url = "sqlite:///" + os.path.join(state, "jupyterhub.sqlite")
 c.JupyterHub.cookie_secret_file = os.path.join(state, "jupyterhub_cookie_secret")
 c.JupyterHub.cleanup_servers = True  # stopping the hub stops every user's server
+c.JupyterHub.services = settings.get("services", [])  # grading on submit, if on (coursekit/hub.py, Hub.services)
 
 c.JupyterHub.authenticator_class = "pam"
 c.PAMAuthenticator.open_sessions = False  # no login sessions (systemd-logind) on a course server
