@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import hmac
 import json
 import os
@@ -71,6 +72,9 @@ BIND_OPTION = OPTION + "-bind-"
 # (coursekit/split_execute.py: the stops are recorded with their cell from there, never from output).
 EVENTS_OPTION = OPTION + "-events="
 EVENTS_ENV = "COURSEKIT_SANDBOX_EVENTS"
+# Set by a process whose sandbox probe succeeded, for the processes it starts (``probed_environment``):
+# the key of what was probed; a child whose own key is the same skips its probe (``check``).
+PROBED_ENV = "COURSEKIT_SANDBOX_PROBED"
 INNER_HOME = "/home/student"
 INNER_RUN = "/run/jupyter"  # the kernel's connection file and Unix sockets, inside
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
@@ -93,6 +97,8 @@ ENV_ALLOW = frozenset({
     # Benchmarks turn the training speed-up and the checker's memo off (coursekit/fastfit.py,
     # checks.py); without these the sandboxed kernel never saw the switch.
     "COURSEKIT_FASTFIT", "COURSEKIT_CHECK_CACHE",
+    # The fit memo's off switch, and a trusted build's staging folder (coursekit/fitmemo.py).
+    "COURSEKIT_FITMEMO", "COURSEKIT_FITMEMO_RECORD",
 })
 WATCH_INTERVAL = 0.5  # seconds between two looks at the sandbox's memory
 SCRATCH_PREFIX = "coursekit-sandbox-"  # <tmp>/coursekit-sandbox-<wrapper pid>-<random>: one wrapper's scratch
@@ -148,6 +154,14 @@ class Settings:
                 f"{OPTION}-disk={self.disk}", f"{OPTION}-files={self.files}", f"{OPTION}-output={self.output}"]
 
     @classmethod
+    def of_arguments(cls, arguments) -> "Settings | None":
+        """The settings in a kernel-argument list (``Execute.extra_arguments``, a kernel command):
+        the one place they are read back. None when it has no sandbox option at all."""
+        ours = [a for a in arguments if (a == OPTION or a.startswith((OPTION + "=", OPTION + "-")))
+                and not a.startswith((BIND_OPTION, EVENTS_OPTION))]
+        return cls.from_arguments(ours) if ours else None
+
+    @classmethod
     def from_arguments(cls, args: list[str]) -> "Settings":
         settings = cls()
         fields = {"memory": str, "wall-time": float, "processes": int, "file-size": str, "disk": str, "files": int,
@@ -177,6 +191,8 @@ class Settings:
             check(self)
         except SandboxUnavailable as err:
             raise SystemExit(refusal(str(err))) from None
+        # The kernels this process starts (nbclient gives them its environment) skip their probe.
+        os.environ.update(probed_environment(self))
 
 
 class PreflightHook:
@@ -204,7 +220,7 @@ class PreflightHook:
         args = []
         if Application.initialized():
             args = list(Application.instance().config.Execute.get("extra_arguments", []) or [])
-        return Settings.from_arguments([a for a in args if a.startswith(OPTION)])
+        return Settings.of_arguments(args) or Settings()
 
 
 def refusal(reason: str) -> str:
@@ -234,7 +250,7 @@ def split_arguments(argv: list[str]) -> tuple[Settings, list[str]]:
     command = [a for a in args if a not in ours]
     if not command:
         raise ValueError("no kernel command given (usage: python -m coursekit.sandbox -- <kernel command>)")
-    return Settings.from_arguments([a for a in ours if not a.startswith((BIND_OPTION, EVENTS_OPTION))]), command
+    return Settings.of_arguments(ours) or Settings(), command
 
 
 def events_argument(path: str | os.PathLike) -> str:
@@ -361,7 +377,7 @@ class Sandbox:
         its sockets) is one tmpfs mounted here, limited to ``disk`` bytes and ``files`` inodes:
         one quota for all of it, and nothing the kernel writes reaches the host's disk."""
         self.bwrap, self.setpriv = _require_tools()
-        _sweep_scratch()
+        sweep_leftovers(Path(tempfile.gettempdir()), SCRATCH_PREFIX)
         self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
         _mount_tmpfs(self.scratch, parse_size(self.settings.disk), self.settings.files)
         self.mounted = True
@@ -749,12 +765,54 @@ def scratch_folders(wrapper: int | str = "*") -> list[Path]:
 
 def _sweep_scratch() -> None:
     """Remove the scratch folders of wrappers that were killed before they could clean up."""
-    for folder in scratch_folders():
-        pid = folder.name.split("-")[2]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            if _is_mount(folder):
-                _unmount(folder)
-            shutil.rmtree(folder, ignore_errors=True)
+    sweep_leftovers(Path(tempfile.gettempdir()), SCRATCH_PREFIX)
+
+
+# --- the grader's own processes and folders: helpers shared by the wrapper, split execution, the
+# --- intake and the runner --------------------------------------------------------------------------
+
+
+def remove_folder(folder: Path) -> None:
+    """Remove a folder of the grader's, unmounting first every file system mounted in it (a
+    sandbox's scratch, a transfer folder's outbox), deepest first: rmtree does not cross mounts."""
+    folder = Path(folder)
+    with contextlib.suppress(OSError):
+        with open("/proc/self/mounts") as f:
+            points = [Path(line.split()[1].encode().decode("unicode_escape")) for line in f]
+        for point in sorted((p for p in points if p == folder or folder in p.parents),
+                            key=lambda p: len(p.parts), reverse=True):
+            _unmount(point)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def sweep_leftovers(parent: Path, prefix: str) -> list[Path]:
+    """The one sweeper of leftover temporary folders: remove ``<parent>/<prefix><pid>-*`` (a
+    sandbox's scratch, a notebook's transfer folder, nbgrader's intake copies, a runner's work
+    folder) whose process ``<pid>`` is gone: it was killed before it could clean up. A live
+    process's folder, a link and anything not a folder are left alone. Returns what it removed."""
+    removed = []
+    for folder in Path(parent).glob(f"{prefix}*"):
+        pid = folder.name[len(prefix):].split("-")[0]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        with contextlib.suppress(OSError):
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            remove_folder(folder)
+            removed.append(folder)
+    return removed
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In a child process: get ``sig`` when its parent dies (PR_SET_PDEATHSIG), so that nothing the
+    grader started goes on unseen after it (the wrapper's sandbox and scratch, an nbgrader run)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+
+
+def killed_with_parent() -> None:
+    """``preexec_fn`` for a child that must not outlive its parent even for a moment (SIGKILL)."""
+    die_with_parent(signal.SIGKILL)
 
 
 # --- the kernel's messages, counted before nbgrader sees them -------------------------------------
@@ -999,33 +1057,62 @@ def _record_event(kind: str, message: str, cwd: Path, reason: str | None = None,
                 f.write(json.dumps(event) + "\n")
 
 
-_checked: dict[Settings, str | None] = {}
+# --- the preflight: one probe per run ----------------------------------------------------------------
+#
+# A probe starts a trivial command in a sandbox like a kernel's (~0.3 s, a tmpfs mounted, bwrap
+# started). One run (the runner, or one `nbgrader autograde`) probes once: the result is kept per
+# process, keyed by everything the probe depends on (``probe_key``), and a process whose probe
+# succeeded hands the key to the processes it starts (``probed_environment``: the runner to its
+# nbgrader processes, nbgrader to its kernels' wrappers, a Dask worker to its nbgrader processes),
+# which then skip theirs. Invalidation: a different key (other settings, tools found elsewhere on
+# PATH, another Python, another user) probes again; a new run starts from an environment without
+# the key; ``forget_probes`` empties this process's results. Skipping a probe weakens nothing:
+# every kernel is still started in bubblewrap, and one that cannot start fails its notebook.
+
+_checked: dict[str, str | None] = {}
+
+
+def probe_key(settings: Settings) -> str:
+    """What a probe's result depends on: the settings, the tools it runs, the Python, the user."""
+    facts = [repr(settings), shutil.which("bwrap") or "", shutil.which("setpriv") or "", sys.executable,
+             str(os.geteuid())]
+    return hashlib.sha256("\0".join(facts).encode()).hexdigest()
+
+
+def probed_environment(settings: Settings) -> dict[str, str]:
+    """For the environment of a process this one starts: the key of this process's successful
+    probe of ``settings`` (empty if it has not probed them, or the probe failed)."""
+    key = probe_key(settings)
+    return {PROBED_ENV: key} if key in _checked and _checked[key] is None else {}
+
+
+def forget_probes() -> None:
+    """Probe again on the next ``check`` (this process; its children get the key anew)."""
+    _checked.clear()
 
 
 def check(settings: Settings = Settings()) -> None:
-    """Start a trivial command in a sandbox like the kernel's; raise SandboxUnavailable if that fails."""
-    if settings not in _checked:
+    """Start a trivial command in a sandbox like the kernel's; raise SandboxUnavailable if that fails.
+    Once per process and key; not at all if the process that started this one probed the same key."""
+    key = probe_key(settings)
+    if key not in _checked and os.environ.get(PROBED_ENV) == key:
+        _checked[key] = None  # the parent's probe, in this run
+    if key not in _checked:
         sandbox = Sandbox([sys.executable, "-I", "-c", "import encodings"], settings, cwd=None)
         try:
             argv = sandbox.prepare()
             proc = subprocess.run(argv, env=sandbox.environment(), capture_output=True, text=True,
                                   preexec_fn=sandbox.limit_child, timeout=60)
-            _checked[settings] = None if proc.returncode == 0 else (
+            _checked[key] = None if proc.returncode == 0 else (
                 f"bubblewrap failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-800:]}")
         except SandboxUnavailable as err:
-            _checked[settings] = str(err)
+            _checked[key] = str(err)
         except (OSError, subprocess.SubprocessError) as err:
-            _checked[settings] = f"{type(err).__name__}: {err}"
+            _checked[key] = f"{type(err).__name__}: {err}"
         finally:
             sandbox.cleanup()
-    if _checked[settings]:
-        raise SandboxUnavailable(_checked[settings])
-
-
-def _die_with_parent() -> None:
-    """Get SIGTERM when nbgrader (our parent) dies, so the sandbox and scratch go with it."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if _checked[key]:
+        raise SandboxUnavailable(_checked[key])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1038,7 +1125,7 @@ def main(argv: list[str] | None = None) -> int:
     if not settings.enabled:
         _warn_disabled()
         os.execv(command[0], command)
-    _die_with_parent()
+    die_with_parent()  # SIGTERM when nbgrader dies: the sandbox and scratch go with it
     connection_file = next((command[i + 1] for i, a in enumerate(command[:-1]) if a == "-f"), None) or \
         next((a[4:] for a in command if a.startswith("--f=")), None)
     if connection_file is None:
