@@ -128,6 +128,7 @@ def test_f7_other_images_are_not_carried_forward(fashion):
     assert run_check("fashion_mnist", "f7_train_hidden", **f7_values(fashion, noise, on_noise)) is not None
 
 
+@pytest.mark.slow  # trains models on the full data sets
 def test_f7_a_fit_with_the_test_images_shuffled_in_is_caught_and_named(fashion):
     """Training on train and test images shuffled together: validation_split then holds back a
     mix of both, and the reported val_acc is not the model's accuracy on the held-out training
@@ -321,6 +322,7 @@ def m3_values(model: ModelData, mnist) -> dict:
     return dict(x_test_scaled=mnist["scaled"], mnist_model=model, classifications=checks.forward(model, mnist["scaled"]))
 
 
+@pytest.mark.slow  # trains models on the full data sets
 @pytest.mark.parametrize("leak", ["train_and_test", "test_only"])
 def test_m3_a_model_trained_on_the_test_images_is_caught_and_named(mnist_fits, mnist, leak):
     """mnist_model = train_tutorial_model(...) on training and test images together, or on the test
@@ -333,6 +335,7 @@ def test_m3_a_model_trained_on_the_test_images_is_caught_and_named(mnist_fits, m
     assert "steps" in str(failure) if leak == "train_and_test" else "more accurate on the test images" in str(failure)
 
 
+@pytest.mark.slow  # trains models on the full data sets
 def test_m3_the_honest_fit_passes_the_leakage_check(mnist_fits, mnist):
     assert run_check("mnist", "m3_train_hidden", **m3_values(mnist_fits["honest"], mnist)) is None
 
@@ -344,6 +347,7 @@ def m5_values(fashion_model: ModelData, mnist_model: ModelData) -> dict:
                 more_accurate="mnist" if mnist_acc > fashion_acc else "fashion-mnist")
 
 
+@pytest.mark.slow  # trains models on the full data sets
 @pytest.mark.parametrize("leak", ["train_and_test", "test_only"])
 def test_m5_a_fashion_model_trained_on_the_test_images_is_caught_and_named(fashion_fits, mnist_fits, leak):
     values = m5_values(fashion_fits[leak], mnist_fits["honest"])
@@ -353,6 +357,7 @@ def test_m5_a_fashion_model_trained_on_the_test_images_is_caught_and_named(fashi
     assert failure is not None and "leakage" in failure.hint and "Fashion-MNIST training images" in failure.hint, failure
 
 
+@pytest.mark.slow  # trains models on the full data sets
 def test_m5_the_honest_fit_passes_the_leakage_check(fashion_fits, mnist_fits):
     assert run_check("mnist", "m5_compare_hidden", **m5_values(fashion_fits["honest"], mnist_fits["honest"])) is None
 

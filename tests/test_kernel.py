@@ -5,6 +5,7 @@ side), the checker kernel loads the checker's side without TensorFlow."""
 import sys
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from coursekit.kernel import CHECKER_KERNEL, GRADER_KERNEL
@@ -48,6 +49,7 @@ print(hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdige
 """
 
 
+@pytest.mark.slow  # trains a model three times, in three kernels
 def test_the_grading_kernel_trains_the_same_weights_whatever_threads_the_grader_asks_for(tmp_path, monkeypatch):
     """TensorFlow's thread count changes how a product is split, so the weights: the runner used to
     give each worker cores // workers threads, so a submission's model (and a grade near a
