@@ -205,9 +205,24 @@ class Service:
         self.shadow.mkdir(mode=0o700, exist_ok=True)
         copy_course_files(self.course, self.shadow, self.assignment)
         (self.shadow / "gradebook").mkdir(mode=0o700, exist_ok=True)
+        # The service's gradebook: the course's structure (made once; then each graded student's
+        # rows, for their feedback), with the staff's current due date.
+        db_path = self.shadow / "gradebook" / "gradebook.db"
         with gradebook.CourseGradebook(self.layout.db_url) as db:
             structure = db.structure()
-        gradebook.template(structure, self.shadow / "gradebook" / "gradebook.db")
+        if not db_path.is_file():
+            gradebook.template(structure, db_path)
+        from sqlalchemy import update
+
+        engine = gradebook.connect(f"sqlite:///{db_path}")
+        try:
+            with engine.begin() as conn:
+                for row in structure.get("assignment", []):
+                    conn.execute(update(gradebook.tables()["assignment"])
+                                 .where(gradebook.tables()["assignment"].c.name == row["name"])
+                                 .values(duedate=row.get("duedate")))
+        finally:
+            engine.dispose()
         for step in ("submitted", "autograded", "feedback"):
             shutil.rmtree(self.shadow / step / student, ignore_errors=True)
 
