@@ -60,8 +60,8 @@ def pytest_configure(config):
 # A graded class is a session or module fixture that takes minutes to build. Under xdist each
 # worker builds its own copy of every such fixture its tests ask for, so the tests that share one
 # (directly or through another fixture) must run on the same worker. Tests are joined into one
-# group when they share any fixture wider than a function, except the cheap ones below; every
-# other test keeps its module's group, so a module runs on one worker in its own order.
+# group when they share any fixture wider than a function, except the cheap ones below; the
+# tests of a module that share none form one group more, so they run on one worker in order.
 CHEAP_SHARED_FIXTURES = {"tmp_path_factory", "tmpdir_factory", "worker_id", "testrun_uid", "generated_course"}
 
 
@@ -97,7 +97,7 @@ def pytest_collection_modifyitems(config, items):
 
     first_user: dict = {}
     for index, item in enumerate(items):
-        for key in shared_fixture_keys(item) | {("module", str(item.path))}:
+        for key in shared_fixture_keys(item) or {("module", str(item.path))}:
             if key in first_user:
                 parent[find(index)] = find(first_user[key])
             else:
