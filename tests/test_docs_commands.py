@@ -196,6 +196,15 @@ MAPPED: dict[str, Mapped] = {
 RUN_HERE: dict[str, str] = {
     "bin/demo": "test_bin_demo_runs_the_main_job",
     "bin/hub --help": "test_bin_hub_help_only_prints",
+    "coursekit --help": "test_ta_commands_on_a_copy_of_the_walked_class",
+    "coursekit grade --student alice": "test_ta_commands_on_a_copy_of_the_walked_class",
+    "nbgrader autograde week2": "test_ta_commands_on_a_copy_of_the_walked_class",
+    'coursekit extend alice --until "2026-12-08 23:59 UTC"': "test_ta_commands_on_a_copy_of_the_walked_class",
+    "coursekit extend --list": "test_ta_commands_on_a_copy_of_the_walked_class",
+    "coursekit extend alice --remove": "test_ta_commands_on_a_copy_of_the_walked_class",
+    "coursekit export --lms moodle --moodle-id email --out moodle.csv":
+        "test_ta_commands_on_a_copy_of_the_walked_class",
+    "nbgrader export --to grades.csv": "test_ta_commands_on_a_copy_of_the_walked_class",
     "coursekit grade -j 4": "test_operations_runner_commands_on_the_walked_class",
     "coursekit grade --student alice --student bob": "test_operations_runner_commands_on_the_walked_class",
     "umask 007 && coursekit grade": "test_operations_runner_commands_on_the_walked_class",
@@ -311,6 +320,34 @@ def path_without_the_environment() -> str:
     return os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p not in venv_bins)
 
 
+def run_in_one_shell(commands: list[DocCommand], cwd: Path, env: dict, log: Path) -> dict[str, tuple[int, str]]:
+    """Run ``commands`` one after the other in one bash, as someone types them (a mapped command
+    is left to its test): command -> (exit status, what it printed on stdout)."""
+    script = ["set -u", "exec 2>&1"]  # what a command says on stderr is part of its output
+    for i, command in enumerate(commands):
+        if command.text in MAPPED:
+            script.append(f"printf '\\n@@ {i} 0\\n'  # mapped: {MAPPED[command.text].node}")
+            continue
+        script.append(f"printf '\\n@@ {i} start\\n'")
+        script.append(command.text)
+        script.append(f"printf '\\n@@ {i} %d\\n' $?")
+    proc = subprocess.run(["bash", "-c", "\n".join(script)], cwd=cwd, env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=3600)
+    log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    outputs, text = {}, []
+    for line in proc.stdout.splitlines():
+        marker = re.fullmatch(r"@@ (\d+) (start|\d+)", line)
+        if not marker:
+            text.append(line)
+        elif marker.group(2) == "start":
+            text = []
+        else:
+            outputs[commands[int(marker.group(1))].text] = (int(marker.group(2)), "\n".join(text))
+    missing = [c.text for c in commands if c.text not in outputs]
+    assert not missing, f"stopped before {missing}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return outputs
+
+
 @dataclass
 class Walk:
     course: Path
@@ -342,34 +379,29 @@ def walked(tmp_path_factory) -> Walk:
     with open(course / "canvas.csv", "w", newline="", encoding="utf-8-sig") as f:
         csv.writer(f).writerows(rows)
 
-    script = ["set -u"]
-    commands = walkthrough_commands()
-    for i, command in enumerate(commands):
-        if command.text in MAPPED:
-            script.append(f"printf '\\n@@ {i} 0\\n'  # mapped: {MAPPED[command.text].node}")
-            continue
-        script.append(f"printf '\\n@@ {i} start\\n'")
-        script.append(command.text)
-        script.append(f"printf '\\n@@ {i} %d\\n' $?")
     env = dict(os.environ, HOME=str(home), PATH=path_without_the_environment(), TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run(["bash", "-c", "\n".join(script)], cwd=course, env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=3600)
-    (base / "walk.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
-    outputs, current, text = {}, None, []
-    for line in proc.stdout.splitlines():
-        marker = re.fullmatch(r"@@ (\d+) (start|\d+)", line)
-        if not marker:
-            text.append(line)
-        elif marker.group(2) == "start":
-            current, text = int(marker.group(1)), []
-        else:
-            outputs[commands[int(marker.group(1))].text] = (int(marker.group(2)), "\n".join(text))
-    missing = [c.text for c in commands if c.text not in outputs]
-    assert not missing, f"the walk stopped before {missing}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    outputs = run_in_one_shell(walkthrough_commands(), course, env, base / "walk.log")
     return Walk(course, home, outputs)
 
 
-EXIT_STATUS = {"coursekit status": 1}  # written answers wait for a TA; every other command: 0
+# Written answers wait for a TA (marking in formgrader is mapped, not run): status says so, and
+# export exports them at 0 and says so. Every other command: 0.
+EXIT_STATUS = {"coursekit status": 1, "coursekit export --lms canvas --roster canvas.csv": 1,
+               "coursekit export --lms moodle --moodle-id email --out moodle.csv": 1}
+
+
+def status_columns(output: str) -> dict[str, dict[str, str]]:
+    """`coursekit status`'s table: student -> column -> text (columns are cut at the header's words)."""
+    lines = output.splitlines()
+    header = next(i for i, l in enumerate(lines) if l.startswith("student "))
+    words = list(re.finditer(r"\S+", lines[header]))
+    names, starts = [w.group() for w in words], [w.start() for w in words]
+    table = {}
+    for line in lines[header + 2:]:
+        if line.strip():
+            cells = [line[s:e].strip() for s, e in zip(starts, starts[1:] + [None])]
+            table[cells[0]] = dict(zip(names, cells))
+    return table
 
 
 @pytest.mark.slow
@@ -386,14 +418,15 @@ def test_readme_walkthrough_runs_as_written(walked):
         assert (course / "reports" / ASSIGNMENT / page).is_file(), page
     # status (step 3) said alice was late, from her timestamp.txt; the extension (step 6) then
     # took her penalty back without grading again
-    status = {l.split()[0]: l for l in walked.outputs["coursekit status"][1].splitlines() if l.strip()}
-    assert " yes " in status["alice"] and " yes " not in status["bob"], status
+    before = status_columns(walked.outputs["coursekit status"][1])
+    assert before["alice"]["late"].startswith("yes") and before["bob"]["late"] == "", before
     after = subprocess.run(["coursekit", "status"], cwd=course, env=grading_env(), capture_output=True, text=True)
-    alice = next(l for l in after.stdout.splitlines() if l.startswith("alice"))
-    assert " yes " not in alice and "2026-12-06 23:59" in alice, alice
+    alice = status_columns(after.stdout)["alice"]
+    assert alice["late"] == "" and alice["due"].startswith("2026-12-06 23:59"), after.stdout
     # export (step 8) filled week2's column of canvas.csv for both students
     with open(course / "canvas.csv", newline="", encoding="utf-8-sig") as f:
         rows = list(csv.reader(f))
+    assert "written answers still waiting for a TA" in walked.outputs["coursekit export --lms canvas --roster canvas.csv"][1]
     assert rows[0][-1] == ASSIGNMENT, rows[0]
     scores = {r[3]: r[-1] for r in rows[2:]}
     assert float(scores["alice"]) > 0 and float(scores["bob"]) == 0, scores
@@ -410,6 +443,32 @@ def test_operations_runner_commands_on_the_walked_class(walked):
                               text=True, timeout=600)
         assert proc.returncode == 0 and "2 already graded" in proc.stderr, (command, proc.stdout, proc.stderr[-3000:])
     assert (walked.course / "gradebook" / "gradebook.db").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_ta_commands_on_a_copy_of_the_walked_class(walked, tmp_path):
+    """docs/ta.md's commands of a week, in its order, on a copy of the walked class (the
+    students' emails in the gradebook, as `nbgrader db student import` puts them, for Moodle)."""
+    from coursekit.layout import CourseLayout
+
+    course = tmp_path / "course"
+    shutil.copytree(walked.course, course, symlinks=True)
+    with CourseLayout.load(course).gradebook() as gb:
+        for student in ("alice", "bob"):
+            gb.update_or_create_student(student, email=f"{student}@example.edu")
+    commands = [c for c in doc_commands() if c.page == "docs/ta.md"]
+    outputs = run_in_one_shell(commands, course, grading_env(), tmp_path / "ta.log")
+    failed = {c: out for c, (rc, out) in outputs.items() if rc != EXIT_STATUS.get(c, 0)}
+    assert not failed, f"docs/ta.md commands that failed (log: {tmp_path / 'ta.log'}):\n" + \
+        "\n".join(f"  {c}: exit {outputs[c][0]}\n{out[-2000:]}" for c, out in failed.items())
+    assert "alice" in outputs["coursekit extend --list"][1] and "2026-12-08 23:59" in outputs["coursekit extend --list"][1]
+    with open(course / "moodle.csv", newline="", encoding="utf-8") as f:
+        moodle = dict(list(csv.reader(f))[1:])
+    assert float(moodle["alice@example.edu"]) > 0, moodle
+    with open(course / "grades.csv", newline="") as f:
+        assert {r["student_id"] for r in csv.DictReader(f)} >= {"alice", "bob"}
+    with CourseLayout.load(course).gradebook() as gb:  # --remove took alice's extension back: late again
+        assert gb.find_submission(ASSIGNMENT, "alice").late_submission_penalty > 0
 
 
 # --- other commands, where they are cheap ------------------------------------------------------------
