@@ -35,7 +35,6 @@ from coursekit.submit_service import STATE
 from hub_session import INSTRUCTOR, STUDENTS, RunningHub
 from test_release import secret_lines
 
-pytestmark = [pytest.mark.slow]
 
 ANN, BOB, CEM = STUDENTS
 ANSWERS = REPO_ROOT / "tests" / "fixtures" / "submissions" / "all-but-training" / ASSIGNMENT
@@ -230,6 +229,7 @@ def served(tmp_path_factory):
         hub.stop()
 
 
+@pytest.mark.slow
 def test_feedback_appears_for_the_student_with_no_staff_action(served):
     pages = served["ann_pages"]
     graded = [p for p in pages.values() if all("Not graded yet" not in page for page in p.values())]
@@ -242,6 +242,7 @@ def test_feedback_appears_for_the_student_with_no_staff_action(served):
     print(f"w2-ann: submit -> feedback visible in {served['ann_seconds']:.0f} s")
 
 
+@pytest.mark.slow
 def test_no_hidden_test_line_and_no_hidden_hint_before_the_deadline(served):
     for pages in [*served["ann_pages"].values(), *served["bob_pages"].values(), *served["cem_pages"].values()]:
         assert not leaks(pages)
@@ -258,6 +259,7 @@ def test_no_hidden_test_line_and_no_hidden_hint_before_the_deadline(served):
     assert leaks(open_pages)
 
 
+@pytest.mark.slow
 def test_a_student_over_the_limit_is_told_when_the_next_grading_is_possible(served):
     notices = [p for p in served["ann_pages_2"].values() if all("Not graded yet" in page for page in p.values())]
     assert notices, served["ann_pages_2"].keys()
@@ -266,6 +268,7 @@ def test_a_student_over_the_limit_is_told_when_the_next_grading_is_possible(serv
     assert not leaks(notices[0])
 
 
+@pytest.mark.slow
 def test_killed_mid_grading_then_restarted_grades_every_submission_exactly_once(served):
     assert served["killed"], "the service was not running"
     records = served["journal"]
@@ -279,6 +282,7 @@ def test_killed_mid_grading_then_restarted_grades_every_submission_exactly_once(
     assert bob_done[0]["ok"], bob_done
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_the_student_sees_the_feedback_in_the_assignments_tab(served):
     import browser as browser_helper
@@ -297,3 +301,46 @@ def test_the_student_sees_the_feedback_in_the_assignments_tab(served):
         link = b.find_text("#submitted_assignments_list a", "view feedback", 120)
         b.shot("bob-feedback-in-assignments-tab")
         assert link.is_displayed()
+
+
+# --- cheap: what the service's release may replace ------------------------------------------------
+
+
+def test_the_service_never_replaces_feedback_the_staff_released(tmp_path):
+    """A page in the exchange that the service did not write (the instructor's release, as the
+    instructor) is kept by the service's release; the staff's own release replaces any page."""
+    import pwd
+
+    from nbgrader.auth import Authenticator
+    from nbgrader.coursedir import CourseDirectory
+
+    from coursekit.exchange import SafeReleaseFeedback
+    from coursekit.submit_service import ServiceRelease
+
+    if os.geteuid() != 0:
+        pytest.skip("pages must belong to another account")
+    (tmp_path / "staff.html").write_text("staff")
+    os.chown(tmp_path / "staff.html", pwd.getpwnam("nobody").pw_uid, -1)
+    (tmp_path / "service.html").write_text("service")
+    apps = {cls: cls(coursedir=CourseDirectory(), authenticator=Authenticator()) for cls in (ServiceRelease, SafeReleaseFeedback)}
+    for app in apps.values():
+        app.dest_path = str(tmp_path)
+    assert not apps[ServiceRelease].may_replace("staff.html", b"x")
+    assert apps[ServiceRelease].may_replace("service.html", b"x")
+    assert apps[ServiceRelease].may_replace("new.html", b"x")
+    assert apps[SafeReleaseFeedback].may_replace("staff.html", b"x")  # without the guard it would be replaced
+
+
+def test_the_hub_runs_no_service_unless_the_course_enables_it(tmp_path):
+    """Off by default: bin/hub's settings name no service (today's hub, exactly); on: one."""
+    from coursekit import hub as hubmod
+
+    course = Course.copy_of(tmp_path / "course")
+    roster = hubmod.Roster("w2-prof", ("w2-ta",), ("w2-ann",), "w2-staff")
+    hub = hubmod.Hub(course=course.root, home=tmp_path / "hub", env=tmp_path / "env", roster=roster,
+                     homes=tmp_path / "home", port=18000, data_dir=None)
+    assert hub.services() == []
+    with open(course.root / "nbgrader_config.py", "a") as f:
+        f.write("\nc.SubmitGrading.enabled = True\n")
+    (service,) = hub.services()
+    assert service["name"] == "submit-grading" and "coursekit.submit_service" in service["command"]
