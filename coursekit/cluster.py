@@ -42,7 +42,6 @@ import asyncio
 import dataclasses
 import datetime
 import os
-import platform
 import shutil
 import socket
 import stat
@@ -339,17 +338,10 @@ def _check_rows(rows) -> None:
 
 
 def worker_refusal(settings: sandbox.Settings, client_environment: dict) -> str | None:
-    """Run on every worker before grading: why it cannot grade as the runner would, or None."""
-    if settings.enabled:
-        try:
-            sandbox.check(settings)
-        except sandbox.SandboxUnavailable as err:
-            return f"on {platform.node()}: {sandbox.refusal(str(err))}"
-    ours = runner.environment()
-    if ours != client_environment:
-        return (f"on {platform.node()}: the grading environment differs from the client's "
-                f"({runner.environment_differences(client_environment, ours)})")
-    return None
+    """Run on every worker before grading: why it cannot grade as the runner would, or None. The
+    same preflight as each submission's (``runner.worker_preflight``): its probe is kept by the
+    worker's process, so the submissions graded there do not probe again."""
+    return runner.worker_preflight(settings, client_environment)
 
 
 async def _worker_refusal_in_thread(settings: sandbox.Settings, client_environment: dict) -> str | None:

@@ -120,6 +120,11 @@ class Intake(Configurable):
     max_total_size = Integer(100 * 2**20, help="Largest total size of a submission, in bytes").tag(config=True)
     max_files = Integer(500, help="Most files and folders in a submission").tag(config=True)
     max_depth = Integer(8, help="Deepest folder nesting in a submission").tag(config=True)
+    taken = Bool(False, help="Set by the class runner (coursekit/runner.py) on the nbgrader it starts in a "
+                             "private course copy: each submission there is already the intake's copy, "
+                             "listed and checked by the runner and verified by its digest, so it is graded "
+                             "as it is, not listed and scanned again. Never set it on a course's own "
+                             "submitted/ folder.").tag(config=True)
 
 
 class IntakeError(RuntimeError):
@@ -696,14 +701,6 @@ def unfinished(autograded: Path) -> bool:
 # --- nbgrader autograde -------------------------------------------------------------------------------
 
 
-def _sweep_areas(root: Path) -> None:
-    """Remove the intake copies of nbgrader commands that were killed before cleaning up."""
-    for folder in root.glob(AREA_PREFIX + "*"):
-        pid = folder.name[len(AREA_PREFIX):].split("-")[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-
-
 class IntakeAutograde(Autograde):
     """nbgrader's Autograde, reading submissions only through the intake.
 
@@ -714,7 +711,11 @@ class IntakeAutograde(Autograde):
     - before anything is deleted (``--force``), the gradebook is checked: a damaged one stops the
       command with a clear message;
     - while a submission is graded its autograded folder holds ``.coursekit-grading``; a folder
-      that still has it was left by a killed run, and is graded again by the same command.
+      that still has it was left by a killed run, and is graded again by the same command;
+    - under the class runner (``Intake.taken``), the one submission of its private course copy is
+      the runner's intake copy: the runner listed the class and scanned the submission (and
+      records what it refused), so it is graded from that copy as it is, without a second
+      listing, scan or copy.
     """
 
     area: Path | None = None
@@ -734,7 +735,12 @@ class IntakeAutograde(Autograde):
             self.log.error(damage)
             raise NbGraderException(damage)
         root = Path(self.coursedir.root)
-        _sweep_areas(root)
+        if self.intake.taken:
+            self.listings, self.refused = {}, []
+            return super().start()
+        from coursekit.sandbox import sweep_leftovers
+
+        sweep_leftovers(root, AREA_PREFIX)  # the intake copies of nbgrader commands that were killed
         self.area = Path(tempfile.mkdtemp(prefix=f"{AREA_PREFIX}{os.getpid()}-", dir=root))
         self.listings: dict[tuple[str, str], Listing] = {}
         self.refused: list[RefusedFolder] = []
@@ -764,7 +770,33 @@ class IntakeAutograde(Autograde):
             except MissingEntry:
                 return []
 
+    def _init_taken_notebooks(self) -> None:
+        """``Intake.taken``: the notebooks of the runner's copy of one submission, read as they are."""
+        self.assignments = {}
+        self.notebooks = []
+        assignment, student = self.coursedir.assignment_id, self.coursedir.student_id
+        folder = Path(self.coursedir.format_path(self.coursedir.submitted_directory, student, assignment))
+        if id_problem(student) is not None or not folder.is_dir() or folder.is_symlink():
+            msg = f"coursekit intake: Intake.taken is for the class runner's copy of one submission, not {folder}"
+            self.log.error(msg)
+            raise NbGraderException(msg)
+        wanted = self.coursedir.notebook_id
+        present = sorted(e.name[:-len(".ipynb")] for e in os.scandir(folder)
+                         if e.name.endswith(".ipynb") and e.is_file(follow_symlinks=False))  # as Listing.notebooks
+        names = [n for n in present if fnmatch.fnmatchcase(n, wanted)]
+        if not names:  # graded all the same (from placeholders), so that the student learns why
+            names = [n for n in self._expected(assignment) if fnmatch.fnmatchcase(n, wanted)]
+        if names:
+            self.assignments[str(folder)] = [str(folder / f"{n}.ipynb") for n in names]
+        else:
+            msg = f"No submissions of '{assignment}' to grade in {self.coursedir.submitted_directory}/"
+            self.log.error(msg)
+            raise NbGraderException(msg)
+
     def init_notebooks(self) -> None:
+        intake = getattr(self, "intake", None)
+        if intake is not None and intake.enabled and intake.taken:
+            return self._init_taken_notebooks()
         if self.area is None:
             return super().init_notebooks()
         self.assignments = {}

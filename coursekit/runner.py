@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import errno
 import fcntl
 import functools
@@ -64,7 +63,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -304,6 +302,9 @@ class SubmissionTask:
     digest: str
     rows: gradebook.Rows
     threads: int  # TensorFlow and BLAS threads for this submission
+    # The archive is the intake's copy (the runner listed and scanned the submission, and records
+    # what it refused): the worker's nbgrader grades it as it is (``Intake.taken``), not again.
+    taken: bool = False
 
     @classmethod
     def of(cls, layout: CourseLayout, student: str, assignment: str, rows: gradebook.Rows, threads: int,
@@ -323,7 +324,7 @@ class SubmissionTask:
             taken = Path(tmp) / "submission"
             notebooks = [p.stem for p in layout.release(assignment).glob("*.ipynb")]
             listing = intake.take(folder, taken, limits, notebooks)
-            return cls(student, pack(taken, ["."]), tree_digest(taken, ["."]), rows, threads), listing
+            return cls(student, pack(taken, ["."]), tree_digest(taken, ["."]), rows, threads, taken=True), listing
 
 
 @dataclass
@@ -345,23 +346,34 @@ class Graded:
 LOG_LIMIT = 2 * 2**20  # the end of a longer nbgrader log is kept
 
 
-def check_worker(course: CourseFiles, private_root: Path) -> CourseLayout:
-    """Refuse unless this machine grades as the client would: the sandbox starts (unless the
-    course opts out), the grading code is the client's, and the course files unpacked at
-    ``private_root`` are the client's files."""
-    settings = course.sandbox
+def worker_preflight(settings: sandbox.Settings, client_environment: dict) -> str | None:
+    """The one preflight of a process that grades (this machine's pool, a Dask worker): why it
+    cannot grade as the client would, or None. The sandbox is probed once per process and run
+    (``sandbox.check``; ``grade_submission`` hands the probe on to nbgrader and its kernels), the
+    grading environment read once per process (``environment``)."""
     if settings.enabled:
         try:
             sandbox.check(settings)
         except sandbox.SandboxUnavailable as err:
-            raise Refused(f"on {platform.node()}: {sandbox.refusal(str(err))}") from None
-    else:
+            return f"on {platform.node()}: {sandbox.refusal(str(err))}"
+    if (ours := environment()) != client_environment:
+        return (f"on {platform.node()}: the grading environment differs from the client's "
+                f"({environment_differences(client_environment, ours)}); install the same "
+                f"requirements.lock and coursekit on every worker")
+    return None
+
+
+def check_worker(course: CourseFiles, private_root: Path) -> CourseLayout:
+    """Refuse unless this machine grades as the client would: the preflight (the sandbox starts
+    unless the course opts out, the grading code is the client's), and the course files unpacked
+    at ``private_root`` are the client's files."""
+    settings = course.sandbox
+    refusal = worker_preflight(settings, course.environment)
+    if refusal is not None:
+        raise Refused(refusal)
+    if not settings.enabled:
         print("coursekit runner: the sandbox is OFF in nbgrader_config.py: student code runs with the worker's rights",
               file=sys.stderr)
-    if (ours := environment()) != course.environment:
-        raise Refused(f"on {platform.node()}: the grading environment differs from the client's "
-                      f"({environment_differences(course.environment, ours)}); install the same "
-                      f"requirements.lock and coursekit on every worker")
     unpack(course.archive, private_root)
     private = CourseLayout.load(private_root)
     private_db = private_gradebook(private_root)
@@ -429,14 +441,18 @@ def grade_submission(course: CourseFiles, task: SubmissionTask, work: Path,
             raise SubmissionMismatch(f"on {platform.node()}: the submission unpacked there is not the one the "
                                      "runner read (its files differ); it was not graded")
         events = work / "events.jsonl"
-        env = grading_env() | thread_env(task.threads) | {sandbox.EVENTS_ENV: str(events)}
+        # probed_environment: check_worker's probe serves this nbgrader and its kernels' wrappers.
+        env = (grading_env() | thread_env(task.threads) | {sandbox.EVENTS_ENV: str(events)}
+               | sandbox.probed_environment(course.sandbox))
         log = work / "nbgrader.log"
         # '--student=<id>': an id is never read as an option (and the intake's ids are no globs).
         cmd = [*nbgrader_command.command(), "autograde", course.assignment,
-               f"--student={task.student}", f"--course-dir={private_root}", f"--db=sqlite:///{private_db}"]
+               f"--student={task.student}", f"--course-dir={private_root}", f"--db=sqlite:///{private_db}",
+               *(["--Intake.taken=True"] if task.taken else [])]
         with open(log, "w") as out:
             proc = processes.start(cmd, cwd=private_root, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                   # killed if the runner (or the Dask worker) dies: nothing grades on unseen
+                                   stdin=subprocess.DEVNULL, preexec_fn=sandbox.killed_with_parent)
             try:
                 proc.wait()
             finally:
@@ -469,13 +485,6 @@ class Outcome:
     log: Path | None = None
     graded: Graded | None = None
     listing: intake.Listing | None = None  # what the intake accepted and refused of the submission
-
-
-def _die_with_parent() -> None:
-    """In the nbgrader child: be killed if the runner (or the Dask worker) dies, so that nothing
-    grades on unseen."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _error_summary(log: str) -> str:
@@ -643,7 +652,8 @@ class Runner:
         self.progress = progress
         key = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
         # The work folder holds the submissions the intake read and the gradebook's template:
-        # made private (0700) and unpredictable by mkdtemp when the run starts (make_work); this
+        # made private (0700) and unpredictable by mkdtemp when the run starts (make_work), named
+        # <prefix><pid>-<random>; this
         # prefix finds those of killed runs.
         self.work_prefix = f"coursekit-runner-{key}-"
         self.work: Path | None = None
@@ -681,8 +691,10 @@ class Runner:
             raise RunnerError(str(err)) from None
         return [sub.student for sub in found], refused
 
-    def students(self) -> list[str]:
-        found, _ = self.class_list()
+    def students(self, found: list[str] | None = None) -> list[str]:
+        """The students to grade (``--student`` ones only), from ``found`` (a class list) if given."""
+        if found is None:
+            found, _ = self.class_list()
         if self.only:
             missing = sorted(set(self.only) - set(found))
             if missing:
@@ -753,11 +765,8 @@ class Runner:
 
     def make_work(self) -> Path:
         """The run's private work folder (0700, a fresh name), after removing what killed runs left."""
-        for stale in Path(tempfile.gettempdir()).glob(self.work_prefix + "*"):
-            with contextlib.suppress(OSError):
-                if stale.is_dir() and not stale.is_symlink() and stale.stat().st_uid == os.geteuid():
-                    shutil.rmtree(stale, ignore_errors=True)
-        self.work = Path(tempfile.mkdtemp(prefix=self.work_prefix))
+        sandbox.sweep_leftovers(Path(tempfile.gettempdir()), self.work_prefix)
+        self.work = Path(tempfile.mkdtemp(prefix=f"{self.work_prefix}{os.getpid()}-"))
         return self.work
 
     def snapshot(self) -> Path:
@@ -796,9 +805,9 @@ class Runner:
         self.make_work()
         for stale in glob.glob(str(self._stage("*", "*"))):
             shutil.rmtree(stale, ignore_errors=True)
-        students, refused = self.class_list()
+        students, refused = self.class_list()  # once per run: the tasks and their listings come from it
         if self.only:
-            students = self.students()
+            students = self.students(students)
             refused = [r for r in refused if r.name in self.only]
         todo = [s for s in students if self.force or not is_graded(self.layout, s, self.assignment)]
         skipped = len(students) - len(todo)
@@ -902,12 +911,10 @@ class Runner:
         stage = self._stage(student, os.getpid())
         shutil.rmtree(stage, ignore_errors=True)
         unpack(graded.archive, stage)
-        stops = stopped_cells(stage)
-        for name, stop in stops:
-            problems.record(stage, stop.kind, name, stop.where, stop.message)
-        # The sandbox stopped something but grading went on. A stop the notebook marks (the output
-        # budget's notice) is recorded above with its cell; the event would repeat it without it.
-        marked = {stop.reason for _, stop in stops}
+        # The stops the notebooks mark are in the record autograde wrote (coursekit.problems), with
+        # their cells. A sandbox stop outside every cell (grading went on) is added here; a marked
+        # one would be recorded twice.
+        marked = {stop.reason for _, stop in stopped_cells(stage)}
         for event in graded.events:
             if event.get("reason") not in marked:
                 problems.record(stage, event["kind"], None, None, event["message"])

@@ -63,7 +63,6 @@ import builtins
 import json
 import os
 import re
-import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -181,13 +180,16 @@ def student_names(cell_source: str, provided: set[str]) -> list[str]:
 # --- the transfer folder --------------------------------------------------------------------------
 
 
+TRANSFER_PREFIX = "coursekit-split-"  # <tmp>/coursekit-split-<grader pid>-<random>: one notebook's transfer folders
+
+
 class Transfer:
     """The folders one notebook's two kernels exchange data through (see the module docstring)."""
 
     def __init__(self, settings: sandbox.Settings | None = None):
         """``settings``: the sandbox's, whose quotas the student's outbox gets (None: no sandbox)."""
-        _sweep()
-        self.root = Path(tempfile.mkdtemp(prefix=f"coursekit-split-{os.getpid()}-"))
+        sandbox.sweep_leftovers(Path(tempfile.gettempdir()), TRANSFER_PREFIX)  # of killed graders
+        self.root = Path(tempfile.mkdtemp(prefix=f"{TRANSFER_PREFIX}{os.getpid()}-"))
         self.student = self.root / "student"
         self.checker = self.root / "checker"
         self.call = self.root / "call"
@@ -213,20 +215,7 @@ class Transfer:
                 sandbox.bind_argument("rw", self.call), sandbox.events_argument(self.events)]
 
     def remove(self) -> None:
-        _remove(self.root)
-
-
-def _remove(root: Path) -> None:
-    sandbox.unmount_outbox(root / "student")
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def _sweep() -> None:
-    """Remove the transfer folders of grader processes that were killed before cleaning up."""
-    for folder in Path(tempfile.gettempdir()).glob("coursekit-split-*-*"):
-        pid = folder.name.split("-")[2]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            _remove(folder)
+        sandbox.remove_folder(self.root)  # the student's outbox is unmounted first
 
 
 async def stop_kernel(km, log, grace: float = STOP_GRACE) -> None:
@@ -327,9 +316,8 @@ class SplitExecute(Execute):
             self._transfer.remove()
 
     def _sandbox_settings(self) -> sandbox.Settings | None:
-        options = [a for a in self.extra_arguments
-                   if a.startswith(sandbox.OPTION) and not a.startswith((sandbox.BIND_OPTION, sandbox.EVENTS_OPTION))]
-        settings = sandbox.Settings.from_arguments(options) if options else None
+        """The sandbox's settings nbgrader passes to the kernels (None: none, or the sandbox is off)."""
+        settings = sandbox.Settings.of_arguments(self.extra_arguments)
         return settings if settings is not None and settings.enabled else None
 
     # -- stops: the grader's own knowledge, never the cells' outputs --
@@ -429,8 +417,9 @@ class SplitExecute(Execute):
         return km
 
     async def _start_checker(self, attempts: int = 3) -> None:
-        options = [a for a in self.extra_arguments
-                   if a.startswith(sandbox.OPTION) and not a.startswith((sandbox.BIND_OPTION, sandbox.EVENTS_OPTION))]
+        # The student's kernel's sandbox settings, for the checker's own sandbox (not its binds).
+        settings = sandbox.Settings.of_arguments(self.extra_arguments)
+        options = settings.kernel_arguments() if settings is not None else []
         for attempt in range(1, attempts + 1):
             km = AsyncKernelManager(kernel_name=self.checker_kernel_name, config=self.config, transport="ipc",
                                     ip=str(self._transfer.root / f"checker-kernel{attempt}"))

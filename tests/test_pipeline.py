@@ -5,6 +5,7 @@ own classes configured from it); the same file without the call is stock nbgrade
 fresh process (the intake's monkeypatch and the Validator's tag are process-wide)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -124,3 +125,67 @@ def test_settings_after_the_call_override_it(tmp_path):
     (tmp_path / "nbgrader_config.py").write_text(
         text + "\nSANDBOX = Settings(enabled=False)\nc.Execute.extra_arguments = SANDBOX.kernel_arguments()\n")
     assert load(tmp_path).Execute.extra_arguments == Settings(enabled=False).kernel_arguments()
+
+
+# --- one run: the class listed once, each submission scanned once, the sandbox probed once -----------
+
+SPY = r'''
+import os, sys
+
+LOG = os.environ["COURSEKIT_TEST_SPY"]
+
+
+def note(what):
+    with open(LOG, "a") as f:
+        f.write(f"{what} {os.getpid()}\n")
+
+
+from coursekit import intake as _intake
+
+for _name in ("class_list", "scan"):
+    def _spy(*args, _real=getattr(_intake, _name), _name=_name, **kwargs):
+        note(_name)
+        return _real(*args, **kwargs)
+    setattr(_intake, _name, _spy)
+'''
+
+# bubblewrap, as every process of the run finds it on PATH: a probe runs 'import encodings' in it
+# (the log's path is written in: bubblewrap runs with the sandbox's environment, not the grader's)
+BWRAP_SPY = '''#!/bin/sh
+case "$*" in *"import encodings"*) echo "probe $$" >> {log};; *) echo "kernel $$" >> {log};; esac
+exec {bwrap} "$@"
+'''
+
+
+def test_one_run_lists_the_class_once_scans_each_submission_once_and_probes_the_sandbox_once(
+        generated_course, tmp_path):
+    """Counted by spies in every process of a real run of 2 submissions (the runner, its nbgrader
+    processes, their kernels' sandbox wrappers). Before issue 26 the same run counted class_list 3,
+    scan 4, probe 11 (1 for the runner, then per submission 1 in nbgrader and 1 per kernel)."""
+    import shlex
+    import shutil
+
+    from conftest import course_copy
+    from test_runner import make_class, run_runner
+
+    course = course_copy(generated_course, tmp_path / "course")
+    make_class(course, {"ann": ({"fashion_mnist": None, "mnist": None}, None),
+                        "bob": ({"fashion_mnist": None, "mnist": None}, None)})
+    spies = tmp_path / "spies"
+    spies.mkdir()
+    (spies / "sitecustomize.py").write_text(SPY)
+    log = tmp_path / "spy.log"
+    bwrap = spies / "bwrap"
+    bwrap.write_text(BWRAP_SPY.format(bwrap=shlex.quote(shutil.which("bwrap")), log=shlex.quote(str(log))))
+    bwrap.chmod(0o755)
+    env = {"COURSEKIT_TEST_SPY": str(log), "PYTHONPATH": str(spies),
+           "PATH": f"{spies}:{os.environ['PATH']}"}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        proc = run_runner(course.root, "-j", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "graded 2 of 2" in proc.stdout
+    seen = [line.split()[0] for line in log.read_text().splitlines()]
+    counts = {what: seen.count(what) for what in ("class_list", "scan", "probe", "kernel")}
+    assert counts == {"class_list": 1, "scan": 2, "probe": 1, "kernel": 8}, counts  # 2 notebooks x 2 kernels each
