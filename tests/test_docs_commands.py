@@ -183,6 +183,17 @@ MAPPED: dict[str, Mapped] = {
     'python: c.CourseDirectory.db_url = "postgresql+psycopg://USER:PASSWORD@HOST:5432/week2"': Mapped(
         "test_postgres.py::test_the_runner_on_postgresql_gives_the_sqlite_gradebook", "c.CourseDirectory.db_url",
         evidence_in="conftest.py", why="tests/conftest.py's postgres_course writes this line into a course copy"),
+    ".venv/bin/python tests/fixtures/build_submissions.py": Mapped(
+        "test_fixtures_current.py::test_committed_submissions_are_up_to_date", 'build_submissions.main(["--check"])',
+        why="builds every submission the same way and compares with the committed ones (writing them would "
+            "change the repository)"),
+    ".venv/bin/python -m pytest tests/test_autograde.py --update-expected-scores": Mapped(
+        "test_autograde.py::test_updating_the_table_with_the_scores_it_expects_changes_nothing",
+        "update_expected_scores(", why="the option's writer on a copy of the table"),
+    'bin/test -m "not slow" tests/test_autograde.py tests/test_broken_submissions.py '
+    'tests/test_adversarial_submissions.py': Mapped(
+        ".ci/run", "bin/test", why="CI runs bin/test, these files included (their paths: "
+                                   "test_paths_in_commands_exist)"),
     "bin/hub": Mapped(
         "test_hub.py::test_student_sees_score_ta_comment_and_no_hidden_test", '"coursekit.hub"',
         evidence_in="hub_session.py", why="bin/hub's program (python -m coursekit.hub after bin/setup) on a free port"),
@@ -196,6 +207,9 @@ MAPPED: dict[str, Mapped] = {
 RUN_HERE: dict[str, str] = {
     "bin/demo": "test_bin_demo_runs_the_main_job",
     "bin/hub --help": "test_bin_hub_help_only_prints",
+    "bin/postgres start": "test_bin_postgres_start_url_stop",
+    "bin/postgres url": "test_bin_postgres_start_url_stop",
+    "bin/postgres stop": "test_bin_postgres_start_url_stop",
     "coursekit --help": "test_ta_commands_on_a_copy_of_the_walked_class",
     "coursekit grade --student alice": "test_ta_commands_on_a_copy_of_the_walked_class",
     "nbgrader autograde week2": "test_ta_commands_on_a_copy_of_the_walked_class",
@@ -292,6 +306,20 @@ def test_mapped_command_names_a_test_that_runs_it(command):
         assert helper is not None, f"{command}: no {mapped.evidence_in} under tests/"
         source = helper.read_text()
     assert mapped.evidence in source, f"{command}: {mapped.node} no longer contains {mapped.evidence!r}"
+
+
+PATH_PREFIXES = ("bin/", "tests/", "source/", "release/", ".venv/", "benchmarks/", "calibration/", "coursekit/")
+
+
+def test_paths_in_commands_exist():
+    """A file a command names (a script, a test file, the notebooks) is there: a moved test file or
+    a renamed script makes its command fail here, even where the command is mapped, not run."""
+    missing = []
+    for command in doc_commands():
+        for word in shlex.split(command.text.removeprefix("python: "), comments=True):
+            if word.startswith(PATH_PREFIXES) and not list(REPO.glob(word.split("[")[0])):
+                missing.append(f"{command.where()}: {word}")
+    assert not missing, "paths in doc commands that do not exist:\n" + "\n".join(missing)
 
 
 def test_a_new_doc_command_fails_the_check(tmp_path, monkeypatch):
@@ -522,6 +550,38 @@ def test_bin_hub_help_only_prints():
                           timeout=1800, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0 and "--remove-accounts" in proc.stdout and "--students" in proc.stdout, \
         proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_bin_postgres_start_url_stop():
+    """docs/operations.md's bin/postgres commands, each with a scratch folder after it (without
+    one they use build/postgres of the repository): a server whose URL a client can use."""
+    import sqlalchemy
+
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="coursekit-docs-postgres-")  # in /tmp: the postgres account reaches it
+    bin_postgres = [c for c in RUN_HERE if c.startswith("bin/postgres ")]
+    run = {c: subprocess.run(["bash", "-c", f"{c} {shlex.quote(folder)}"], cwd=REPO, capture_output=True, text=True,
+                             timeout=300) for c in bin_postgres[:2]}
+    try:
+        for command, proc in run.items():
+            assert proc.returncode == 0 and proc.stdout.startswith("postgresql"), (command, proc.stderr)
+        url = run["bin/postgres start"].stdout.strip()
+        assert run["bin/postgres url"].stdout.strip() == url
+        engine = sqlalchemy.create_engine(url)
+        with engine.connect() as db:
+            assert db.execute(sqlalchemy.text("select 1")).scalar() == 1
+        engine.dispose()
+    finally:
+        stop = subprocess.run(["bash", "-c", f"bin/postgres stop {shlex.quote(folder)}"], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+    assert stop.returncode == 0, stop.stderr
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        with sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5}).connect():
+            pass
+    subprocess.run(["bash", "-c", f"bin/postgres remove {shlex.quote(folder)}"], cwd=REPO, capture_output=True)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.slow
