@@ -51,11 +51,12 @@ break, an invisible character). Other folders are *refused*, not renamed: a rena
 grade the work under a name no one recognises. The TA sees each refused folder and the rule it
 breaks (runner output, class report) and renames it.
 
-Wired into nbgrader by ``install()`` (called in ``nbgrader_config.py``), which makes ``nbgrader
-autograde`` use ``IntakeAutograde``: nbgrader's own converter, whose list of submissions and
+Wired into nbgrader by ``install()`` (called by ``coursekit.pipeline.install``, the one call in
+``nbgrader_config.py``), which makes ``nbgrader autograde`` use ``IntakeAutograde``: nbgrader's own converter, whose list of submissions and
 notebooks comes from the intake instead of globs, and which reads each submission from its
-intake copy. The class runner calls ``take()`` to make each worker's copy. ``c.Intake.enabled =
-False`` is the explicit opt-out (stock nbgrader behaviour, for comparisons).
+intake copy. The class runner calls ``class_list()`` once per run and ``take()`` once per
+submission to make each worker's copy, which the worker's nbgrader grades as it is
+(``Intake.taken``). ``c.Intake.enabled = False`` is the explicit opt-out (stock nbgrader behaviour, for comparisons).
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ class CourseLayout:
         from coursekit import sandbox
 
         args = list(self.config.Execute.get("extra_arguments", []) or [])
-        return sandbox.Settings.from_arguments([a for a in args if a.startswith(sandbox.OPTION)])
+        return sandbox.Settings.of_arguments(args) or sandbox.Settings()
 
     # --- paths ----------------------------------------------------------------------------
 
