@@ -292,9 +292,9 @@ def rewrite_late_record(layout: CourseLayout, assignment: str, student: str, sub
     path = problems.path_for(folder)
     if not path.is_file():
         return
-    recorded = problems.load(folder)
+    recorded = problems.read(folder).problems()
     old_notes = [e.get("message", "") for e in recorded if e.get("kind") == "late"]
-    entries = [e for e in recorded if e.get("kind") != "late"]
+    entries = []
     seconds = sub.total_seconds_late or 0
     if seconds > 0:
         percent = plugin.late_submission_penalty(student, 100.0, seconds)
@@ -304,9 +304,7 @@ def rewrite_late_record(layout: CourseLayout, assignment: str, student: str, sub
                         f"Submitted {days} d {rest // 3600} h {rest % 3600 // 60} min after the due date "
                         f"({sub.duedate:%Y-%m-%d %H:%M} UTC, an extension; submitted {sub.timestamp:%Y-%m-%d %H:%M} "
                         f"UTC): {math.ceil(seconds / 86400)} started day(s) late, so the late policy takes {taken}."})
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entries, indent=1) + "\n")
-    os.replace(tmp, path)
+    problems.replace(folder, "late", [problems.Entry(**e) for e in entries], seconds_late=seconds)
     new_notes = [e["message"] for e in entries if e.get("kind") == "late"]
     for nb in sub.notebooks:
         rewrite_notes(folder / f"{nb.name}.ipynb", old_notes, new_notes)

@@ -45,7 +45,7 @@ from traitlets import Bool, List, Unicode
 
 from coursekit import pages, problems
 from coursekit.notebook import cell_failure, flags, grade_id, is_answer_cell, is_check_cell, is_graded, question_of, \
-    question_titles, stopped_cells, strip_ansi
+    question_titles, strip_ansi
 
 GENERIC_HINTS = {
     "CheckFailed": "re-read the question: your answer does not yet do exactly what it asks for",
@@ -315,7 +315,6 @@ class CourseFeedback(NbGraderPreprocessor):
         grades, late = self._gradebook(info)
         secrets = secret_lines(nb, (self.begin_hidden, self.end_hidden), (self.begin_scheme, self.end_scheme))
         titles = question_titles(nb)
-        timeouts = [stop for stop in stopped_cells(nb) if stop.reason == "timeout"]
 
         rows: dict[str, QuestionRow] = {}
         for cell in nb.cells:
@@ -355,8 +354,10 @@ class CourseFeedback(NbGraderPreprocessor):
             self.log.warning("feedback for %s/%s: redacted %d output line(s) quoting hidden checks",
                              info.get("student"), notebook, redacted)
 
-        found = problems.load(Path(resources.get("metadata", {}).get("path", "") or "."))
-        items = self._problems(notebook, late, found, timeouts, secrets)
+        # What happened to the submission: its record (coursekit.problems), the one source.
+        found = problems.read(Path(resources.get("metadata", {}).get("path", "") or "."),
+                              info.get("student"), info.get("assignment")).problems()
+        items = self._problems(notebook, late, found, secrets)
         summary = Summary(notebook, list(rows.values()), items, penalty=late[1], **self._due)
         # A markdown cell of the grader's own HTML, marked with the page's token: the page shows it as it is.
         nb.cells.insert(0, new_markdown_cell(render_summary(summary), metadata=dict(trusted)))
@@ -432,9 +433,9 @@ class CourseFeedback(NbGraderPreprocessor):
             cell.source = remove_region(cell.source, self.begin_hidden, self.end_hidden, self.hidden_placeholder)
         return verdict.status
 
-    def _problems(self, notebook, late, found, timeouts, secrets) -> list[ProblemItem]:
-        """Problems recorded while grading, this notebook's first; lateness and timeouts that
-        were not recorded (feedback made without the repairs) are added."""
+    def _problems(self, notebook, late, found, secrets) -> list[ProblemItem]:
+        """The submission's recorded entries, this notebook's first; lateness the gradebook
+        knows but the record does not (feedback made without the repairs) is added."""
         seconds_late, penalty = late
         items = []
         if seconds_late > 0 and not any(p.get("kind") == "late" for p in found):
@@ -449,9 +450,4 @@ class CourseFeedback(NbGraderPreprocessor):
                 message += f" (-{_points(penalty)} points on this notebook)"
             where = p.get("notebook") if p.get("notebook") not in (None, "", notebook) else None
             items.append(ProblemItem(problems.label(p.get("kind")), where, message))
-        recorded_timeouts = {p.get("cell") for p in this if p.get("kind") == "timeout"}
-        for stop in timeouts:
-            if stop.where not in recorded_timeouts:
-                items.append(ProblemItem(problems.label("timeout"), None,
-                                         f"a cell ({stop.where}) ran past the time limit and was stopped"))
         return items

@@ -177,9 +177,13 @@ def cell_failure(cell) -> Failure | None:
 STOPS_RESOURCE = "coursekit_stops"  # resources: [[cell index, reason], ...] noted by the grader
 STOP_MARK = "coursekit_stops"       # a graded code cell's metadata: [reason, ...] written by the grader
 
-# reason -> (coursekit.problems kind, what happened)
+# reason -> (coursekit.problems kind, what happened): the one wording of a stop, which the
+# submission's record (coursekit.problems), the notebook's "Grading notes", the feedback page and
+# the class report all show.
 STOPS = {
-    "timeout": ("timeout", "the cell ran past the per-cell time limit"),
+    "timeout": ("timeout", "the cell was still running after the per-cell time limit and was stopped "
+                           "(CellTimeoutError); the cells after it were run and graded as usual. Look for a "
+                           "loop that never ends."),
     "wall-time": ("timeout", "the notebook's kernel ran past the sandbox's wall-time limit and was stopped"),
     "memory": ("sandbox", "the notebook's processes and files used more memory than the sandbox's limit; its "
                           "kernel was stopped"),

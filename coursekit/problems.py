@@ -1,29 +1,54 @@
-"""Problems found in a submission while grading it, kept beside the autograded notebooks.
+"""What happened to one graded submission: its ``SubmissionRecord``, kept beside the autograded
+notebooks.
 
-The submission repairs (coursekit.sanitize), the grading runner and the sandbox record what
-they found or fixed here; the feedback tells the student, the class report lists it for TAs.
-One JSON file per graded submission: ``autograded/<student>/<assignment>/grading-problems.json``,
-a list of ``{"kind", "notebook", "cell", "message"}``. ``kind`` is one of KINDS, which also
-holds the kinds the class report finds by itself, and every kind's label.
+The intake (refused files), the submission repairs (coursekit.sanitize), the grader's stops
+(coursekit.split_execute, handed on through coursekit.sanitize) and, for a submission whose
+grading failed, the class runner add entries while the submission is graded
+(:func:`record`); at the end of autograde, whichever way it was started (plain ``nbgrader
+autograde``, ``python -m coursekit.runner``, a Dask worker: all run the same
+``coursekit.sanitize.SubmissionExporter``), the record is sealed with the student, the
+assignment and the lateness (:func:`seal`). The runner moves it with the autograded folder.
+The feedback and the class report only read it, through :func:`read`, which never raises: a
+damaged, oversized, linked or forged record reads as an "unreadable-record" entry.
+
+One JSON file per graded submission: ``autograded/<student>/<assignment>/grading-problems.json``::
+
+    {"format": FORMAT, "student": ..., "assignment": ..., "sealed": true, "seconds_late": 0.0,
+     "entries": [{"kind", "notebook", "cell", "message"}, ...]}
+
+An entry is identified by (kind, notebook, cell): recording the same key again adds its message
+to the entry's (never a second entry). ``kind`` is one of KINDS, which holds every kind's words
+for each audience (students on the feedback page, TAs in the class report), the kinds the class
+report finds by itself included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 FILENAME = "grading-problems.json"
+FORMAT = "coursekit.submission-record/1"
 
 
 @dataclass(frozen=True)
 class Kind:
-    label: str              # what students (feedback) and TAs read
-    meaning: str
-    recorded: bool = True   # False: found by the class report itself, never in grading-problems.json
+    label: str              # what students read (feedback page), and the title of the TA's row
+    meaning: str            # what TAs read (class report, README)
+    recorded: bool = True   # False: found by the class report itself, never in a submission's record
 
+    def words(self, audience: str) -> str:
+        if audience not in AUDIENCES:
+            raise ValueError(f"audience is one of {AUDIENCES}, not {audience!r}")
+        return self.label if audience == "student" else self.meaning
+
+
+AUDIENCES = ("student", "ta")
 
 KINDS = {
     "invalid-notebook": Kind("Notebook could not be read", "not JSON / not a notebook: graded as missing"),
@@ -44,8 +69,9 @@ KINDS = {
                                                         "had none (on time)"),
     "refused-id": Kind("Student folder refused", "a submitted folder whose name cannot be a student id, or that "
                                                  "is a link: not graded (class report and runner)", recorded=False),
-    "unreadable-record": Kind("Problem record damaged", "grading-problems.json could not be read (class report)",
-                              recorded=False),
+    "unreadable-record": Kind("Problem record damaged", f"{FILENAME} could not be read as the grader writes it "
+                                                        "(damaged, too large, a link, or not this submission's): "
+                                                        "grade the submission again", recorded=False),
     "too-long": Kind("Cut for length", "a written answer, cell or output over the size limits (coursekit.bounds) was cut"),
     "errors-in-answers": Kind("Errors in answers", "answer cells that raised errors (class report)", recorded=False),
     "not-autograded": Kind("Not autograded", "submitted, but no autograded notebook (class report)", recorded=False),
@@ -53,7 +79,7 @@ KINDS = {
 
 
 def label(kind: str) -> str:
-    """The words for ``kind``; an unknown kind (from an older record) as it is."""
+    """The students' words for ``kind``; an unknown kind as it is."""
     return KINDS[kind].label if kind in KINDS else str(kind)
 
 
@@ -62,57 +88,219 @@ def path_for(autograded_submission: Path) -> Path:
 
 
 FIELDS = ("kind", "notebook", "cell", "message")
-MAX_BYTES = 1 << 20  # a record the grader writes is a few kB
+MAX_BYTES = 1 << 20      # a record the grader writes is a few kB
+MAX_ENTRIES = 1000
+MAX_NAME = 300           # a notebook or cell name (grade ids and file names are far shorter)
+MAX_MESSAGE = 64 * 1024  # what one entry says (several merged messages included)
 
 
-def load(autograded_submission: Path) -> list[dict]:
-    """The recorded problems; entries that are not what ``record`` writes are left out (the
-    file is the grader's, but a reader must never crash on it: ``load_checked`` says if it was
-    damaged)."""
-    return load_checked(autograded_submission)[0]
+@dataclass(frozen=True)
+class Entry:
+    """One thing that happened to a submission: (kind, notebook, cell) is its identity."""
+
+    kind: str
+    notebook: str | None
+    cell: str | None
+    message: str
+
+    @property
+    def key(self) -> tuple[str, str | None, str | None]:
+        return (self.kind, self.notebook, self.cell)
+
+    def title(self, audience: str) -> str:
+        """The kind in the words of ``audience`` ("student" or "ta"), from KINDS."""
+        return KINDS[self.kind].words(audience) if self.kind in KINDS else self.kind
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "notebook": self.notebook, "cell": self.cell, "message": self.message}
 
 
-def load_checked(autograded_submission: Path) -> tuple[list[dict], bool]:
-    """(well-formed entries, whether the file was damaged). Never follows a link."""
-    path = path_for(autograded_submission)
+def _merged(entries) -> tuple[Entry, ...]:
+    """``entries`` with one entry per key: the messages of repeated keys joined, in order."""
+    by_key: dict[tuple, Entry] = {}
+    for entry in entries:
+        old = by_key.get(entry.key)
+        if old is None:
+            by_key[entry.key] = entry
+        elif entry.message and entry.message not in old.message.split("\n"):
+            by_key[entry.key] = Entry(*entry.key, f"{old.message}\n{entry.message}" if old.message else entry.message)
+    return tuple(by_key.values())
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    """What happened to one graded submission. No two entries have the same (kind, notebook,
+    cell): building one with a repeated key raises ValueError (use ``with_entries``)."""
+
+    student: str | None
+    assignment: str | None
+    entries: tuple[Entry, ...] = ()
+    seconds_late: float = 0.0
+    sealed: bool = False  # written at the end of autograde (False: still being graded, or older)
+
+    def __post_init__(self):
+        keys = [e.key for e in self.entries]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a submission record lists each (kind, notebook, cell) once")
+
+    def with_entries(self, entries) -> SubmissionRecord:
+        return SubmissionRecord(self.student, self.assignment, _merged([*self.entries, *entries]),
+                                self.seconds_late, self.sealed)
+
+    @property
+    def damaged(self) -> bool:
+        return any(e.kind == "unreadable-record" for e in self.entries)
+
+    def problems(self) -> list[dict]:
+        """The entries as ``{"kind", "notebook", "cell", "message"}`` dicts, in order."""
+        return [e.as_dict() for e in self.entries]
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "student": self.student, "assignment": self.assignment,
+                           "sealed": self.sealed, "seconds_late": self.seconds_late,
+                           "entries": self.problems()}, indent=1) + "\n"
+
+
+# --- reading: strict, never raising ------------------------------------------------------------
+
+
+class Damaged(ValueError):
+    """The record file is not one the grader wrote."""
+
+
+def _text(value, limit: int, what: str, optional: bool = True):
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+        raise Damaged(f"{what} is not a string of at most {limit} characters")
+    return value
+
+
+def _parse(raw: bytes, student: str | None, assignment: str | None) -> SubmissionRecord:
+    if len(raw) > MAX_BYTES:
+        raise Damaged(f"larger than {MAX_BYTES} bytes")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as err:
+        raise Damaged(f"not JSON ({type(err).__name__})") from None
+    if not isinstance(data, dict) or set(data) != {"format", "student", "assignment", "sealed", "seconds_late",
+                                                   "entries"} or data["format"] != FORMAT:
+        raise Damaged("not a submission record of this grader")
+    for name, expected in (("student", student), ("assignment", assignment)):
+        found = _text(data[name], MAX_NAME, name)
+        if expected is not None and found is not None and found != expected:
+            raise Damaged(f"it is the record of another {name} ({found!r}), not of {expected!r}")
+    late = data["seconds_late"]
+    if isinstance(late, bool) or not isinstance(late, (int, float)) or not math.isfinite(late) or late < 0:
+        raise Damaged("seconds_late is not a number of seconds")
+    if not isinstance(data["sealed"], bool) or not isinstance(data["entries"], list) \
+            or len(data["entries"]) > MAX_ENTRIES:
+        raise Damaged(f"entries are not a list of at most {MAX_ENTRIES}")
+    entries = []
+    for item in data["entries"]:
+        if not isinstance(item, dict) or set(item) != set(FIELDS):
+            raise Damaged("an entry is not {kind, notebook, cell, message}")
+        kind = _text(item["kind"], MAX_NAME, "kind", optional=False)
+        if kind not in KINDS or not KINDS[kind].recorded:
+            raise Damaged(f"an entry has a kind the grader does not record ({kind[:40]!r})")
+        entries.append(Entry(kind, _text(item["notebook"], MAX_NAME, "notebook"), _text(item["cell"], MAX_NAME, "cell"),
+                             _text(item["message"], MAX_MESSAGE, "message", optional=False)))
+    try:
+        return SubmissionRecord(data["student"], data["assignment"], tuple(entries), float(late), data["sealed"])
+    except ValueError:
+        raise Damaged("an entry is listed twice") from None
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    """The file's bytes; None when there is none. Never follows a link, never blocks on a FIFO."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        return [], False
-    except OSError:
-        return [], True
+        return None
+    except OSError as err:
+        raise Damaged(f"cannot be opened ({type(err).__name__}: a link?)") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return [], True
-        raw = os.read(fd, MAX_BYTES + 1)
+            raise Damaged("not a regular file")
+        return os.read(fd, MAX_BYTES + 1)
     finally:
         os.close(fd)
+
+
+def read(autograded_submission: Path, student: str | None = None, assignment: str | None = None) -> SubmissionRecord:
+    """The submission's record, for the feedback and the class report (the one way to read it).
+
+    Never raises for what is in the folder: a record that is damaged, too large, a link or not a
+    regular file, or that names another ``student``/``assignment`` than given, reads as a record
+    with a single "unreadable-record" entry saying why (nothing of it is shown as the grader's).
+    No file: an empty record."""
+    folder = Path(autograded_submission)
     try:
-        data = json.loads(raw.decode("utf-8")) if len(raw) <= MAX_BYTES else None
-    except (ValueError, RecursionError):
-        data = None
-    if not isinstance(data, list):
-        return [], True
-    entries = [e for e in data if _well_formed(e)]
-    return [{k: e[k] for k in FIELDS} for e in entries], len(entries) != len(data)
+        raw = _read_bytes(path_for(folder))
+        if raw is None:
+            return SubmissionRecord(student, assignment)
+        return _parse(raw, student, assignment)
+    except Damaged as why:
+        return SubmissionRecord(student, assignment, (Entry(
+            "unreadable-record", None, None,
+            f"{FILENAME} is damaged ({why}): what it says is not shown; grade this submission again"),))
 
 
-def _well_formed(entry) -> bool:
-    return isinstance(entry, dict) and set(FIELDS) <= set(entry) and isinstance(entry["kind"], str) \
-        and isinstance(entry["message"], str) and all(entry[k] is None or isinstance(entry[k], str)
-                                                       for k in ("notebook", "cell"))
+def load(autograded_submission: Path) -> list[dict]:
+    """The recorded entries as dicts (an empty list when the record is damaged: ``read`` says so)."""
+    record_ = read(autograded_submission)
+    return [] if record_.damaged else record_.problems()
 
 
-def record(autograded_submission: Path, kind: str, notebook: str | None, cell: str | None, message: str) -> None:
-    if kind not in KINDS or not KINDS[kind].recorded:
-        raise ValueError(f"unknown problem kind {kind!r}; add it to coursekit.problems.KINDS")
-    entries = load(autograded_submission)
-    entry = {"kind": kind, "notebook": notebook, "cell": cell, "message": message}
-    if entry in entries:
-        return
-    entries.append(entry)
+def load_checked(autograded_submission: Path) -> tuple[list[dict], bool]:
+    """(recorded entries, whether the file was damaged)."""
+    record_ = read(autograded_submission)
+    return ([], True) if record_.damaged else (record_.problems(), False)
+
+
+# --- writing: the grader's only -----------------------------------------------------------------
+
+
+def _write(autograded_submission: Path, record_: SubmissionRecord) -> None:
     target = path_for(autograded_submission)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entries, indent=1) + "\n")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with open(fd, "w") as f:
+        f.write(record_.to_json())
     os.replace(tmp, target)
+
+
+def _current(autograded_submission: Path) -> SubmissionRecord:
+    """The record to add to: a damaged one is started again (the grader writes it whole)."""
+    found = read(autograded_submission)
+    return found if not found.damaged else SubmissionRecord(None, None)
+
+
+def record(autograded_submission: Path, kind: str, notebook: str | None, cell: str | None, message: str) -> None:
+    """Add an entry while the submission is graded (or, by the runner, when its grading failed)."""
+    if kind not in KINDS or not KINDS[kind].recorded:
+        raise ValueError(f"unknown problem kind {kind!r}; add it to coursekit.problems.KINDS")
+    current = _current(autograded_submission)
+    updated = current.with_entries([Entry(kind, notebook, cell, message)])
+    if updated != current:
+        _write(autograded_submission, updated)
+
+
+def replace(autograded_submission: Path, kind: str, entries: list[Entry], seconds_late: float | None = None) -> None:
+    """Put ``entries`` in place of the record's entries of ``kind`` (a new due date's "late")."""
+    current = _current(autograded_submission)
+    kept = [e for e in current.entries if e.kind != kind]
+    late = current.seconds_late if seconds_late is None else float(seconds_late)
+    _write(autograded_submission, SubmissionRecord(current.student, current.assignment, _merged([*kept, *entries]),
+                                                   late, current.sealed))
+
+
+def seal(autograded_submission: Path, student: str, assignment: str, seconds_late: float = 0.0) -> SubmissionRecord:
+    """End of autograde: write the submission's record whole, with who and how late."""
+    current = _current(autograded_submission)
+    sealed = SubmissionRecord(student, assignment, current.entries, float(seconds_late or 0), True)
+    _write(autograded_submission, sealed)
+    return sealed

@@ -42,8 +42,7 @@ import nbformat
 from coursekit import csvsafe, intake, items, pages
 from coursekit import problems as problem_log
 from coursekit.layout import CourseLayout
-from coursekit.notebook import cell_failure, grade_id, is_check_cell, own_errors, question_of, question_titles, \
-    stopped_cells
+from coursekit.notebook import cell_failure, grade_id, is_check_cell, own_errors, question_of, question_titles
 
 TOP_FAILURES = 3
 
@@ -134,12 +133,11 @@ def collect(layout: CourseLayout, assignment: str) -> ClassData:
             folder = layout.autograded(student.id, assignment)
             record = Submission(student.id, timestamp=sub.timestamp, seconds_late=float(sub.total_seconds_late or 0),
                                 late_penalty=float(sub.late_submission_penalty or 0), due=sub.duedate)
-            recorded, damaged = problem_log.load_checked(folder)
-            record.problems = [dict(p, source="grading-problems.json") for p in recorded]
-            if damaged:
-                record.problems.append({"kind": "unreadable-record", "notebook": None, "cell": None, "source": "report",
-                                        "message": f"{problem_log.FILENAME} is damaged: what could not be read is "
-                                                   "not shown; grade this submission again"})
+            # What happened to the submission: its record (coursekit.problems; a damaged one is
+            # one "unreadable-record" entry), then what only the report can see.
+            recorded = problem_log.read(folder, student.id, assignment)
+            record.problems = [dict(p, source="report" if recorded.damaged else problem_log.FILENAME)
+                               for p in recorded.problems()]
             if intake.unfinished(folder):
                 record.problems.append({"kind": "not-autograded", "notebook": None, "cell": None, "source": "report",
                                         "message": "its grading was stopped half-way: run nbgrader autograde again"})
@@ -195,15 +193,10 @@ def collect(layout: CourseLayout, assignment: str) -> ClassData:
 
 
 def _scan_outputs(record: Submission, notebook: str, graded_nb, errors: Counter) -> None:
-    """Cells stopped by a time limit, the sandbox or a dead kernel (unless grading already
-    recorded them); errors in the student's own cells are counted in ``errors`` (ename -> cells)
-    and reported as one row per notebook. A cell still raising NotImplementedError is
+    """Errors in the student's own cells are counted in ``errors`` (ename -> cells) and reported
+    as one row per notebook (cells the grader stopped are in the submission's record, and their
+    stop's errors are not the student's). A cell still raising NotImplementedError is
     unanswered, not an error: it is counted in ``record.unanswered``."""
-    recorded = {(p.get("kind"), p.get("notebook"), p.get("cell")) for p in record.problems}
-    for stop in stopped_cells(graded_nb):
-        if (stop.kind, notebook, stop.where) not in recorded:
-            record.problems.append({"kind": stop.kind, "notebook": notebook, "cell": stop.where,
-                                    "message": stop.message, "source": "outputs"})
     for cell in graded_nb.cells:
         if cell.cell_type != "code" or is_check_cell(cell):
             continue  # a failed check is counted per question

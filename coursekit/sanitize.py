@@ -49,6 +49,7 @@ assignment.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -499,20 +500,37 @@ class SubmissionExporter(NotebookExporter):
         nb, resources = super()._preprocess(nb, resources)
         if not getattr(self.parent, "_sanitizing", True):
             self._after_grading(nb, resources)
+            if self._last_notebook(resources):
+                self._seal(resources)
         return nb, resources
+
+    def _last_notebook(self, resources) -> bool:
+        """Whether autograde has just graded the submission's last notebook (nbgrader's list, to
+        which ExpectedNotebooks added the missing ones)."""
+        listed = list(getattr(self.parent, "notebooks", None) or [])
+        return not listed or Path(listed[-1]).stem == resources["nbgrader"]["notebook"]
+
+    def _seal(self, resources) -> None:
+        """The end of autograde for this submission, however it was started: its record
+        (coursekit.problems) is written whole, with its lateness from the gradebook."""
+        from nbgrader.api import Gradebook, MissingEntry
+
+        info = resources["nbgrader"]
+        seconds = 0.0
+        with contextlib.suppress(MissingEntry), Gradebook(info["db_url"]) as gb:
+            seconds = float(gb.find_submission(info["assignment"], info["student"]).total_seconds_late or 0)
+        problems.seal(course_of(self).autograded(info["student"], info["assignment"]), info["student"],
+                      info["assignment"], seconds)
 
     def _after_grading(self, nb, resources) -> None:
         resources[RESOURCE_KEY] = []
-        timeout = next((pp.timeout for pp in self._preprocessors if hasattr(pp, "interrupt_on_timeout")), None)
         # The grader's stops, as coursekit.split_execute noted them (never read from the outputs):
-        # marked in the notebook, recorded in the words the runner records them in (one entry).
+        # marked in the notebook, recorded once (kind, notebook, cell) in coursekit.notebook.STOPS's
+        # words; the note the student reads is that entry, with its cell.
         for stop in mark_stops(nb, resources.pop(STOPS_RESOURCE, [])):
             report(self, resources, stop.kind, stop.where, stop.message)
-            if stop.reason == "timeout":
-                resources[RESOURCE_KEY].append(
-                    f"A cell ({stop.where}) was still running after the {timeout} s time limit and was stopped "
-                    "(CellTimeoutError); the cells after it were run and graded as usual. "
-                    "Look for a loop that never ends.")
+            notes = resources[RESOURCE_KEY]
+            notes[notes.index(stop.message)] = f"{stop.where}: {stop.message}"
         for cut in bounds.cut_outputs(nb, self.limits):
             report(self, resources, "too-long", cut.where, cut.note())
         put_notes(nb, resources.pop(RESOURCE_KEY))
