@@ -1,7 +1,7 @@
 """Where grading one submission spends its time, and grading vs running the notebooks bare.
 results/grading_profile.txt holds a recorded run (issue 14).
 
-    .venv/bin/python benchmarks/grading_profile.py [--rounds 1] [--profile-only | --side-by-side-only]
+    .venv/bin/python benchmarks/grading_profile.py [--rounds 1] [--profile-only | --side-by-side-only] [--memo] [--skip-off]
 
 (1) Profile by stage: the two source notebooks (the solutions plus every public and hidden check:
     what autograde executes for a perfect submission) run in the grading kernel, sandbox
@@ -18,7 +18,9 @@ results/grading_profile.txt holds a recorded run (issue 14).
     autograde --student` of the same submission, sandboxed, speed-up off; (c) the same with the
     speed-up. (b) and (c) must give the perfect score on every grade cell, identically, or the
     benchmark stops. nbgrader's own bookkeeping is (c) less the profiled notebook time of (1);
-    feedback is `nbgrader generate_feedback --student` after (c).
+    feedback is `nbgrader generate_feedback --student` after (c). With --memo, (d) is (c) with the
+    exact memo of seeded fits on (coursekit/fitmemo.py, issue 28; build its store first:
+    `python -m coursekit.fitmemo build`), and (c) runs with it off; --skip-off leaves (b) out.
 
 Every run here is sequential. (a) uses TensorFlow's default threads (all cores), as a student's
 own Jupyter does; (b) and (c) the grading kernel's one thread (coursekit/kernel.py), so the
@@ -46,7 +48,7 @@ from nbclient import NotebookClient
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grading import ASSIGNMENT, REFERENCE, REPO, check_perfect, course_with, timed  # noqa: E402
 
-from coursekit import fastfit, runner  # noqa: E402
+from coursekit import fastfit, fitmemo, runner  # noqa: E402
 from coursekit.course import grading_env  # noqa: E402
 from coursekit.kernel import GRADER_KERNEL  # noqa: E402
 from coursekit.layout import CourseLayout  # noqa: E402
@@ -160,13 +162,17 @@ def main() -> None:
     parser.add_argument("--profile-only", action="store_true", help="stage profile (1) only, no side by side (2)")
     parser.add_argument("--side-by-side-only", action="store_true", help="(2) only: no stage profile (1)")
     parser.add_argument("--notebooks", nargs="+", default=list(NOTEBOOKS), help="notebooks to profile (default both)")
+    parser.add_argument("--memo", action="store_true",
+                        help="(2) with (d): speed-up and the fit memo on (coursekit/fitmemo.py; its store must be "
+                             "built: python -m coursekit.fitmemo build); (c) then runs with the memo off")
+    parser.add_argument("--skip-off", action="store_true", help="(2) without (b), the speed-up off")
     args = parser.parse_args()
     cores = runner.cores()
     print(f"grading profile (issue 14): tests/fixtures/submissions/perfect; {cores} cores, "
           f"load average {os.getloadavg()[0]:.2f} at start; fastfit default steps_per_execution "
           f"{fastfit.DEFAULT_STEPS_PER_EXECUTION}", flush=True)
     if args.side_by_side_only:
-        side_by_side(args.rounds, cores, notebooks_fast=None)
+        side_by_side(args.rounds, cores, notebooks_fast=None, memo=args.memo, skip_off=args.skip_off)
         return
     tf_import = tf_import_seconds()
 
@@ -188,10 +194,11 @@ def main() -> None:
     print(f"  all fits: {fits[False]:.1f} s -> {fits[True]:.1f} s ({fits[False] / fits[True]:.2f}x faster)", flush=True)
     if args.profile_only:
         return
-    side_by_side(args.rounds, cores, notebooks_fast)
+    side_by_side(args.rounds, cores, notebooks_fast, memo=args.memo, skip_off=args.skip_off)
 
 
-def side_by_side(rounds: int, cores: int, notebooks_fast: float | None) -> None:
+def side_by_side(rounds: int, cores: int, notebooks_fast: float | None, memo: bool = False,
+                 skip_off: bool = False) -> None:
     """(2): bare nbconvert, autograde with the speed-up off and on, alternating, ``rounds`` times."""
     nbgrader = str(Path(sys.executable).with_name("nbgrader"))
     times = defaultdict(list)
@@ -200,41 +207,55 @@ def side_by_side(rounds: int, cores: int, notebooks_fast: float | None) -> None:
         tmp = Path(tmp)
         courses = {"off": course_with(tmp / "off", ["ref"], sandbox=True),
                    "on": course_with(tmp / "on", ["ref"], sandbox=True)}
+        if skip_off:
+            del courses["off"]
+        if memo:
+            courses["memo"] = course_with(tmp / "memo", ["ref"], sandbox=True)
+        reference = next(iter(courses))
         scores = {}
         shutil.copytree(REFERENCE, tmp / "bare")  # the notebooks may write files beside them
         for r in range(rounds):
             times["bare"].append(bare_nbconvert(tmp / "bare", tmp / f"bare-{r}"))
             for key, course in courses.items():
                 os.environ[fastfit.ENV] = "0" if key == "off" else ""
+                os.environ[fitmemo.ENV] = "" if key == "memo" else "0"
                 times[key].append(timed([nbgrader, "autograde", ASSIGNMENT, "--student", "ref", "--force"], course.root))
                 os.environ.pop(fastfit.ENV, None)
+                os.environ.pop(fitmemo.ENV, None)
                 check_perfect(course, ["ref"])
                 scores.setdefault(key, grade_scores(course, "ref"))
-                if scores[key] != grade_scores(course, "ref") or scores[key] != scores["off"]:
+                if scores[key] != grade_scores(course, "ref") or scores[key] != scores[reference]:
                     sys.exit(f"scores differ: {scores}")
             feedback.append(timed([nbgrader, "generate_feedback", ASSIGNMENT, "--student", "ref", "--force"],
                                   courses["on"].root))
-            print(f"  round {r + 1}: bare {times['bare'][-1]:.1f} s, grading off {times['off'][-1]:.1f} s, "
-                  f"on {times['on'][-1]:.1f} s", flush=True)
+            print(f"  round {r + 1}: bare {times['bare'][-1]:.1f} s, "
+                  + ", ".join(f"grading {key} {times[key][-1]:.1f} s" for key in courses)
+                  + f", load average {os.getloadavg()[0]:.2f}", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     fmt = lambda v: ", ".join(f"{t:.1f}" for t in v)
     print(f"\n(2) side by side, {rounds} round(s) alternating, medians:")
     print(f"  (a) jupyter nbconvert --execute, both notebooks, python3 kernel, no sandbox: {med['bare']:7.1f} s ({fmt(times['bare'])})")
-    print(f"  (b) nbgrader autograde --student, sandboxed, speed-up off:                 {med['off']:7.1f} s ({fmt(times['off'])})")
-    print(f"  (c) nbgrader autograde --student, sandboxed, speed-up on:                  {med['on']:7.1f} s ({fmt(times['on'])})")
-    print(f"  (b)/(a) = {med['off'] / med['bare']:.2f}   (c)/(a) = {med['on'] / med['bare']:.2f}   (target: <= 0.6)   "
-          f"(b)/(c) = {med['off'] / med['on']:.2f}")
-    print(f"  scores of (b) and (c): identical on all {len(scores['on'])} grade cells, every one full marks")
+    labels = {"off": "(b) nbgrader autograde --student, sandboxed, speed-up off:                ",
+              "on": "(c) nbgrader autograde --student, sandboxed, speed-up on" + (", fit memo off:  " if memo else ":                 "),
+              "memo": "(d) nbgrader autograde --student, sandboxed, speed-up on, fit memo on:   "}
+    for key in med:
+        if key in labels:
+            print(f"  {labels[key]} {med[key]:7.1f} s ({fmt(times[key])})")
+    print("  " + "   ".join(f"{labels[key][:3]}/(a) = {med[key] / med['bare']:.2f}" for key in labels if key in med)
+          + "   (target: <= 0.35)" + (f"   (b)/(c) = {med['off'] / med['on']:.2f}" if "off" in med else "")
+          + (f"   (c)/(d) = {med['on'] / med['memo']:.2f}" if "memo" in med else ""))
+    print(f"  scores of {', '.join(labels[k][:3] for k in scores)}: identical on all {len(scores['on'])} grade cells, every one full marks")
     if notebooks_fast is not None:
         print(f"  nbgrader bookkeeping (c) less the profiled notebooks (speed-up on): {med['on'] - notebooks_fast:+.1f} s "
               f"(different runs: noisy)")
     print(f"  feedback, nbgrader generate_feedback --student: {statistics.median(feedback):.1f} s")
-    per_core_hour = 3600 / med["on"]
+    best = med.get("memo", med["on"])
+    per_core_hour = 3600 / best
     print(f"\n16-core estimate: each of the runner's workers trains with one TensorFlow thread; with one\n"
           f"worker per core (16 workers, 48 GB at 3 GB each) a submission costs at most\n"
-          f"(c) x {cores} = {med['on'] * cores:.0f} core-seconds as measured here (all {cores} cores, sequential), so\n"
+          f"{cores} x {best:.0f} s = {best * cores:.0f} core-seconds as measured here (all {cores} cores, sequential), so\n"
           f"16 cores grade at least ~{16 * per_core_hour / cores:.0f} submissions an hour, a class of 100 in "
-          f"~{100 * med['on'] * cores / 16 / 60:.0f} min (speed-up off: ~{100 * med['off'] * cores / 16 / 60:.0f} min).\n"
+          f"~{100 * best * cores / 16 / 60:.0f} min.\n"
           f"This assumes grading scales with cores (training is per-step bound, one thread each); it is an\n"
           f"estimate from this machine, not a measurement on 16 cores.")
     print(f"load average {os.getloadavg()[0]:.2f} at the end")

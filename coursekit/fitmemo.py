@@ -424,7 +424,7 @@ def run_fit(fit, model, args: tuple, kwargs: dict, steps_per_execution: int, tra
         temporary.write_bytes(blob)
         temporary.replace(folder / entry_name(key))
     except Exception as error:  # the build reports what it staged; a failed record is a miss
-        print(f"fitmemo: could not record a fit: {error}", file=sys.__stdout__)
+        print(f"fitmemo: could not record a fit: {error!r}")  # the trusted build reads the cell outputs
     return history
 
 
@@ -449,7 +449,8 @@ def promote(staging: Path, store: Path) -> list[str]:
     return moved
 
 
-def build(assignment: str = "week2", store: Path | None = None, timeout: int = 1800) -> list[str]:
+def build(assignment: str = "week2", store: Path | None = None, timeout: int = 1800,
+          notebooks: list[Path] | None = None) -> list[str]:
     """Run the instructor's source notebooks as autograde runs a submission (split execution,
     sandboxed, the course's configuration), recording every memoisable fit; install the entries."""
     import shutil
@@ -464,23 +465,29 @@ def build(assignment: str = "week2", store: Path | None = None, timeout: int = 1
 
     store = store or store_dir()
     source = CourseLayout.load(datapaths.REPO_ROOT).source(assignment)
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(datapaths.REPO_ROOT)).load_config()
-    config.Execute.timeout = timeout
     installed = []
     with tempfile.TemporaryDirectory(prefix="fitmemo-build-") as tmp:
         tmp = Path(tmp)
         staging = tmp / "staging"
         staging.mkdir()
+        config = PyFileConfigLoader("nbgrader_config.py", path=str(datapaths.REPO_ROOT)).load_config()
+        config.Execute.timeout = timeout
+        config.Execute.extra_arguments = [*config.Execute.extra_arguments, sandbox.bind_argument("rw", staging)]
         previous = os.environ.get(RECORD_ENV)
         os.environ[RECORD_ENV] = str(staging)
         try:
-            for notebook in sorted(source.glob("*.ipynb")):
+            for notebook in notebooks or sorted(source.glob("*.ipynb")):
                 work = tmp / "work" / notebook.stem
-                shutil.copytree(source, work, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+                shutil.copytree(notebook.parent, work, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
                 nb = nbformat.read(notebook, as_version=4)
-                pp = SplitExecute(config=config)
-                pp.extra_arguments = [*pp.extra_arguments, sandbox.bind_argument("rw", staging)]
-                pp.preprocess(nb, {"metadata": {"path": str(work)}})
+                pp = SplitExecute(config=config)  # (preprocess reads extra_arguments from the config again)
+                nb, _ = pp.preprocess(nb, {"metadata": {"path": str(work)}})
+                for cell in nb.cells:  # what went wrong, for whoever runs the build
+                    for output in cell.get("outputs", []):
+                        text = output.get("text", "") if output.get("output_type") == "stream" else ""
+                        if "fitmemo:" in text or output.get("output_type") == "error":
+                            print(f"fitmemo: {notebook.name}: {text.strip() or output.get('ename')}: "
+                                  f"{output.get('evalue', '')}"[:500], file=sys.stderr)
         finally:
             if previous is None:
                 os.environ.pop(RECORD_ENV, None)
@@ -497,15 +504,33 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="record the source notebooks' fits into the store (trusted: run by bin/setup)")
     b.add_argument("--assignment", default="week2")
-    b.add_argument("--if-missing", action="store_true", help="do nothing when the store already has entries")
+    b.add_argument("--if-changed", action="store_true",
+                   help="do nothing when the store was built from these notebooks, packages and code")
     args = parser.parse_args(argv)
     store = store_dir()
-    if args.if_missing and any(store.glob("*" + SUFFIX)):
-        print(f"fitmemo: {store} already holds entries")
+    stamp = store / ".built-for"
+    wanted = build_stamp(args.assignment)
+    if args.if_changed and stamp.is_file() and stamp.read_text() == wanted:
+        return 0
+    if os.geteuid() != 0:  # the build runs the notebooks as autograde does: in the sandbox, as root
+        print("fitmemo: not root: no fits recorded (grading trains every fit)", file=sys.stderr)
         return 0
     names = build(args.assignment)
-    print(f"fitmemo: {len(names)} fit(s) recorded into {store}")
+    stamp.write_text(wanted)
+    print(f"fitmemo: {len(names)} fit(s) of the source notebooks recorded into {store}")
     return 0
+
+
+def build_stamp(assignment: str) -> str:
+    """What the entries depend on besides the key (a changed one only makes them miss)."""
+    from coursekit.layout import CourseLayout
+
+    h = hashlib.sha256(FORMAT)
+    source = CourseLayout.load(datapaths.REPO_ROOT).source(assignment)
+    for path in [*sorted(source.glob("*.ipynb")), datapaths.REPO_ROOT / "requirements.lock",
+                 Path(__file__), Path(__file__).with_name("fastfit.py"), Path(__file__).with_name("kernel.py")]:
+        h.update(path.name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
+    return h.hexdigest() + "\n"
 
 
 if __name__ == "__main__":
