@@ -189,3 +189,34 @@ def test_one_run_lists_the_class_once_scans_each_submission_once_and_probes_the_
     seen = [line.split()[0] for line in log.read_text().splitlines()]
     counts = {what: seen.count(what) for what in ("class_list", "scan", "probe", "kernel")}
     assert counts == {"class_list": 1, "scan": 2, "probe": 1, "kernel": 8}, counts  # 2 notebooks x 2 kernels each
+
+
+def test_the_one_sweeper_removes_what_dead_processes_left_and_nothing_else(tmp_path):
+    """sandbox.sweep_leftovers serves the sandbox's scratch, the transfer folders, nbgrader's intake
+    copies and the runner's work folders: a dead process's folder goes (a file system mounted in
+    it is unmounted first), a live one's, a link and a stray file stay."""
+    from coursekit import sandbox
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    prefix = "coursekit-test-"
+    left = tmp_path / f"{prefix}{dead.pid}-abc"
+    (left / "outbox").mkdir(parents=True)
+    (left / "file").write_text("x")
+    # the grader runs as root (the sandbox needs it): a transfer folder's outbox is a tmpfs like this
+    assert sandbox._libc().mount(b"tmpfs", os.fsencode(left / "outbox"), b"tmpfs", 0, b"size=1M") == 0
+    (left / "outbox" / "written").write_text("y")
+    live = tmp_path / f"{prefix}{os.getpid()}-abc"
+    live.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("z")
+    link = tmp_path / f"{prefix}{dead.pid}-link"
+    link.symlink_to(elsewhere)
+    stray = tmp_path / f"{prefix}{dead.pid}-file"
+    stray.write_text("not a folder")
+
+    assert sandbox.sweep_leftovers(tmp_path, prefix) == [left]
+    assert not left.exists() and live.is_dir() and link.is_symlink() and (elsewhere / "keep").is_file()
+    assert stray.is_file()
+    assert str(left) not in open("/proc/self/mounts").read()
