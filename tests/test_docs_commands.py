@@ -31,7 +31,7 @@ import pytest
 from builder import ASSIGNMENT
 from coursekit.course import grading_env
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "nbgrader_config.py").is_file())  # tests may move
 TESTS = REPO / "tests"
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELL = {"bash", "sh", "shell"}
