@@ -105,6 +105,12 @@ class OneHandIn(VerifiedCollect):
 class ServiceRelease(SafeReleaseFeedback):
     """SafeReleaseFeedback that never replaces a page someone else (the staff) released."""
 
+    def init_dest(self):
+        # nbgrader's refuses a feedback folder its process does not own: this one is the
+        # instructor's (Service._feedback_folder), so that their own release keeps working.
+        self.course_path = os.path.join(self.root, self.coursedir.course_id)
+        self.outbound_feedback_path = self.dest_path = os.path.join(self.course_path, "feedback")
+
     def may_replace(self, name, page):
         try:
             st = os.lstat(os.path.join(self.dest_path, name))

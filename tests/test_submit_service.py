@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,8 +89,12 @@ def start_hub(base: Path, settings: str = TEST_SETTINGS, screenshots: Path | Non
         hub = RunningHub.start(base, screenshots)
     finally:
         hub_session.Course = original
-    proc = hub.run_as(INSTRUCTOR, "nbgrader", "release_assignment", ASSIGNMENT, "--force", cwd=hub.hub.course)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    try:
+        proc = hub.run_as(INSTRUCTOR, "nbgrader", "release_assignment", ASSIGNMENT, "--force", cwd=hub.hub.course)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    except BaseException:
+        hub.stop()
+        raise
     return hub
 
 
@@ -196,12 +201,12 @@ def served(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the hub makes Unix accounts: root only")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    hub = start_hub(tmp_path_factory.mktemp("submit-hub"), screenshots=SHOTS)
+    # Under /tmp itself: the accounts must reach their homes (pytest's own folders are root's, 0700).
+    hub = start_hub(Path(tempfile.mkdtemp(prefix="coursekit-submit-hub-", dir="/tmp")), screenshots=SHOTS)
     record: dict = {"hub": hub}
     try:
         # w2-ann hands in; the service grades and releases, nobody of the staff does anything.
-        answers = answers_failing_a_hidden_check(tmp_path_factory.mktemp("ann-answers"))
-        os.chmod(answers, 0o755)
+        answers = answers_failing_a_hidden_check(hub.base / "ann-answers")
         record["ann_submitted"] = hand_in(hub, ANN, answers)
         record["ann_pages"] = wait_for_feedback(hub, ANN)
         record["ann_seconds"] = time.time() - record["ann_submitted"]
