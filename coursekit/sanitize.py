@@ -360,7 +360,7 @@ class SubmissionExporter(NotebookExporter):
             raise SystemExit(
                 "coursekit: refusing to grade: nbgrader autograde is not reading submissions through the intake "
                 f"({type(converter).__name__} instead of coursekit.intake.IntakeAutograde). nbgrader_config.py "
-                "must call coursekit.intake.install(); if it does, this nbgrader version no longer lets it (see "
+                "must call coursekit.pipeline.install() (which calls coursekit.intake.install()); if it does, this nbgrader version no longer lets it (see "
                 "coursekit/intake.py). c.Intake.enabled = False grades as stock nbgrader does (links followed).")
         self.plans: dict[str, tuple[str | None, str]] = {}  # expected path -> (path to read, renamed from)
         self.found_as: dict[str, str] = {}  # expected path -> what the student is told about the file found for it
