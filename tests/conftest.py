@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+import xdist_groups
 from builder import ASSIGNMENT
 from coursekit import datapaths
 from coursekit.course import Course, grading_env
@@ -50,62 +51,24 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    xdist_groups.name_groups_file(config)
     if not any((folder / "mnist").is_dir() for folder in datapaths.data_dirs()):
         raise pytest.UsageError(f"no data in {', '.join(map(str, datapaths.data_dirs()))}: set "
                                 f"{datapaths.DATA_DIR_ENV} (see README, 'Data')")
 
 
-# --- running the suite on several workers (bin/test: pytest-xdist, --dist loadgroup) -------------
-#
-# A graded class is a session or module fixture that takes minutes to build. Under xdist each
-# worker builds its own copy of every such fixture its tests ask for, so the tests that share one
-# (directly or through another fixture) must run on the same worker. Tests are joined into one
-# group when they share any fixture wider than a function, except the cheap ones below; the
-# tests of a module that share none form one group more, so they run on one worker in order.
-CHEAP_SHARED_FIXTURES = {"tmp_path_factory", "tmpdir_factory", "worker_id", "testrun_uid", "generated_course"}
+# --- running the suite on several workers (bin/test; tests/xdist_groups.py) -----------------------
 
 
-def shared_fixture_keys(item) -> set[tuple]:
-    """What ``item`` shares with other tests: one key per instance of a fixture wider than a
-    function (a module fixture is made once per module, a session fixture once per session)."""
-    keys = set()
-    info = getattr(item, "_fixtureinfo", None)
-    for name in getattr(info, "names_closure", ()):
-        definitions = info.name2fixturedefs.get(name)
-        if not definitions or name in CHEAP_SHARED_FIXTURES:
-            continue
-        definition = definitions[-1]
-        scope = getattr(definition.scope, "value", definition.scope)
-        instance = {"session": "", "package": str(item.path.parent), "module": str(item.path),
-                    "class": f"{item.path}::{getattr(item.cls, '__qualname__', '')}"}.get(scope)
-        if instance is not None:
-            keys.add((name, definition.baseid, instance))
-    return keys
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under --dist loadgroup: the tests that share a graded class run on one worker."""
+    return xdist_groups.make_scheduler(config, log)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the marks into the node ids
+@pytest.hookimpl(tryfirst=True)  # before -k and -m deselect: the groups are those of the whole suite
 def pytest_collection_modifyitems(config, items):
-    if not (getattr(config.option, "loadgroup", False) or config.getoption("dist", "no") == "loadgroup"):
-        return  # one process, or another xdist mode: nothing to keep together
-    parent = list(range(len(items)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first_user: dict = {}
-    for index, item in enumerate(items):
-        for key in shared_fixture_keys(item) or {("module", str(item.path))}:
-            if key in first_user:
-                parent[find(index)] = find(first_user[key])
-            else:
-                first_user[key] = index
-    for index, item in enumerate(items):
-        if not any(mark.name == "xdist_group" for mark in item.iter_markers()):
-            leader = items[find(index)]
-            item.add_marker(pytest.mark.xdist_group(f"{leader.path.name}::{leader.name}"))
+    xdist_groups.write_groups(config, items)
 
 
 @pytest.fixture
