@@ -21,7 +21,8 @@ the student's notebook names; its check cells run in ``CHECKER_KERNEL`` instead
 
 Before any cell runs, the student's kernel installs the default ``steps_per_execution`` for
 ``fit`` where that trains exactly (coursekit/fastfit.py; first, so that the guard then keeps its
-``Model.fit`` in place), imports the grader's agent (``coursekit.export``, which hands values to
+``Model.fit`` in place; its ``fit`` also restores, instead of training, a fit whose every input a
+trusted run recorded: coursekit/fitmemo.py, whose store the sandbox mounts read-only), imports the grader's agent (``coursekit.export``, which hands values to
 the checker) and installs the check helpers' guard, which keeps a library
 redefinition to the cell that makes it (``coursekit.checks.install_guard``; no longer a defence:
 the checks do not run there). The checker kernel imports ``coursekit.checker`` (NumPy, the check
