@@ -38,6 +38,9 @@ the model's own traced functions are the stock ones outside ``fit`` and ``evalua
 steps are kept aside per model and dropped when the model is compiled again.
 ``COURSEKIT_FASTFIT=0`` in the kernel's environment turns the default off (benchmarks);
 another integer sets N.
+
+``fit`` goes through coursekit/fitmemo.py first: a fit whose every input (N included) a trusted
+run recorded is restored from that record instead of trained, bit for bit the same.
 """
 
 from __future__ import annotations
