@@ -115,8 +115,23 @@ class Entry:
         return {"kind": self.kind, "notebook": self.notebook, "cell": self.cell, "message": self.message}
 
 
+# What the intake records (before any notebook is read): first, wherever it was recorded from.
+INTAKE_KINDS = ("refused-file", "bad-timestamp")
+_KIND_ORDER = {kind: i for i, kind in enumerate(KINDS)}
+
+
+def _order(entry: Entry) -> tuple:
+    """The record's order, the same whichever entry point recorded what when (the runner adds
+    the intake's refusals after autograde, plain autograde before): the whole submission's
+    entries first, by kind; then each notebook's, the intake's first, then as grading met them."""
+    whole = entry.notebook is None
+    return (not whole, entry.notebook or "", entry.kind not in INTAKE_KINDS,
+            _KIND_ORDER.get(entry.kind, len(_KIND_ORDER)) if whole else 0)
+
+
 def _merged(entries) -> tuple[Entry, ...]:
-    """``entries`` with one entry per key: the messages of repeated keys joined, in order."""
+    """``entries`` with one entry per key (the messages of repeated keys joined), in the
+    record's order (``_order``; a stable sort keeps the order grading met a notebook's cells)."""
     by_key: dict[tuple, Entry] = {}
     for entry in entries:
         old = by_key.get(entry.key)
@@ -124,7 +139,7 @@ def _merged(entries) -> tuple[Entry, ...]:
             by_key[entry.key] = entry
         elif entry.message and entry.message not in old.message.split("\n"):
             by_key[entry.key] = Entry(*entry.key, f"{old.message}\n{entry.message}" if old.message else entry.message)
-    return tuple(by_key.values())
+    return tuple(sorted(by_key.values(), key=_order))
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,9 @@ def sealed(tmp_path: Path) -> Path:
 def test_a_sealed_record_reads_back_whole(tmp_path):
     record = problems.read(sealed(tmp_path), STUDENT, ASSIGNMENT)
     assert record == problems.SubmissionRecord(STUDENT, ASSIGNMENT, (
-        problems.Entry("timeout", "fashion_mnist", "f4_functions", notebook.STOPS["timeout"][1]),
-        problems.Entry("refused-file", None, None, "'notes.txt' is a link")), 3600.0, True)
-    assert record.entries[0].title("student") == "Time limit" and record.entries[0].title("ta") == \
+        problems.Entry("refused-file", None, None, "'notes.txt' is a link"),
+        problems.Entry("timeout", "fashion_mnist", "f4_functions", notebook.STOPS["timeout"][1])), 3600.0, True)
+    assert record.entries[1].title("student") == "Time limit" and record.entries[1].title("ta") == \
         problems.KINDS["timeout"].meaning
 
 
@@ -56,11 +56,25 @@ def test_an_entry_is_its_kind_notebook_and_cell_once(tmp_path):
     problems.record(tmp_path, "stray-file", None, None, "a.ipynb")
     problems.record(tmp_path, "stray-file", None, None, "b.ipynb")
     assert problems.load(tmp_path) == [
-        {"kind": "timeout", "notebook": "fashion_mnist", "cell": "f4_functions", "message": "stopped\nstopped, said again"},
-        {"kind": "stray-file", "notebook": None, "cell": None, "message": "a.ipynb\nb.ipynb"}]
+        {"kind": "stray-file", "notebook": None, "cell": None, "message": "a.ipynb\nb.ipynb"},
+        {"kind": "timeout", "notebook": "fashion_mnist", "cell": "f4_functions", "message": "stopped\nstopped, said again"}]
     entry = problems.Entry("late", None, None, "x")
     with pytest.raises(ValueError):
         problems.SubmissionRecord(STUDENT, ASSIGNMENT, (entry, entry))
+
+
+def test_the_order_is_the_records_whichever_entry_point_recorded_first(tmp_path):
+    """Plain autograde records the intake's refusals before grading, the runner after it."""
+    steps = [("late", None, None), ("refused-file", None, None), ("deleted-test-cell", "mnist", "m1"),
+             ("timeout", "fashion_mnist", "f4"), ("too-long", "fashion_mnist", "f5"), ("refused-file", "mnist", None)]
+    for name, order in (("before", steps), ("after", steps[2:] + steps[:2])):
+        for kind, nb, cell in order:
+            problems.record(tmp_path / name, kind, nb, cell, "x")
+    before, after = (problems.load(tmp_path / name) for name in ("before", "after"))
+    assert before == after
+    assert [(e["kind"], e["notebook"]) for e in before] == [
+        ("refused-file", None), ("late", None), ("timeout", "fashion_mnist"), ("too-long", "fashion_mnist"),
+        ("refused-file", "mnist"), ("deleted-test-cell", "mnist")]
 
 
 def forge(folder: Path, **changes) -> None:
@@ -169,6 +183,7 @@ def test_plain_autograde_and_the_runner_record_the_same_once(generated_course, t
     assert ("late", None, None) in keys
     assert [e.message for e in record.entries if e.kind == "timeout"] == [notebook.STOPS["timeout"][1]]
     # the same record, the same feedback, the same report rows, whichever way it was graded
+    assert records["runner"].problems() == record.problems()
     assert records["runner"] == record
     for name in builder.NOTEBOOKS:
         shown = feedback_problems(courses["nbgrader"], name)
