@@ -20,7 +20,7 @@ results/grading_profile.txt holds a recorded run (issue 14).
     benchmark stops. nbgrader's own bookkeeping is (c) less the profiled notebook time of (1);
     feedback is `nbgrader generate_feedback --student` after (c). With --memo, (d) is (c) with the
     exact memo of seeded fits on (coursekit/fitmemo.py, issue 28; build its store first:
-    `python -m coursekit.fitmemo build`), and (c) runs with it off; --skip-off leaves (b) out.
+    `python -m coursekit.fitmemo_build build`), and (c) runs with it off; --skip-off leaves (b) out.
 
 Every run here is sequential. (a) uses TensorFlow's default threads (all cores), as a student's
 own Jupyter does; (b) and (c) the grading kernel's one thread (coursekit/kernel.py), so the
@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--notebooks", nargs="+", default=list(NOTEBOOKS), help="notebooks to profile (default both)")
     parser.add_argument("--memo", action="store_true",
                         help="(2) with (d): speed-up and the fit memo on (coursekit/fitmemo.py; its store must be "
-                             "built: python -m coursekit.fitmemo build); (c) then runs with the memo off")
+                             "built: python -m coursekit.fitmemo_build build); (c) then runs with the memo off")
     parser.add_argument("--skip-off", action="store_true", help="(2) without (b), the speed-up off")
     args = parser.parse_args()
     cores = runner.cores()

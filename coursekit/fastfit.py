@@ -159,7 +159,8 @@ def _wrap_running(method_):
             from coursekit import fitmemo
 
             result = fitmemo.run_fit(method_, self, args, kwargs, n if fast else 1,
-                                     lambda: _run(method_, self, args, kwargs, fast, n))
+                                     lambda: _run(method_, self, args, kwargs, fast, n),
+                                     fitted_before=self in _fast_functions)
         else:
             result = _run(method_, self, args, kwargs, fast, n)
         if records:

@@ -25,7 +25,7 @@ every random state above as the real fit left it (so what comes after draws the 
 and a ``History`` built by Keras' own callbacks from the recorded epoch logs (the same per-epoch
 lines are printed; their timings are those of the replay).
 
-Trust. Entries are written only by a trusted run: ``python -m coursekit.fitmemo build`` (bin/setup
+Trust. Entries are written only by a trusted run: ``python -m coursekit.fitmemo_build build`` (bin/setup
 calls it) runs the instructor's source notebooks as autograde runs a submission, with
 ``COURSEKIT_FITMEMO_RECORD`` naming a fresh staging folder bound read-write into that kernel's
 sandbox, then checks each staged entry and moves it into the store. The store lives in the
@@ -189,12 +189,11 @@ def full_arguments(fit, model, args: tuple, kwargs: dict) -> dict:
     return dict(bound.arguments)
 
 
-def fit_key(model, arguments: dict, steps_per_execution: int) -> bytes:
+def fit_key(model, arguments: dict, steps_per_execution: int, *, fitted_before: bool) -> bytes:
     """The SHA-256 of every input of this fit (module docstring), or NotMemoisable."""
     import keras
     import numpy as np
     import tensorflow as tf
-    from coursekit import fastfit
 
     if type(model) not in (keras.Sequential, keras.Model) and type(model).__name__ != "Functional":
         raise NotMemoisable(f"a {type(model).__name__} model (subclassed: code the config does not describe)")
@@ -206,7 +205,7 @@ def fit_key(model, arguments: dict, steps_per_execution: int) -> bytes:
             raise NotMemoisable(f"layer {type(layer).__name__} is not a built-in Keras layer")
     if not model.built or not getattr(model, "compiled", False):
         raise NotMemoisable("the model is not built and compiled")
-    if model.train_function is not None or model in fastfit._fast_functions:
+    if model.train_function is not None or fitted_before:
         raise NotMemoisable("the model was fit or evaluated before")
     if model.run_eagerly or model.jit_compile or getattr(model, "_distribute_strategy", None) is not None:
         raise NotMemoisable("eager, XLA or distributed")
@@ -397,15 +396,17 @@ def serve(model, arguments: dict, plaintext: bytes):
 # --- the fit wrapper's entry point (coursekit/fastfit.py) ------------------------------------------
 
 
-def run_fit(fit, model, args: tuple, kwargs: dict, steps_per_execution: int, train):
+def run_fit(fit, model, args: tuple, kwargs: dict, steps_per_execution: int, train, *, fitted_before: bool):
     """``train()`` (the real fit), unless an entry for exactly this fit is in the store; in a
-    trusted build (``COURSEKIT_FITMEMO_RECORD``), train and stage an entry."""
+    trusted build (``COURSEKIT_FITMEMO_RECORD``), train and stage an entry. ``fitted_before``: the fit
+    wrapper (coursekit/fastfit.py) saw this model train already (never served: its state is more
+    than its variables)."""
     record = os.environ.get(RECORD_ENV)
     if not record and not serving():
         return train()
     try:
         arguments = full_arguments(fit, model, args, kwargs)
-        key = fit_key(model, arguments, steps_per_execution)
+        key = fit_key(model, arguments, steps_per_execution, fitted_before=fitted_before)
     except Exception:  # NotMemoisable, or anything the key could not read: train
         return train()
     if not record:
@@ -426,112 +427,3 @@ def run_fit(fit, model, args: tuple, kwargs: dict, steps_per_execution: int, tra
     except Exception as error:  # the build reports what it staged; a failed record is a miss
         print(f"fitmemo: could not record a fit: {error!r}")  # the trusted build reads the cell outputs
     return history
-
-
-# --- the trusted build -----------------------------------------------------------------------------
-
-
-def promote(staging: Path, store: Path) -> list[str]:
-    """Move staged entries into the store (the grader's, read-only in every sandbox)."""
-    store.mkdir(parents=True, exist_ok=True)
-    os.chmod(store, 0o755)
-    moved = []
-    for path in sorted(staging.glob("*" + SUFFIX)):
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_ENTRY_BYTES:
-            continue
-        data = path.read_bytes()
-        target = store / path.name
-        temporary = store / (path.name + ".part")
-        temporary.write_bytes(data)
-        os.chmod(temporary, 0o644)
-        temporary.replace(target)
-        moved.append(path.name)
-    return moved
-
-
-def build(assignment: str = "week2", store: Path | None = None, timeout: int = 1800,
-          notebooks: list[Path] | None = None) -> list[str]:
-    """Run the instructor's source notebooks as autograde runs a submission (split execution,
-    sandboxed, the course's configuration), recording every memoisable fit; install the entries."""
-    import shutil
-    import tempfile
-
-    import nbformat
-    from traitlets.config.loader import PyFileConfigLoader
-
-    from coursekit import sandbox
-    from coursekit.layout import CourseLayout
-    from coursekit.split_execute import SplitExecute
-
-    store = store or store_dir()
-    source = CourseLayout.load(datapaths.REPO_ROOT).source(assignment)
-    installed = []
-    with tempfile.TemporaryDirectory(prefix="fitmemo-build-") as tmp:
-        tmp = Path(tmp)
-        staging = tmp / "staging"
-        staging.mkdir()
-        config = PyFileConfigLoader("nbgrader_config.py", path=str(datapaths.REPO_ROOT)).load_config()
-        config.Execute.timeout = timeout
-        config.Execute.extra_arguments = [*config.Execute.extra_arguments, sandbox.bind_argument("rw", staging)]
-        previous = os.environ.get(RECORD_ENV)
-        os.environ[RECORD_ENV] = str(staging)
-        try:
-            for notebook in notebooks or sorted(source.glob("*.ipynb")):
-                work = tmp / "work" / notebook.stem
-                shutil.copytree(notebook.parent, work, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
-                nb = nbformat.read(notebook, as_version=4)
-                pp = SplitExecute(config=config)  # (preprocess reads extra_arguments from the config again)
-                nb, _ = pp.preprocess(nb, {"metadata": {"path": str(work)}})
-                for cell in nb.cells:  # what went wrong, for whoever runs the build
-                    for output in cell.get("outputs", []):
-                        text = output.get("text", "") if output.get("output_type") == "stream" else ""
-                        if "fitmemo:" in text or output.get("output_type") == "error":
-                            print(f"fitmemo: {notebook.name}: {text.strip() or output.get('ename')}: "
-                                  f"{output.get('evalue', '')}"[:500], file=sys.stderr)
-        finally:
-            if previous is None:
-                os.environ.pop(RECORD_ENV, None)
-            else:
-                os.environ[RECORD_ENV] = previous
-        installed = promote(staging, store)
-    return installed
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m coursekit.fitmemo", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="record the source notebooks' fits into the store (trusted: run by bin/setup)")
-    b.add_argument("--assignment", default="week2")
-    b.add_argument("--if-changed", action="store_true",
-                   help="do nothing when the store was built from these notebooks, packages and code")
-    args = parser.parse_args(argv)
-    store = store_dir()
-    stamp = store / ".built-for"
-    wanted = build_stamp(args.assignment)
-    if args.if_changed and stamp.is_file() and stamp.read_text() == wanted:
-        return 0
-    if os.geteuid() != 0:  # the build runs the notebooks as autograde does: in the sandbox, as root
-        print("fitmemo: not root: no fits recorded (grading trains every fit)", file=sys.stderr)
-        return 0
-    names = build(args.assignment)
-    stamp.write_text(wanted)
-    print(f"fitmemo: {len(names)} fit(s) of the source notebooks recorded into {store}")
-    return 0
-
-
-def build_stamp(assignment: str) -> str:
-    """What the entries depend on besides the key (a changed one only makes them miss)."""
-    from coursekit.layout import CourseLayout
-
-    h = hashlib.sha256(FORMAT)
-    source = CourseLayout.load(datapaths.REPO_ROOT).source(assignment)
-    for path in [*sorted(source.glob("*.ipynb")), datapaths.REPO_ROOT / "requirements.lock",
-                 Path(__file__), Path(__file__).with_name("fastfit.py"), Path(__file__).with_name("kernel.py")]:
-        h.update(path.name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
-    return h.hexdigest() + "\n"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from coursekit import fitmemo, sandbox
+from coursekit import fitmemo, fitmemo_build, sandbox
 from coursekit.kernel import KERNEL_ENV
 
 # Trains the model for each configuration in argv[1] (a JSON list of variations of BASE) and
@@ -101,7 +101,7 @@ def build_store(tmp_path: Path, variations: list[dict]) -> Path:
     staging.mkdir(exist_ok=True)
     recorded = run_fits(tmp_path, variations, store=store, record=staging)
     assert all(r["outcome"] == "trained" for r in recorded)
-    assert len(fitmemo.promote(staging, store)) == len(variations)
+    assert len(fitmemo_build.promote(staging, store)) == len(variations)
     return store
 
 
@@ -181,7 +181,7 @@ def test_a_student_kernel_cannot_write_the_memo_store(tmp_path, monkeypatch, cap
     staging = tmp_path / "staging"
     staging.mkdir()
     (staging / fitmemo.entry_name(key)).write_bytes(fitmemo.seal(key, b"trusted"))
-    fitmemo.promote(staging, store)
+    fitmemo_build.promote(staging, store)
     before = _store_snapshot(store)
     script = tmp_path / "poison.py"
     script.write_text(POISON)
