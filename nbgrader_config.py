@@ -9,8 +9,8 @@ preprocessors, exporters and plugins are installed, in their order, by the one c
 import os
 
 from coursekit import pipeline
-from coursekit.bounds import Limits
-from coursekit.sandbox import Settings
+from coursekit.rendering.bounds import Limits
+from coursekit.execution.sandbox import Settings
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
@@ -27,7 +27,7 @@ c.CourseDirectory.ignore = [
     ".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".cache", "*.db", "*.sqlite*",
 ]
 
-# --- Intake (coursekit/intake.py; owner: issue 11) --------------------------------------
+# --- Intake (coursekit/submissions/intake.py; owner: issue 11) --------------------------------------
 # Submissions are data, never paths. Before nbgrader reads anything, every submission folder is
 # listed without following links and copied from that listing: symbolic and hard links,
 # devices, FIFOs and sockets, names the grader writes itself (grading-problems.json, feedback
@@ -50,7 +50,7 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 # --- Execution (validate, autograde) ---------------------------------------------------
-# Every notebook runs in the course's own kernel (coursekit/kernel.py: the course venv's
+# Every notebook runs in the course's own kernel (coursekit/execution/kernel.py: the course venv's
 # Python, with the submission folder off sys.path), set by pipeline.install. Check cells run in
 # a kernel of their own: section "Split execution" below.
 # Per-cell timeout. A 5-epoch fit of the tutorial model takes ~16 s on an idle 2-core
@@ -67,15 +67,15 @@ c.LimitOutput.max_traceback = 60
 # nbgrader gives 0 points to a test cell that wrote anything to stderr. TensorFlow logs
 # there, and so do Python warnings from libraries; neither says the answer is wrong. Remove
 # a stderr output when *every* line of it is such noise (a student's own stderr text and
-# real errors still count). The patterns live in coursekit/stderr_noise.py, with tests;
+# real errors still count). The patterns live in coursekit/core/stderr_noise.py, with tests;
 # pipeline.install turns this on.
 
 # --- Deadline and late policy ----------------------------------------------------------
-# Due date of week2: `python -m coursekit.schedule` (run by bin/setup and bin/demo) writes
+# Due date of week2: `python -m coursekit.term.schedule` (run by bin/setup and bin/demo) writes
 # it into the gradebook, where nbgrader's late-submission check reads it.
 c.CourseSchedule.due_dates = {"week2": "2026-12-04 23:59:00 UTC"}
 # A late notebook loses 10 % of its score per started day late; after 5 days it scores 0
-# (coursekit.late.PercentPerDayLate, installed by pipeline.install).
+# (coursekit.core.late.PercentPerDayLate, installed by pipeline.install).
 c.PercentPerDayLate.percent_per_day = 10.0
 c.PercentPerDayLate.max_days = 5
 
@@ -85,28 +85,28 @@ c.IncludeHeaderFooter.header = "source/header.ipynb"
 # Mark schemes sit in the read-only prompt cell above each written answer, between
 # "### BEGIN MARK SCHEME" and "### END MARK SCHEME": removed from the release, restored
 # from the gradebook at autograde so that formgrader shows them to TAs (and removed again
-# from feedback by coursekit.feedback). nbgrader only expects them in task cells, hence:
+# from feedback by coursekit.rendering.feedback). nbgrader only expects them in task cells, hence:
 c.ClearMarkScheme.enforce_metadata = False
 
 # --- Feedback --------------------------------------------------------------------------
 # `nbgrader generate_feedback week2` writes feedback/<student>/week2/<notebook>.html. After
-# nbgrader's GetGrades, coursekit/feedback.py puts problems found while grading and the
+# nbgrader's GetGrades, coursekit/rendering/feedback.py puts problems found while grading and the
 # score per question at the top, shows public check messages (expected vs found), and for
 # hidden checks only passed/failed with a hint; it removes hidden test code and mark
 # schemes, which stock nbgrader would show (jupyter/nbgrader#917, #1363).
 # `nbgrader export` writes grades.csv with real CSV quoting, and no cell a spreadsheet would run as a
-# formula (a name or id starting with = + - @): coursekit/csvsafe.py.
+# formula (a name or id starting with = + - @): coursekit/core/csvsafe.py.
 # Both installed by pipeline.install.
 
-# --- Pages a TA or a student opens (coursekit/safehtml.py, bounds.py, pages.py; owner: issue 12) --
+# --- Pages a TA or a student opens (coursekit/rendering/safehtml.py, bounds.py, pages.py; owner: issue 12) --
 # Stock nbgrader renders a student's markdown and HTML outputs as they are: a written answer
 # holding <img src=x onerror=...> runs as script in the browser of the TA who opens it in
 # formgrader, with the TA's Jupyter session (files written into the course, a terminal opened),
 # and in the student's own feedback page. The course's pages sanitise everything a student wrote
-# (coursekit/safehtml.py: math, images as data: URIs, tables and code highlighting kept) and
+# (coursekit/rendering/safehtml.py: math, images as data: URIs, tables and code highlighting kept) and
 # render nothing over the size limits below (a 2.5 MB written answer blocked the Jupyter server).
-# The feedback pages are written by coursekit.pages.FeedbackExporter; formgrader's submission
-# view is coursekit.pages.FormgradeExporter, installed by the course's Jupyter config
+# The feedback pages are written by coursekit.rendering.pages.FeedbackExporter; formgrader's submission
+# view is coursekit.rendering.pages.FormgradeExporter, installed by the course's Jupyter config
 # (jupyter_server_config.py, with its Content-Security-Policy).
 # Characters: a markdown or raw cell (a written answer); an output's text and its HTML or
 # Markdown; an image's base64; and, per notebook, all that a student wrote that a renderer parses,
@@ -114,15 +114,15 @@ c.ClearMarkScheme.enforce_metadata = False
 RENDER_LIMITS = Limits(cell_source=20_000, output_text=100_000, output_markup=20_000, output_image=2_000_000,
                        notebook_markup=200_000, notebook_outputs=10_000_000)
 
-# --- Submission repairs (coursekit/sanitize.py; owner: issue 4) -------------------------
+# --- Submission repairs (coursekit/submissions/sanitize.py; owner: issue 4) -------------------------
 # Stock nbgrader mishandles broken submissions: one notebook with copied graded cells
 # aborts the whole batch, invalid JSON fails the student with exit code 1, a renamed notebook
-# is skipped (0 points), a deleted check cell is left "to be graded". coursekit.sanitize fixes
+# is skipped (0 points), a deleted check cell is left "to be graded". coursekit.submissions.sanitize fixes
 # these inside `nbgrader autograde` (the table in its docstring says what happens in each
 # case) and notes each problem in the graded notebook and in grading-problems.json
 # (installed by pipeline.install).
 
-# --- Sandbox (coursekit/sandbox.py; owner: issue 6) -------------------------------------
+# --- Sandbox (coursekit/execution/sandbox.py; owner: issue 6) -------------------------------------
 # Every kernel nbgrader starts (autograde, validate) runs student code inside bubblewrap, as a
 # user of its own: no network; it sees the Python environment, coursekit and the data, and a
 # scratch copy of its own submission folder, nothing of source/, gradebook/, submitted/,
@@ -146,12 +146,12 @@ SANDBOX = Settings(
     output="32M",      # what it may print (iopub), counted before nbgrader buffers it; past it, output is
                        # dropped but each cell keeps its first error and stderr text (they decide its grade)
 )
-# Only these environment variables reach student code, by exact name: coursekit.sandbox.ENV_ALLOW.
+# Only these environment variables reach student code, by exact name: coursekit.execution.sandbox.ENV_ALLOW.
 # pipeline.install passes SANDBOX to the kernels (c.Execute.extra_arguments: nbgrader appends them to the
 # kernel's command) and checks, before any submission is touched, that the sandbox can start.
 # --- end of Sandbox ---------------------------------------------------------------------
 
-# --- Split execution (coursekit/split_execute.py; owner: issue 10) ----------------------
+# --- Split execution (coursekit/transfer/split_execute.py; owner: issue 10) ----------------------
 # Check cells run in a second, trusted kernel (week2-checker, in a sandbox of its own) that
 # never executes student code; answer cells run in the student's kernel as before. Before each
 # check cell, the values it reads are taken from the student's kernel as data (arrays, numbers,
@@ -165,8 +165,8 @@ SANDBOX = Settings(
 # The checker's own names (never read from the student's kernel): what the check cells use.
 CHECKER_PREAMBLE = (
     "import numpy as np\n"
-    "from coursekit import checks\n"
-    "from coursekit.datasets import load_fashion_mnist, load_mnist\n"
+    "from coursekit.student import checks\n"
+    "from coursekit.student.datasets import load_fashion_mnist, load_mnist\n"
 )
 # --- end of Split execution -------------------------------------------------------------
 
@@ -177,7 +177,7 @@ CHECKER_PREAMBLE = (
 # (coursekit/pipeline.py says what and why). Settings written below this call override it.
 pipeline.install(c, sandbox=SANDBOX, limits=RENDER_LIMITS, checker_preamble=CHECKER_PREAMBLE)
 
-# --- Grading on submit (coursekit/submit_service.py; owner: issue 28) ---------------------
+# --- Grading on submit (coursekit/hosting/submit_service.py; owner: issue 28) ---------------------
 # On the course hub (bin/hub), a service can grade each hand-in as it arrives and release that
 # student's feedback without staff action. It grades into a private copy of the course
 # (.submit-service/ in the course folder): the staff's gradebook, autograded/ and feedback/

@@ -6,11 +6,11 @@ results/check_cells.txt holds a recorded run.
 Each round runs the two source notebooks (the solutions plus every public and hidden check: what
 autograde runs for a perfect submission) as the course executes them, SplitExecute with
 nbgrader_config.py (sandbox included), once with the checker's memo of forward passes and scaled
-data sets on and once off (``COURSEKIT_CHECK_CACHE=0``, coursekit/checks.py), alternating, so that
+data sets on and once off (``COURSEKIT_CHECK_CACHE=0``, coursekit/student/checks.py), alternating, so that
 both modes see the same machine load. Per check cell it times:
 
-- export: the student's kernel writing the values the cell reads (coursekit/export.py);
-- load: the checker decoding them (coursekit/checker.py, coursekit/wire.py);
+- export: the student's kernel writing the values the cell reads (coursekit/transfer/export.py);
+- load: the checker decoding them (coursekit/transfer/checker.py, coursekit/transfer/wire.py);
 - run: the cell in the checker, split by a profiler the checker's preamble installs: forward
   passes (``checks.forward``, float64 copy of the images and matmuls), the weights' float64
   copies (``checks.model_weights``), errors carried forward (``checks.images_used``/``rows_used``:
@@ -42,9 +42,9 @@ from traitlets.config.loader import PyFileConfigLoader
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from coursekit import checks  # noqa: E402
-from coursekit.notebook import grade_id  # noqa: E402
-from coursekit.split_execute import CHECKER_MODULE, DEFAULT_PREAMBLE, SplitExecute  # noqa: E402
+from coursekit.student import checks  # noqa: E402
+from coursekit.core.notebook import grade_id  # noqa: E402
+from coursekit.transfer.split_execute import CHECKER_MODULE, DEFAULT_PREAMBLE, SplitExecute  # noqa: E402
 
 NOTEBOOKS = ("fashion_mnist.ipynb", "mnist.ipynb")
 SOURCE = REPO / "source" / "week2"
@@ -64,7 +64,7 @@ KINDS = {
 # check cell in __check_profile__, which the grader reads back before stopping the checker.
 PROFILER = """
 import time as _pt, functools as _pf
-import coursekit.checks as _pc, coursekit.datasets as _pd
+import coursekit.student.checks as _pc, coursekit.student.datasets as _pd
 __check_profile__ = {"cell": None, "spans": [], "stack": []}
 def _profiled(owner, name, kind):
     inner = getattr(owner, name, None)

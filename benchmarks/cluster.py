@@ -42,8 +42,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from coursekit import runner  # noqa: E402
-from coursekit.course import Course, grading_env  # noqa: E402
+from coursekit.grading import runner  # noqa: E402
+from coursekit.core.course import Course, grading_env  # noqa: E402
 from daskcluster import LoopbackCluster  # noqa: E402  (the tests' cluster: dask scheduler / dask worker)
 
 ASSIGNMENT = "week2"
@@ -98,7 +98,7 @@ def dispatch_costs(cluster: LoopbackCluster, course: Course, samples: int) -> tu
     course files but runs no nbgrader."""
     from distributed import Client
 
-    from coursekit import gradebook
+    from coursekit.core import gradebook
 
     layout = course.layout
     student = course.students(ASSIGNMENT)[0]

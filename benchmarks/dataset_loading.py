@@ -11,7 +11,7 @@ import statistics
 import tempfile
 import time
 
-from coursekit import datapaths, datasets
+from coursekit.student import datapaths, datasets
 
 
 def timed(fn, repeats):

@@ -6,9 +6,9 @@ and the per-submission cost of the sandbox. results/grading.txt holds a recorded
 (a) K copies of the reference submission (tests/fixtures/submissions/perfect), graded by plain
     `nbgrader autograde week2`, one after the other, as stock nbgrader grades: nbgrader's own
     Execute (no checker kernel), the stock `python3` kernel (no training speed-up of
-    coursekit/fastfit.py), no sandbox. The course's other settings (time limits, the stderr
+    coursekit/execution/fastfit.py), no sandbox. The course's other settings (time limits, the stderr
     pattern, intake) stay, so that both courses give the perfect score.
-(b) The same K submissions graded by `python -m coursekit.runner week2` (default workers for
+(b) The same K submissions graded by `python -m coursekit.grading.runner week2` (default workers for
     this machine), every kernel in the sandbox. (a) and (b) alternate --class-rounds times (the
     same two courses graded again with --force); the ratio is that of the medians.
 (c) Overhead: one reference submission graded by `nbgrader autograde --student`, alternately
@@ -35,8 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from coursekit import runner  # noqa: E402
-from coursekit.course import Course, grading_env  # noqa: E402
+from coursekit.grading import runner  # noqa: E402
+from coursekit.core.course import Course, grading_env  # noqa: E402
 
 ASSIGNMENT = "week2"
 REFERENCE = REPO / "tests" / "fixtures" / "submissions" / "perfect" / ASSIGNMENT
@@ -46,7 +46,7 @@ def course_with(base: Path, students: list[str], sandbox: bool, stock: bool = Fa
     course = Course.copy_of(base)
     course.generate(ASSIGNMENT)
     with open(course.root / "nbgrader_config.py", "a") as f:
-        f.write("\n# benchmark\nfrom coursekit.sandbox import Settings as _S\n"
+        f.write("\n# benchmark\nfrom coursekit.execution.sandbox import Settings as _S\n"
                 f"SANDBOX = _S(enabled={sandbox})\nc.Execute.extra_arguments = SANDBOX.kernel_arguments()\n")
         if stock:
             f.write("c.SplitExecute.split = False\nc.Execute.kernel_name = 'python3'\nc.Execute.extra_arguments = []\n")
@@ -99,7 +99,7 @@ def main() -> None:
             again = ["--force"] if round_ else []
             a = timed([nbgrader, "autograde", ASSIGNMENT, *again], stock.root)
             check_perfect(stock, students)
-            b = timed([sys.executable, "-m", "coursekit.runner", ASSIGNMENT, "-j", str(jobs), "--no-progress", *again], ours.root)
+            b = timed([sys.executable, "-m", "coursekit.grading.runner", ASSIGNMENT, "-j", str(jobs), "--no-progress", *again], ours.root)
             check_perfect(ours, students)
             runs["stock"].append(a)
             runs["runner"].append(b)
@@ -107,7 +107,7 @@ def main() -> None:
         a, b = statistics.median(runs["stock"]), statistics.median(runs["runner"])
         rounds = f"median of {args.class_rounds} alternating round(s)"
         print(f"(a) stock nbgrader autograde, sequential:        {a:7.1f} s  ({a / args.k:.1f} s per submission; {rounds})", flush=True)
-        print(f"(b) coursekit.runner -j {jobs}, sandboxed:              {b:7.1f} s  ({b / args.k:.1f} s per submission)", flush=True)
+        print(f"(b) coursekit.grading.runner -j {jobs}, sandboxed:              {b:7.1f} s  ({b / args.k:.1f} s per submission)", flush=True)
         print(f"    (a) / (b) = {a / b:.2f}  ({'b is faster' if b < a else 'b is slower'})", flush=True)
         if args.class_only:
             print(f"load average {os.getloadavg()[0]:.2f} at the end")
@@ -126,7 +126,7 @@ def main() -> None:
         print(f"    sandbox overhead per submission: {med['sandbox'] - med['bare']:+.1f} s "
               f"({(med['sandbox'] - med['bare']) / med['bare'] * 100:+.1f} %)")
         start = time.perf_counter()
-        from coursekit import sandbox
+        from coursekit.execution import sandbox
         sandbox._checked.clear()
         sandbox.check()
         print(f"    fixed cost of one sandbox start (bwrap + setpriv + python): {time.perf_counter() - start:.3f} s, "

@@ -5,25 +5,25 @@ results/grading_profile.txt holds a recorded run (issue 14).
 
 (1) Profile by stage: the two source notebooks (the solutions plus every public and hidden check:
     what autograde executes for a perfect submission) run in the grading kernel, sandbox
-    included, once with the default steps_per_execution of coursekit/fastfit.py and once with it
+    included, once with the default steps_per_execution of coursekit/execution/fastfit.py and once with it
     off (COURSEKIT_FASTFIT=0). Stages: kernel start (TensorFlow import, checks and guard
     included; TensorFlow's import is also timed alone in a fresh Python), data loading (every
-    coursekit.datasets split read, in student cells and in checks), each fit (Keras' training
+    coursekit.student.datasets split read, in student cells and in checks), each fit (Keras' training
     loop, from on_train_begin to on_train_end), predictions and evaluations, the check cells
     (less the data loading and forward passes they do), other student code (plots...).
     A first, ungraded cell of the profiler sets the timers up; it wraps CallbackList and
-    coursekit.datasets._load_split, which the checks' tamper guard does not restore.
+    coursekit.student.datasets._load_split, which the checks' tamper guard does not restore.
 (2) Side by side, alternating, --rounds times: (a) `jupyter nbconvert --execute` of the perfect
     reference submission's two notebooks, stock `python3` kernel, no sandbox; (b) `nbgrader
     autograde --student` of the same submission, sandboxed, speed-up off; (c) the same with the
     speed-up. (b) and (c) must give the perfect score on every grade cell, identically, or the
     benchmark stops. nbgrader's own bookkeeping is (c) less the profiled notebook time of (1);
     feedback is `nbgrader generate_feedback --student` after (c). With --memo, (d) is (c) with the
-    exact memo of seeded fits on (coursekit/fitmemo.py, issue 28; build its store first:
-    `python -m coursekit.fitmemo_build build`), and (c) runs with it off; --skip-off leaves (b) out.
+    exact memo of seeded fits on (coursekit/execution/fitmemo.py, issue 28; build its store first:
+    `python -m coursekit.grading.fitmemo_build build`), and (c) runs with it off; --skip-off leaves (b) out.
 
 Every run here is sequential. (a) uses TensorFlow's default threads (all cores), as a student's
-own Jupyter does; (b) and (c) the grading kernel's one thread (coursekit/kernel.py), so the
+own Jupyter does; (b) and (c) the grading kernel's one thread (coursekit/execution/kernel.py), so the
 speed-up (b) turns off is steps per execution alone. It is not a test; it takes ~10 minutes on
 a 2-core machine.
 """
@@ -48,17 +48,18 @@ from nbclient import NotebookClient
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grading import ASSIGNMENT, REFERENCE, REPO, check_perfect, course_with, timed  # noqa: E402
 
-from coursekit import fastfit, fitmemo, runner  # noqa: E402
-from coursekit.course import grading_env  # noqa: E402
-from coursekit.kernel import GRADER_KERNEL  # noqa: E402
-from coursekit.layout import CourseLayout  # noqa: E402
-from coursekit.notebook import cell_name, grade_id, is_check_cell  # noqa: E402
+from coursekit.execution import fastfit, fitmemo
+from coursekit.grading import runner  # noqa: E402
+from coursekit.core.course import grading_env  # noqa: E402
+from coursekit.execution.kernel import GRADER_KERNEL  # noqa: E402
+from coursekit.core.layout import CourseLayout  # noqa: E402
+from coursekit.core.notebook import cell_name, grade_id, is_check_cell  # noqa: E402
 
 NOTEBOOKS = ("fashion_mnist.ipynb", "mnist.ipynb")
 
 # The profiler's own first cell: timers on what the tamper guard leaves alone (see docstring).
 TIMERS = r"""
-import time as _t, keras as _k, coursekit.datasets as _ds
+import time as _t, keras as _k, coursekit.student.datasets as _ds
 __profile__, _depth = [], [0]
 def _cell():  # the running cell's In[] number: IPython has already counted it
     return get_ipython().execution_count - 1
@@ -163,8 +164,8 @@ def main() -> None:
     parser.add_argument("--side-by-side-only", action="store_true", help="(2) only: no stage profile (1)")
     parser.add_argument("--notebooks", nargs="+", default=list(NOTEBOOKS), help="notebooks to profile (default both)")
     parser.add_argument("--memo", action="store_true",
-                        help="(2) with (d): speed-up and the fit memo on (coursekit/fitmemo.py; its store must be "
-                             "built: python -m coursekit.fitmemo_build build); (c) then runs with the memo off")
+                        help="(2) with (d): speed-up and the fit memo on (coursekit/execution/fitmemo.py; its store must be "
+                             "built: python -m coursekit.grading.fitmemo_build build); (c) then runs with the memo off")
     parser.add_argument("--skip-off", action="store_true", help="(2) without (b), the speed-up off")
     args = parser.parse_args()
     cores = runner.cores()

@@ -1,5 +1,5 @@
 """What a markdown bomb in a written answer costs a page: stock nbgrader's formgrader and feedback
-exporters against the course's (coursekit.pages: cut to coursekit.bounds' limits, then
+exporters against the course's (coursekit.rendering.pages: cut to coursekit.rendering.bounds' limits, then
 sanitised), side by side in one run, on the same notebook. Time and peak memory (RSS growth of a
 fresh child process per case). results/markdown_bomb.txt holds a recorded run.
 
@@ -38,7 +38,7 @@ def notebook(chars: int):
 def exporter(case: str):
     from nbconvert.exporters import HTMLExporter
 
-    from coursekit.pages import FeedbackExporter, FormgradeExporter
+    from coursekit.rendering.pages import FeedbackExporter, FormgradeExporter
 
     if case == "stock formgrader":
         return HTMLExporter(template_name="formgrade", extra_template_basedirs=[str(NBGRADER / "server_extensions" / "formgrader" / "templates")])

@@ -1,4 +1,4 @@
-"""Starting nbgrader: the `nbgrader` command against coursekit.nbgrader_command, side by side
+"""Starting nbgrader: the `nbgrader` command against coursekit.core.nbgrader_command, side by side
 (issue 14). results/nbgrader_start.txt holds a recorded run.
 
     .venv/bin/python benchmarks/nbgrader_start.py [--rounds 5]
@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from coursekit import nbgrader_command  # noqa: E402
+from coursekit.core import nbgrader_command  # noqa: E402
 
 WAYS = {"nbgrader (the command)": [str(Path(sys.executable).with_name("nbgrader"))],
-        "coursekit.nbgrader_command": nbgrader_command.command()}
+        "coursekit.core.nbgrader_command": nbgrader_command.command()}
 
 
 def main() -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from coursekit.course import REPO_ROOT
-from coursekit.kernel import GRADER_KERNEL
-from coursekit.layout import CourseLayout
-from coursekit.notebook import cell_name
+from coursekit.core.course import REPO_ROOT
+from coursekit.execution.kernel import GRADER_KERNEL
+from coursekit.core.layout import CourseLayout
+from coursekit.core.notebook import cell_name
 
 ASSIGNMENT = "week2"
 

@@ -32,11 +32,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from grading import ASSIGNMENT, REFERENCE, check_perfect, timed  # noqa: E402
 
-from coursekit.course import Course  # noqa: E402
+from coursekit.core.course import Course  # noqa: E402
 
 
 class CheckerMemory:
-    """Samples the resident memory of checker kernels (command line names coursekit.checker)."""
+    """Samples the resident memory of checker kernels (command line names coursekit.transfer.checker)."""
 
     def __init__(self):
         self.peak = 0
@@ -52,7 +52,7 @@ class CheckerMemory:
                     continue
                 try:
                     with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                        if b"coursekit.checker" not in f.read():
+                        if b"coursekit.transfer.checker" not in f.read():
                             continue
                     with open(f"/proc/{entry.name}/statm") as f:
                         self.peak = max(self.peak, int(f.read().split()[1]) * page)

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 import hub_session  # noqa: E402
-from coursekit import hub as hubmod  # noqa: E402
+from coursekit.hosting import hub as hubmod  # noqa: E402
 from nbgrader.utils import notebook_hash  # noqa: E402
 
 SETTINGS = ('\n# benchmarks/submit_burst.py\n'

@@ -10,7 +10,7 @@ scaled to [0, 1] with validation_split=0.2 (F7's fit), then evaluated on the 60,
 (M4's two evaluates), then predicted on the 10,000 test images (M3's predict). Each phase is
 timed with its first call's tracing included, as a notebook pays it. It prints the SHA-256 of
 the trained weights: the same threads must give the same weights at any steps per execution,
-and different threads are expected to differ (why the grading kernel fixes one: coursekit/kernel.py).
+and different threads are expected to differ (why the grading kernel fixes one: coursekit/execution/kernel.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ ONE_RUN = r"""
 import hashlib, json, os, sys, time
 import numpy as np, keras
 sys.path.insert(0, {repo!r})
-from coursekit.datasets import load_mnist
+from coursekit.student.datasets import load_mnist
 (x, y), (xt, yt) = load_mnist()
 x, xt = x / 255.0, xt / 255.0
 spe = int(os.environ["BENCH_SPE"])

@@ -3,7 +3,7 @@
 Trains the reference solution (exactly as the notebooks do: the tutorial's model, adam,
 sparse categorical cross-entropy, EPOCHS epochs) under many seeds, and the same recipe with
 each named misconception, and measures every model with the function the hidden checks use,
-``coursekit.checks.accuracy_on_test_set`` (the model's own weights, the course's copy of the
+``coursekit.student.checks.accuracy_on_test_set`` (the model's own weights, the course's copy of the
 test set scaled to [0, 1]). Writes
 
 - ``calibration/runs.csv``: one row per training run (resumable: runs already there are skipped);
@@ -18,7 +18,7 @@ test set scaled to [0, 1]). Writes
     .venv/bin/python calibration/calibrate.py --seeds 30 --misconception-seeds 10
 
 The thresholds below must equal the ones in the hidden test cells of source/week2/*.ipynb;
-tests/test_calibration.py checks that they do, and that RESULTS.md supports them.
+tests/notebooks/test_calibration.py checks that they do, and that RESULTS.md supports them.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ HELD_OUT_FIELDS = ["variant", "seed", "steps", "val_accuracy", "held_out_accurac
 def train_and_measure(dataset: str, variant: str, seed: int, validation_split: float) -> float:
     import tensorflow as tf
 
-    from coursekit import checks
-    from coursekit.datasets import load
+    from coursekit.student import checks
+    from coursekit.student.datasets import load
 
     checks.seed_everything(seed)
     (x_train, y_train), _ = load(dataset)
@@ -93,7 +93,7 @@ def train_and_measure(dataset: str, variant: str, seed: int, validation_split: f
 
 
 def compiled_as_graded():
-    """The solution's model, compiled as the grading kernel compiles it (coursekit/fastfit.py:
+    """The solution's model, compiled as the grading kernel compiles it (coursekit/execution/fastfit.py:
     steps_per_execution=100, which trains the same weights)."""
     import tensorflow as tf
 
@@ -119,10 +119,10 @@ def with_test_images_shuffled_in(images, labels, x_test, y_test, seed: int):
 
 def fit_for_leakage(variant: str, seed: int) -> dict:
     """F7's fit, honest or leaking, and what the leakage check says of it. Fitted with
-    steps_per_execution=100, as the grading kernel fits it (coursekit/fastfit.py)."""
+    steps_per_execution=100, as the grading kernel fits it (coursekit/execution/fastfit.py)."""
 
-    from coursekit import checks
-    from coursekit.datasets import load
+    from coursekit.student import checks
+    from coursekit.student.datasets import load
 
     checks.seed_everything(seed)
     (x_train, y_train), (x_test, y_test) = load("fashion-mnist")
@@ -183,8 +183,8 @@ def fit_for_trained_on(dataset: str, variant: str, seed: int) -> dict:
     """M3's (MNIST) or M5's (Fashion-MNIST) fit, honest or leaking, and what their leakage check
     says of it; fitted with steps_per_execution=100, as the grading kernel fits it."""
 
-    from coursekit import checks
-    from coursekit.datasets import load
+    from coursekit.student import checks
+    from coursekit.student.datasets import load
 
     checks.seed_everything(seed)
     (x_train, y_train), (x_test, y_test) = load(dataset)
@@ -227,7 +227,7 @@ def run_trained_on(seeds: int, misconception_seeds: int) -> None:
 
 
 def summarise_trained_on() -> tuple[list[str], bool]:
-    from coursekit import checks
+    from coursekit.student import checks
 
     rows = read_rows(TRAINED_ON)
     lines = ["", "## M3's and M5's leakage check", "",
@@ -310,7 +310,7 @@ def summarise_leakage(honest_best: float) -> tuple[list[str], bool]:
 
 
 def _held_out_tolerance() -> float:
-    from coursekit import checks
+    from coursekit.student import checks
 
     return checks.HELD_OUT_TOLERANCE
 

@@ -9,7 +9,7 @@ validator); here it is one function, tested by tests/test_pipeline.py.
 
 What ``install`` sets, in the order a submission meets it:
 
-1. **Intake** (coursekit/intake.py). nbgrader 0.9.6's ``AutogradeApp`` makes its converter from
+1. **Intake** (coursekit/submissions/intake.py). nbgrader 0.9.6's ``AutogradeApp`` makes its converter from
    a module-level name, with no option to choose the class: ``intake.install()`` replaces that
    name with ``IntakeAutograde`` (which lists and copies submissions without following links).
    ``nbgrader_config.py`` is loaded by every nbgrader command before it starts, so this is the
@@ -53,8 +53,8 @@ error (the hooks would otherwise be chained twice).
 
 from __future__ import annotations
 
-from coursekit.bounds import Limits
-from coursekit.sandbox import Settings
+from coursekit.rendering.bounds import Limits
+from coursekit.execution.sandbox import Settings
 
 # The keys install() sets: (section, trait). A config that already has one is refused.
 OWNED = (
@@ -76,9 +76,9 @@ def install(c, *, sandbox: Settings, limits: Limits, checker_preamble: str) -> N
     """Install every nbgrader hook, preprocessor, exporter and plugin of the course into the
     config ``c``, in order (the module docstring says what and why)."""
     if not isinstance(sandbox, Settings):
-        raise TypeError(f"sandbox: a coursekit.sandbox.Settings, not {type(sandbox).__name__}")
+        raise TypeError(f"sandbox: a coursekit.execution.sandbox.Settings, not {type(sandbox).__name__}")
     if not isinstance(limits, Limits):
-        raise TypeError(f"limits: a coursekit.bounds.Limits, not {type(limits).__name__}")
+        raise TypeError(f"limits: a coursekit.rendering.bounds.Limits, not {type(limits).__name__}")
     already = [f"{section}.{trait}" for section, trait in OWNED if section in c and trait in c[section]]
     if already:
         raise AlreadyInstalled(
@@ -91,19 +91,19 @@ def install(c, *, sandbox: Settings, limits: Limits, checker_preamble: str) -> N
         OverwriteCells, OverwriteKernelspec, SaveAutoGrades)
     from nbgrader.validator import Validator
 
-    from coursekit import intake, sanitize
-    from coursekit.feedback import CourseFeedback
-    from coursekit.kernel import GRADER_KERNEL
-    from coursekit.sandbox import PreflightHook
-    from coursekit.split_execute import SplitExecute
-    from coursekit.stderr_noise import HARMLESS_STDERR
+    from coursekit.submissions import intake, sanitize
+    from coursekit.rendering.feedback import CourseFeedback
+    from coursekit.execution.kernel import GRADER_KERNEL
+    from coursekit.execution.sandbox import PreflightHook
+    from coursekit.transfer.split_execute import SplitExecute
+    from coursekit.core.stderr_noise import HARMLESS_STDERR
 
     # 1. intake: nbgrader autograde finds submissions through it
     intake.install()
     # 2. pre-convert hook: the sandbox's preflight, then the expected notebooks
     c.Autograde.pre_convert_hook = PreflightHook(then=sanitize.ExpectedNotebooks())
     # 3. sanitize
-    c.Autograde.exporter_class = "coursekit.sanitize.SubmissionExporter"
+    c.Autograde.exporter_class = "coursekit.submissions.sanitize.SubmissionExporter"
     c.Autograde.sanitize_preprocessors = [
         sanitize.RepairCells,  # first: before nbgrader's own checks see the cells
         ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata,
@@ -115,7 +115,7 @@ def install(c, *, sandbox: Settings, limits: Limits, checker_preamble: str) -> N
     # 5. autograde
     c.IgnorePattern.enabled = True
     c.IgnorePattern.pattern = HARMLESS_STDERR.pattern
-    c.AssignLatePenalties.plugin_class = "coursekit.late.PercentPerDayLate"
+    c.AssignLatePenalties.plugin_class = "coursekit.core.late.PercentPerDayLate"
     c.Autograde.autograde_preprocessors = [
         SplitExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades, AssignLatePenalties,
         CheckCellMetadata,
@@ -125,8 +125,8 @@ def install(c, *, sandbox: Settings, limits: Limits, checker_preamble: str) -> N
     c.Validator.preprocessors = [CheckCellMetadata, ClearOutput, SplitExecute]
     # 7. feedback and export
     c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, CourseFeedback]
-    c.GenerateFeedback.exporter_class = "coursekit.pages.FeedbackExporter"
-    c.ExportApp.plugin_class = "coursekit.csvsafe.SafeCsvExportPlugin"
+    c.GenerateFeedback.exporter_class = "coursekit.rendering.pages.FeedbackExporter"
+    c.ExportApp.plugin_class = "coursekit.core.csvsafe.SafeCsvExportPlugin"
     # 8. render limits
     c.RepairCells.limits = limits
     c.SubmissionExporter.limits = limits

@@ -1,7 +1,7 @@
-"""JupyterHub configuration of the course hub; `bin/hub` (coursekit/hub.py) starts JupyterHub with it.
+"""JupyterHub configuration of the course hub; `bin/hub` (coursekit/hosting/hub.py) starts JupyterHub with it.
 
 The machine-specific values (ports, folders, who is staff) come from the JSON file named by
-$COURSEKIT_HUB_SETTINGS, which coursekit/hub.py writes into the hub's private state folder.
+$COURSEKIT_HUB_SETTINGS, which coursekit/hosting/hub.py writes into the hub's private state folder.
 
 - Everything listens on 127.0.0.1: the proxy (the address people open), the hub, the proxy's
   API and every user's server.
@@ -12,7 +12,7 @@ $COURSEKIT_HUB_SETTINGS, which coursekit/hub.py writes into the hub's private st
   the students' coursekit wheel), never from the repository's .venv.
 - Students start in their home folder with nbgrader's Assignments tab; formgrader and the
   course list are switched off for them (cosmetic: their Unix account is what keeps them out
-  of the course folder, see coursekit/hub.py).
+  of the course folder, see coursekit/hosting/hub.py).
 - The instructor and the TAs start in the course folder, with Formgrader, and the repository
   on PYTHONPATH (the course's nbgrader_config.py imports coursekit's grading modules).
 """
@@ -37,7 +37,7 @@ c.JupyterHub.pid_file = os.path.join(state, "jupyterhub.pid")
 c.JupyterHub.db_url = "sqlite:///" + os.path.join(state, "jupyterhub.sqlite")
 c.JupyterHub.cookie_secret_file = os.path.join(state, "jupyterhub_cookie_secret")
 c.JupyterHub.cleanup_servers = True  # stopping the hub stops every user's server
-c.JupyterHub.services = settings.get("services", [])  # grading on submit, if on (coursekit/hub.py, Hub.services)
+c.JupyterHub.services = settings.get("services", [])  # grading on submit, if on (coursekit/hosting/hub.py, Hub.services)
 
 c.JupyterHub.authenticator_class = "pam"
 c.PAMAuthenticator.open_sessions = False  # no login sessions (systemd-logind) on a course server

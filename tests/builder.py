@@ -9,7 +9,7 @@ late" means the same thing in every test file:
     sub = builder.Submission(nbs, timestamp=builder.late_by(course.layout, hours=30))
     sub.submit(course, "alice")                          # into submitted/alice/week2/
 
-Where things are comes from ``coursekit.layout``: ``REPO`` is this repository read as a course
+Where things are comes from ``coursekit.core.layout``: ``REPO`` is this repository read as a course
 (its source/ and release/), a course copy's own layout is ``course.layout``.
 """
 
@@ -23,9 +23,9 @@ from pathlib import Path
 import nbformat
 from dateutil.parser import parse as parse_date
 
-from coursekit.course import REPO_ROOT
-from coursekit.layout import CourseLayout
-from coursekit.notebook import grade_id
+from coursekit.core.course import REPO_ROOT
+from coursekit.core.layout import CourseLayout
+from coursekit.core.notebook import grade_id
 
 ASSIGNMENT = "week2"
 NOTEBOOKS = ("fashion_mnist", "mnist")
@@ -155,7 +155,7 @@ class Submission:
         return self.write_files(folder / assignment)
 
     def submit(self, course, student: str, assignment: str = ASSIGNMENT) -> Path:
-        """Put it in ``course`` (a coursekit.course.Course) as ``student``'s submission."""
+        """Put it in ``course`` (a coursekit.core.course.Course) as ``student``'s submission."""
         dest = course.layout.submitted(student, assignment)
         if dest.exists():
             shutil.rmtree(dest)

@@ -1,8 +1,8 @@
 """Shared fixtures: temporary course copies, and the graded reference class shared by tests.
 
 The reference submissions (tests/fixtures/submissions) are graded in one course copy, in two
-rounds of the real pipeline: the class runner (`python -m coursekit.runner`, which runs the real
-`nbgrader autograde` for each submission, in parallel, in the sandbox; tests/test_runner.py shows
+rounds of the real pipeline: the class runner (`python -m coursekit.grading.runner`, which runs the real
+`nbgrader autograde` for each submission, in parallel, in the sandbox; tests/grading/test_runner.py shows
 its gradebook equals sequential `nbgrader autograde`'s), then `generate_feedback` and `export`:
 
 - ``fast_class``: every submission that trains no model, graded with a per-cell timeout of
@@ -27,12 +27,19 @@ from pathlib import Path
 
 import pytest
 
-import xdist_groups
-from builder import ASSIGNMENT
-from coursekit import datapaths
-from coursekit.course import Course, grading_env
-from coursekit.notebook import strip_ansi
-from coursekit.pgserver import PostgresServer, PostgresUnavailable
+# The tests mirror the package (tests/<subpackage>/test_<module>.py) and some share helpers across
+# folders (test_runner's class builder, test_release's secret lines): every folder is importable
+# by module name, as tests/ itself is.
+for _folder in sorted(p for p in Path(__file__).resolve().parent.iterdir() if p.is_dir() and list(p.glob("test_*.py"))):
+    if str(_folder) not in sys.path:
+        sys.path.append(str(_folder))
+
+import xdist_groups  # noqa: E402
+from builder import ASSIGNMENT  # noqa: E402
+from coursekit.student import datapaths
+from coursekit.core.course import Course, grading_env
+from coursekit.core.notebook import strip_ansi
+from coursekit.grading.pgserver import PostgresServer, PostgresUnavailable
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SUBMISSIONS = FIXTURES / "submissions"
@@ -139,7 +146,7 @@ class GradedClass:
         return self.course.layout.feedback(student, ASSIGNMENT) / f"{notebook}.html"
 
     def problems(self, student: str) -> list[dict]:
-        from coursekit import problems
+        from coursekit.core import problems
 
         return problems.load(self.autograded_dir(student))
 
@@ -200,7 +207,7 @@ def grade_round(course: Course, submissions: list[Path], settings: dict | None =
     for folder in submissions:
         course.submit(folder.name, folder / ASSIGNMENT, ASSIGNMENT)
     with configured(course, settings):
-        proc = subprocess.run([sys.executable, "-m", "coursekit.runner", ASSIGNMENT, "--course", str(course.root),
+        proc = subprocess.run([sys.executable, "-m", "coursekit.grading.runner", ASSIGNMENT, "--course", str(course.root),
                                "--no-progress"], capture_output=True, text=True, env=grading_env())
     with open(course.root / "autograde.log", "a") as log:  # kept for a failing test's post-mortem
         log.write(proc.stdout + proc.stderr)
@@ -291,7 +298,7 @@ def generated_course(tmp_path_factory) -> Course:
 @pytest.fixture(scope="session")
 def postgres():
     """A private PostgreSQL server for the session: Debian's binaries, a cluster made by initdb in a
-    temporary folder, on 127.0.0.1 and a free port (coursekit/pgserver.py); removed afterwards."""
+    temporary folder, on 127.0.0.1 and a free port (coursekit/grading/pgserver.py); removed afterwards."""
     server = PostgresServer(Path(tempfile.mkdtemp(prefix="coursekit-postgres-")))
     try:
         server.start()
@@ -322,7 +329,7 @@ def add_test_settings(course_root: Path, lines: list[str]) -> None:
 
 
 def turn_intake_off(course: Course) -> None:
-    """Let a course copy read submissions as stock nbgrader does (no coursekit.intake)."""
+    """Let a course copy read submissions as stock nbgrader does (no coursekit.submissions.intake)."""
     add_test_settings(course.root, [INTAKE_OFF])
 
 
@@ -350,13 +357,13 @@ def runner_class(tmp_path_factory) -> Course:
     reference for the cluster and PostgreSQL tests."""
     import subprocess
 
-    from coursekit.course import grading_env
+    from coursekit.core.course import grading_env
     from test_runner import build_class
 
     course = Course.copy_of(tmp_path_factory.mktemp("runner-class") / "course")
     course.generate(ASSIGNMENT)
     build_class(course)
-    cmd = [sys.executable, "-m", "coursekit.runner", ASSIGNMENT, "--no-progress", "-j", "2", "--course", str(course.root)]
+    cmd = [sys.executable, "-m", "coursekit.grading.runner", ASSIGNMENT, "--no-progress", "-j", "2", "--course", str(course.root)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=grading_env(), timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return course

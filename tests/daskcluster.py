@@ -3,7 +3,7 @@ processes (each worker under its nanny, one thread), started and stopped here; n
 running when the context ends.
 
 By default it is the course's set-up: mutual TLS with the course's certificates
-(``coursekit.cluster.ensure_certificates``, as bin/setup makes them), the ones the runner uses.
+(``coursekit.grading.cluster.ensure_certificates``, as bin/setup makes them), the ones the runner uses.
 ``tls=False`` starts Dask's stock plain-TCP cluster, to show what that set-up lets others do."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Worker:
     def grading_processes(self) -> list[int]:
         """nbgrader, sandbox and kernel processes working in this worker's folder."""
         return [pid for pid, cmd, cwd in _processes()
-                if cwd.startswith(str(self.folder)) and ("nbgrader" in cmd or "coursekit.sandbox" in cmd
+                if cwd.startswith(str(self.folder)) and ("nbgrader" in cmd or "coursekit.execution.sandbox" in cmd
                                                          or "ipykernel" in cmd)]
 
     def worker_pids(self) -> list[int]:
@@ -67,7 +67,7 @@ class LoopbackCluster:
     """``with LoopbackCluster(folder) as cluster: cluster.add_worker("w1"); cluster.address``"""
 
     def __init__(self, folder: Path, env: dict | None = None, tls: bool = True):
-        from coursekit import cluster
+        from coursekit.grading import cluster
 
         self.folder = Path(folder)
         self.env = dict(env or os.environ)
@@ -81,7 +81,7 @@ class LoopbackCluster:
         self.client = None
 
     def tls_args(self, role: str) -> list[str]:
-        from coursekit import cluster
+        from coursekit.grading import cluster
 
         return cluster.tls_args(role, self.certificates) if self.tls else []
 

@@ -1,4 +1,4 @@
-"""A course hub for the tests: `bin/hub`'s program (python -m coursekit.hub) on 127.0.0.1 with its
+"""A course hub for the tests: `bin/hub`'s program (python -m coursekit.hosting.hub) on 127.0.0.1 with its
 own accounts, course copy, exchange and homes under one temporary folder, and what people do
 in it through a real browser (tests/browser.py).
 
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from browser import Browser
-from coursekit import hub as hubmod
-from coursekit.course import REPO_ROOT, Course
+from coursekit.hosting import hub as hubmod
+from coursekit.core.course import REPO_ROOT, Course
 
 INSTRUCTOR, TA, STUDENTS, GROUP = "w2-prof", "w2-ta", ("w2-ann", "w2-bob", "w2-cem"), "w2-staff"
 ROSTER = hubmod.Roster(INSTRUCTOR, (TA,), STUDENTS, GROUP)
@@ -101,7 +101,7 @@ class RunningHub:
         args = ["--port", str(port), "--course", str(hub.course), "--home", str(hub.home), "--homes", str(hub.homes),
                 "--instructor", INSTRUCTOR, "--ta", TA, "--students", ",".join(STUDENTS), "--group", GROUP,
                 "--data", str(hub.data_dir)]
-        process = subprocess.Popen([sys.executable, "-m", "coursekit.hub", *args], stdout=subprocess.PIPE,
+        process = subprocess.Popen([sys.executable, "-m", "coursekit.hosting.hub", *args], stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
         running = cls(base, hub, process, {}, repo_stat, screenshots)
         output = []

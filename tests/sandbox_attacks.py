@@ -25,7 +25,7 @@ import builder
 
 MARK = "ATTACK "
 # The marker nbgrader keeps around hidden tests in the source notebooks, in the autograded copies
-# and in the gradebook (tests/test_release.py checks that the release never holds it).
+# and in the gradebook (tests/notebooks/test_release.py checks that the release never holds it).
 HIDDEN_SNIPPET = "### BEGIN HIDDEN TESTS"
 
 
@@ -292,9 +292,9 @@ def reports_left_in(report_to: Path) -> dict[str, dict]:
 
 
 def configure(course_root: Path, **settings) -> None:
-    """Give a course copy its own sandbox settings (coursekit.sandbox.Settings fields)."""
+    """Give a course copy its own sandbox settings (coursekit.execution.sandbox.Settings fields)."""
     with open(course_root / "nbgrader_config.py", "a") as f:
-        f.write(f"\n# test settings\nfrom coursekit.sandbox import Settings as _S\nSANDBOX = _S(**{settings!r})\n"
+        f.write(f"\n# test settings\nfrom coursekit.execution.sandbox import Settings as _S\nSANDBOX = _S(**{settings!r})\n"
                 "c.Execute.extra_arguments = SANDBOX.kernel_arguments()\n")
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from builder import ASSIGNMENT
-from coursekit.course import grading_env
+from coursekit.core.course import grading_env
 
 REPO = next(p for p in Path(__file__).resolve().parents if (p / "nbgrader_config.py").is_file())  # tests may move
 TESTS = REPO / "tests"
@@ -170,14 +170,14 @@ MAPPED: dict[str, Mapped] = {
     "coursekit grade --scheduler tls://HOST:8786": Mapped(
         "test_cluster.py::test_cluster_gradebook_equals_local_runner_field_by_field", '"--scheduler"',
         evidence_in="test_cluster.py", why="a real TLS Dask cluster on 127.0.0.1"),
-    "dask scheduler --protocol tls --host HOST --port 8786 $(python -m coursekit.cluster tls-args scheduler)": Mapped(
+    "dask scheduler --protocol tls --host HOST --port 8786 $(python -m coursekit.grading.cluster tls-args scheduler)": Mapped(
         "test_cluster.py::test_the_cluster_is_the_course_set_up_mutual_tls", 'self.tls_args("scheduler")',
         evidence_in="daskcluster.py", why="tests/daskcluster.py starts `dask scheduler` with the same "
                                           "tls_args (test_tls_args_command_is_what_the_cluster_tests_use)"),
-    "dask worker tls://HOST:8786 $(python -m coursekit.cluster tls-args worker) --nworkers 16 --nthreads 1": Mapped(
+    "dask worker tls://HOST:8786 $(python -m coursekit.grading.cluster tls-args worker) --nworkers 16 --nthreads 1": Mapped(
         "test_cluster.py::test_the_cluster_is_the_course_set_up_mutual_tls", 'self.tls_args("worker")',
         evidence_in="daskcluster.py"),
-    "python: from coursekit.cluster import slurm_cluster": Mapped(
+    "python: from coursekit.grading.cluster import slurm_cluster": Mapped(
         "test_cluster_deploy.py::test_workers_and_scheduler_use_the_course_certificates", "slurm_cluster",
         evidence_in="test_cluster_deploy.py", why="the Slurm job script generated and checked (no Slurm in CI)"),
     'python: c.CourseDirectory.db_url = "postgresql+psycopg://USER:PASSWORD@HOST:5432/week2"': Mapped(
@@ -187,16 +187,16 @@ MAPPED: dict[str, Mapped] = {
         "test_fixtures_current.py::test_committed_submissions_are_up_to_date", 'build_submissions.main(["--check"])',
         why="builds every submission the same way and compares with the committed ones (writing them would "
             "change the repository)"),
-    ".venv/bin/python -m pytest tests/test_autograde.py --update-expected-scores": Mapped(
+    ".venv/bin/python -m pytest tests/notebooks/test_autograde.py --update-expected-scores": Mapped(
         "test_autograde.py::test_updating_the_table_with_the_scores_it_expects_changes_nothing",
         "update_expected_scores(", why="the option's writer on a copy of the table"),
-    'bin/test -m "not slow" tests/test_autograde.py tests/test_broken_submissions.py '
-    'tests/test_adversarial_submissions.py': Mapped(
+    'bin/test -m "not slow" tests/notebooks/test_autograde.py tests/submissions/test_broken_submissions.py '
+    'tests/notebooks/test_adversarial_submissions.py': Mapped(
         ".ci/run", "bin/test", why="CI runs bin/test, these files included (their paths: "
                                    "test_paths_in_commands_exist)"),
     "bin/hub": Mapped(
-        "test_hub.py::test_student_sees_score_ta_comment_and_no_hidden_test", '"coursekit.hub"',
-        evidence_in="hub_session.py", why="bin/hub's program (python -m coursekit.hub after bin/setup) on a free port"),
+        "test_hub.py::test_student_sees_score_ta_comment_and_no_hidden_test", '"coursekit.hosting.hub"',
+        evidence_in="hub_session.py", why="bin/hub's program (python -m coursekit.hosting.hub after bin/setup) on a free port"),
     "bin/hub --remove-accounts": Mapped(
         "test_hub.py::test_student_sees_score_ta_comment_and_no_hidden_test", "remove_accounts",
         evidence_in="hub_session.py", why="the hub session removes its accounts when the test ends"),
@@ -388,7 +388,7 @@ def walked(tmp_path_factory) -> Walk:
     """A scratch copy of the course set up as a TA's grading machine (bin/ and .venv/ of this
     repository, two students' notebooks in ~/Downloads, Canvas's gradebook file as canvas.csv),
     where the README's section runs, command by command, in one bash as a TA types it."""
-    from coursekit.course import Course
+    from coursekit.core.course import Course
 
     base = tmp_path_factory.mktemp("walk")
     course = Course.copy_of(base / "course").root
@@ -478,7 +478,7 @@ def test_ta_commands_on_a_copy_of_the_walked_class(walked, tmp_path):
     """docs/ta.md's commands of a week that the walk-through did not run, in their order, on a copy
     of the walked class (the students' emails in the gradebook, as `nbgrader db student import`
     puts them, for Moodle)."""
-    from coursekit.layout import CourseLayout
+    from coursekit.core.layout import CourseLayout
 
     course = tmp_path / "course"
     shutil.copytree(walked.course, course, symlinks=True)
@@ -508,7 +508,7 @@ def test_student_install_commands(tmp_path):
     (nothing is installed or downloaded): the plain one would install the package with what this
     environment has; the [tensorflow] one asks pip for TensorFlow, which a student's machine
     downloads and this offline machine cannot (it has tensorflow-cpu)."""
-    proc = subprocess.run([sys.executable, "-m", "coursekit.student_wheel", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "coursekit.hosting.student_wheel", "--out", str(tmp_path)],
                           capture_output=True, text=True, env=grading_env())
     assert proc.returncode == 0, proc.stderr
     results = {}
@@ -523,13 +523,13 @@ def test_student_install_commands(tmp_path):
 
 
 def test_tls_args_command_is_what_the_cluster_tests_use():
-    """The `$(python -m coursekit.cluster tls-args ROLE)` of docs/operations.md's dask commands
+    """The `$(python -m coursekit.grading.cluster tls-args ROLE)` of docs/operations.md's dask commands
     prints the options tests/daskcluster.py starts `dask scheduler` and `dask worker` with."""
-    from coursekit import cluster
+    from coursekit.grading import cluster
 
     certificates = cluster.ensure_certificates()
     for role in ("scheduler", "worker"):
-        proc = subprocess.run([sys.executable, "-m", "coursekit.cluster", "tls-args", role], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "coursekit.grading.cluster", "tls-args", role], capture_output=True,
                               text=True, env=grading_env(), cwd=REPO)
         assert proc.returncode == 0, proc.stderr
         assert shlex.split(proc.stdout) == cluster.tls_args(role, certificates) and "--tls-key" in proc.stdout

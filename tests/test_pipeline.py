@@ -14,10 +14,10 @@ from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from coursekit import pipeline
-from coursekit.bounds import Limits
-from coursekit.sandbox import PreflightHook, Settings
+from coursekit.rendering.bounds import Limits
+from coursekit.execution.sandbox import PreflightHook, Settings
 
-from coursekit.course import REPO_ROOT
+from coursekit.core.course import REPO_ROOT
 
 CALL = "pipeline.install(c, sandbox=SANDBOX, limits=RENDER_LIMITS, checker_preamble=CHECKER_PREAMBLE)"
 
@@ -63,26 +63,26 @@ def load(folder) -> Config:
 
 def test_the_course_config_installs_every_hook_in_order_and_stock_has_none(tmp_path):
     course = configured(REPO_ROOT)
-    assert course["converter"] == "coursekit.intake.IntakeAutograde"
+    assert course["converter"] == "coursekit.submissions.intake.IntakeAutograde"
     # the sandbox's preflight first, then the expected notebooks: no submission is touched without the sandbox
     assert course["pre_convert_hook"] == ["PreflightHook", "ExpectedNotebooks"]
     assert course["sanitize"] == [
-        "coursekit.sanitize.RepairCells", "nbgrader.preprocessors.clearoutput.ClearOutput",
+        "coursekit.submissions.sanitize.RepairCells", "nbgrader.preprocessors.clearoutput.ClearOutput",
         "nbgrader.preprocessors.deduplicateids.DeduplicateIds",
         "nbgrader.preprocessors.overwritekernelspec.OverwriteKernelspec",
         "nbgrader.preprocessors.overwritecells.OverwriteCells",
         "nbgrader.preprocessors.checkcellmetadata.CheckCellMetadata"]
     assert course["autograde"] == [
-        "coursekit.split_execute.SplitExecute", "nbgrader.preprocessors.ignorepattern.IgnorePattern",
+        "coursekit.transfer.split_execute.SplitExecute", "nbgrader.preprocessors.ignorepattern.IgnorePattern",
         "nbconvert.preprocessors.clearmetadata.ClearMetadataPreprocessor",
         "nbgrader.preprocessors.limitoutput.LimitOutput", "nbgrader.preprocessors.saveautogrades.SaveAutoGrades",
         "nbgrader.preprocessors.latesubmissions.AssignLatePenalties",
         "nbgrader.preprocessors.checkcellmetadata.CheckCellMetadata"]
-    assert course["exporter"] == "coursekit.sanitize.SubmissionExporter"
-    assert course["validator"][-1] == "coursekit.split_execute.SplitExecute"
+    assert course["exporter"] == "coursekit.submissions.sanitize.SubmissionExporter"
+    assert course["validator"][-1] == "coursekit.transfer.split_execute.SplitExecute"
     assert course["kernel_arguments"] == sandbox_settings_of(REPO_ROOT).kernel_arguments()
     loaded = load(REPO_ROOT)
-    assert loaded.Execute.kernel_name and loaded.AssignLatePenalties.plugin_class == "coursekit.late.PercentPerDayLate"
+    assert loaded.Execute.kernel_name and loaded.AssignLatePenalties.plugin_class == "coursekit.core.late.PercentPerDayLate"
 
     # the same file without the call: nbgrader's own pipeline, none of the course's hooks
     text = (REPO_ROOT / "nbgrader_config.py").read_text()
@@ -140,7 +140,7 @@ def note(what):
         f.write(f"{what} {os.getpid()}\n")
 
 
-from coursekit import intake as _intake
+from coursekit.submissions import intake as _intake
 
 for _name in ("class_list", "scan"):
     def _spy(*args, _real=getattr(_intake, _name), _name=_name, **kwargs):
@@ -195,7 +195,7 @@ def test_the_one_sweeper_removes_what_dead_processes_left_and_nothing_else(tmp_p
     """sandbox.sweep_leftovers serves the sandbox's scratch, the transfer folders, nbgrader's intake
     copies and the runner's work folders: a dead process's folder goes (a file system mounted in
     it is unmounted first), a live one's, a link and a stray file stay."""
-    from coursekit import sandbox
+    from coursekit.execution import sandbox
 
     dead = subprocess.Popen(["true"])
     dead.wait()

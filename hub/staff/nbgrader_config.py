@@ -12,7 +12,7 @@ c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
 c.Exchange.root = os.environ["COURSEKIT_EXCHANGE"]
 
 # Collect only what each student really handed in, dated by when it last changed
-# (coursekit/exchange.py says what stock collect would take instead).
-c.ExchangeFactory.collect = "coursekit.exchange.VerifiedCollect"
+# (coursekit/submissions/exchange.py says what stock collect would take instead).
+c.ExchangeFactory.collect = "coursekit.submissions.exchange.VerifiedCollect"
 # Copy without following links (a student's link in a hand-in, a link in feedback/, which TAs may write).
-c.ExchangeFactory.release_feedback = "coursekit.exchange.SafeReleaseFeedback"
+c.ExchangeFactory.release_feedback = "coursekit.submissions.exchange.SafeReleaseFeedback"

@@ -1,4 +1,4 @@
-{#- nbgrader 0.9.6's base.tpl for formgrader's pages, without inline script (coursekit.formgrader):
+{#- nbgrader 0.9.6's base.tpl for formgrader's pages, without inline script (coursekit.rendering.formgrader):
     the values nbgrader's pages set in inline scripts are a JSON data island, which
     coursekit/static/formgrader.js turns into the globals nbgrader's scripts read. -#}
 <!doctype html>
