@@ -96,7 +96,10 @@ MAX_MESSAGE = 64 * 1024  # what one entry says (several merged messages included
 
 @dataclass(frozen=True)
 class Entry:
-    """One thing that happened to a submission: (kind, notebook, cell) is its identity."""
+    """One thing that happened to a submission: (kind, notebook, cell) is its identity. An entry
+    about one file of the submission (FILE_KINDS, outside any notebook's cells) is about the file
+    its message names, so its message is part of its identity: two refused files are two entries,
+    the same refusal recorded twice is one."""
 
     kind: str
     notebook: str | None
@@ -104,7 +107,9 @@ class Entry:
     message: str
 
     @property
-    def key(self) -> tuple[str, str | None, str | None]:
+    def key(self) -> tuple:
+        if self.kind in FILE_KINDS and self.cell is None:
+            return (self.kind, self.notebook, None, self.message)
         return (self.kind, self.notebook, self.cell)
 
     def title(self, audience: str) -> str:
@@ -115,6 +120,8 @@ class Entry:
         return {"kind": self.kind, "notebook": self.notebook, "cell": self.cell, "message": self.message}
 
 
+# Entries about one file of the submission (the message names it).
+FILE_KINDS = ("refused-file", "stray-file")
 # What the intake records (before any notebook is read): first, wherever it was recorded from.
 INTAKE_KINDS = ("refused-file", "bad-timestamp")
 _KIND_ORDER = {kind: i for i, kind in enumerate(KINDS)}
@@ -138,7 +145,7 @@ def _merged(entries) -> tuple[Entry, ...]:
         if old is None:
             by_key[entry.key] = entry
         elif entry.message and entry.message not in old.message.split("\n"):
-            by_key[entry.key] = Entry(*entry.key, f"{old.message}\n{entry.message}" if old.message else entry.message)
+            by_key[entry.key] = Entry(entry.kind, entry.notebook, entry.cell, f"{old.message}\n{entry.message}" if old.message else entry.message)
     return tuple(sorted(by_key.values(), key=_order))
 
 

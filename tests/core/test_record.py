@@ -56,8 +56,13 @@ def test_an_entry_is_its_kind_notebook_and_cell_once(tmp_path):
     problems.record(tmp_path, "timeout", "fashion_mnist", "f4_functions", "stopped, said again")
     problems.record(tmp_path, "stray-file", None, None, "a.ipynb")
     problems.record(tmp_path, "stray-file", None, None, "b.ipynb")
+    problems.record(tmp_path, "stray-file", None, None, "a.ipynb")
+    problems.record(tmp_path, "late", None, None, "late by 2 hours")
+    problems.record(tmp_path, "late", None, None, "late by 2 hours (said again)")
     assert problems.load(tmp_path) == [
-        {"kind": "stray-file", "notebook": None, "cell": None, "message": "a.ipynb\nb.ipynb"},
+        {"kind": "late", "notebook": None, "cell": None, "message": "late by 2 hours\nlate by 2 hours (said again)"},
+        {"kind": "stray-file", "notebook": None, "cell": None, "message": "a.ipynb"},  # one file, one entry
+        {"kind": "stray-file", "notebook": None, "cell": None, "message": "b.ipynb"},
         {"kind": "timeout", "notebook": "fashion_mnist", "cell": "f4_functions", "message": "stopped\nstopped, said again"}]
     entry = problems.Entry("late", None, None, "x")
     with pytest.raises(ValueError):
