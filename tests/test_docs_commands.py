@@ -183,6 +183,10 @@ MAPPED: dict[str, Mapped] = {
     'python: c.CourseDirectory.db_url = "postgresql+psycopg://USER:PASSWORD@HOST:5432/week2"': Mapped(
         "test_postgres.py::test_the_runner_on_postgresql_gives_the_sqlite_gradebook", "c.CourseDirectory.db_url",
         evidence_in="conftest.py", why="tests/conftest.py's postgres_course writes this line into a course copy"),
+    "python: c.SubmitGrading.enabled = True        # off by default: the hub runs no service, as before": Mapped(
+        "test_submit_service.py::test_feedback_appears_for_the_student_with_no_staff_action",
+        "c.SubmitGrading.enabled = True", evidence_in="test_submit_service.py",
+        why="the hub of that module runs with these settings (max_per_hour lowered to see the limit)"),
     ".venv/bin/python tests/fixtures/build_submissions.py": Mapped(
         "test_fixtures_current.py::test_committed_submissions_are_up_to_date", 'build_submissions.main(["--check"])',
         why="builds every submission the same way and compares with the committed ones (writing them would "
