@@ -496,8 +496,9 @@ def test_a_submission_cannot_stand_in_for_the_wrapper(tmp_path):
 
     argv = kernel_spec()["argv"]
     wrapper = argv[:argv.index("--")]
-    fake = tmp_path / "coursekit"
-    fake.mkdir()
+    fake = tmp_path / "coursekit" / "execution"
+    fake.mkdir(parents=True)
+    (fake.parent / "__init__.py").write_text("")
     (fake / "__init__.py").write_text("")
     (fake / "sandbox.py").write_text(f"open({str(tmp_path / 'pwned')!r}, 'w').write('root')\n")
     proc = subprocess.run([*wrapper, "--", sys.executable, "-c", "print('kernel')", "--coursekit-sandbox=off"],

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from history import old_source
 
 from coursekit.execution import sandbox
 from coursekit.core.course import REPO_ROOT
@@ -131,9 +132,7 @@ def test_the_old_relay_holds_every_part_of_a_message_outside_every_limit(tmp_pat
 def old_wrapper(tmp_path: Path) -> list[str]:
     old = tmp_path / "old"
     old.mkdir()
-    source = subprocess.run(["git", "show", f"{OLD_WRAPPER_COMMIT}:coursekit/execution/sandbox.py"], cwd=REPO_ROOT,
-                            capture_output=True, check=True).stdout
-    (old / "old_sandbox.py").write_bytes(source)
+    (old / "old_sandbox.py").write_text(old_source(OLD_WRAPPER_COMMIT, "coursekit/sandbox.py"))
     return [sys.executable, "-I", str(old / "old_sandbox.py")]
 
 

@@ -20,6 +20,7 @@ import sys
 
 import nbformat
 import pytest
+from history import old_source
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 from traitlets.config.loader import PyFileConfigLoader
 
@@ -65,11 +66,9 @@ def forged_outputs_notebook():
 
 
 def old_notebook_module():
-    source = subprocess.run(["git", "show", f"{OLD_COMMIT}:coursekit/core/notebook.py"], cwd=REPO_ROOT,
-                            capture_output=True, check=True).stdout
     path = REPO_ROOT / ".pytest_cache" / "old_notebook_stops.py"
     path.parent.mkdir(exist_ok=True)
-    path.write_bytes(source)
+    path.write_text(old_source(OLD_COMMIT, "coursekit/notebook.py"))
     spec = importlib.util.spec_from_file_location("old_notebook_stops", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # (dataclasses look their module up)

@@ -18,7 +18,7 @@ import builder
 import sandbox_attacks as attacks
 from builder import ASSIGNMENT, Submission
 from coursekit.core import problems
-from coursekit.grading import runner
+from coursekit.grading import runner, submission
 from coursekit.core.course import Course, grading_env
 
 MEMORY = "3G"  # the sandbox's memory limit in these courses: "zed" goes over it
@@ -348,8 +348,8 @@ def _graded(course: Course) -> list[str]:
 def test_a_packing_mismatch_stalled_the_class_with_the_old_code(checkpoint_class, monkeypatch):
     """The old code: digest and packing disagreed about bb's file, the worker "refused", and the
     runner stopped handing out work: cc is never graded, on this run or any other."""
-    monkeypatch.setattr(runner, "tree_digest", _old_tree_digest)
-    monkeypatch.setattr(runner, "SubmissionMismatch", runner.Refused)  # the old worker-wide refusal
+    monkeypatch.setattr(submission, "tree_digest", _old_tree_digest)  # what a worker hashes
+    monkeypatch.setattr(submission, "SubmissionMismatch", submission.Refused)  # the old worker-wide refusal
     with pytest.raises(runner.RunnerError, match="not the one the runner read"):
         runner.Runner(checkpoint_class.root, ASSIGNMENT, jobs=1, progress=False).run()
     assert _graded(checkpoint_class) == ["aa"]
@@ -358,7 +358,7 @@ def test_a_packing_mismatch_stalled_the_class_with_the_old_code(checkpoint_class
 def test_a_submission_that_arrives_different_fails_alone(checkpoint_class, monkeypatch):
     """Any mismatch between what the runner read and what the worker unpacked (here the old,
     disagreeing digest) fails that submission only: recorded, and the class goes on."""
-    monkeypatch.setattr(runner, "tree_digest", _old_tree_digest)
+    monkeypatch.setattr(submission, "tree_digest", _old_tree_digest)  # what a worker hashes
     outcomes = runner.Runner(checkpoint_class.root, ASSIGNMENT, jobs=1, progress=False).run()
     assert {o.student: o.ok for o in outcomes} == {"aa": True, "bb": False, "cc": True}
     assert _graded(checkpoint_class) == ["aa", "cc"]

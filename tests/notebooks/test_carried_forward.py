@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from history import old_source
 
 from coursekit.student import checks
 from coursekit.execution import fastfit
@@ -32,17 +33,16 @@ BASE = "a538299"  # the last commit before this change: its check cells and help
 
 
 def _git_show(path: str) -> str:
-    return subprocess.run(["git", "show", f"{BASE}:{path}"], cwd=ROOT, check=True, capture_output=True,
-                          text=True).stdout
+    return old_source(BASE, path)
 
 
 @pytest.fixture(scope="module")
 def old():
-    """The old check helpers (coursekit/student/checks.py at BASE) as a module of their own, and the old
+    """The old check helpers (coursekit/checks.py at BASE) as a module of their own, and the old
     notebooks' check cells."""
     module = types.ModuleType("old_checks")
     module.__file__ = "old_checks.py"
-    exec(compile(_git_show("coursekit/student/checks.py"), "old_checks.py", "exec"), module.__dict__)
+    exec(compile(_git_show("coursekit/checks.py"), "old_checks.py", "exec"), module.__dict__)
     cells = {}
     for notebook in ("fashion_mnist", "mnist"):
         for cell in json.loads(_git_show(f"source/week2/{notebook}.ipynb"))["cells"]:

@@ -366,8 +366,9 @@ def build_hostile_class(course: Course, secret: Path, stock: bool) -> None:
     os.symlink(str(secret), mallory / "shadow.txt")
     os.link(secret, mallory / "hard.txt")
     os.symlink("../../../gradebook/gradebook.db", mallory / "gradebook.db")
-    (mallory / problems.FILENAME).write_text(json.dumps([{"kind": "error", "notebook": None, "cell": None,
-                                                          "message": FORGED}]))
+    # A record as the grader writes it, forged by the student (stock nbgrader copies it and grades on).
+    (mallory / problems.FILENAME).write_text(problems.SubmissionRecord(
+        "mallory", ASSIGNMENT, (problems.Entry("error", None, None, FORGED),), 0.0, True).to_json())
     if not stock:  # stock nbgrader would copy it until the disk is full (shown in a test above)
         os.symlink("/dev/zero", mallory / "zero.bin")
 
