@@ -414,7 +414,7 @@ def test_students_cannot_read_the_course_the_exchange_or_the_grading_tools(loop)
         course / "feedback" / ANN / ASSIGNMENT / "fashion_mnist.html",
         inbound, ann_submission / "fashion_mnist.ipynb", ann_submission / "submission_secret.txt",
         hub.hub.exchange / loop.hub.hub.course_id() / "feedback",
-        REPO_ROOT, REPO_ROOT / "source" / ASSIGNMENT / "fashion_mnist.ipynb", REPO_ROOT / "coursekit" / "sandbox.py",
+        REPO_ROOT, REPO_ROOT / "source" / ASSIGNMENT / "fashion_mnist.ipynb", REPO_ROOT / "coursekit" / "execution" / "sandbox.py",
         REPO_ROOT / ".venv" / "bin" / "python", REPO_ROOT / ".git", hub.hub.state / "passwords.json",
     ]
     for path in secret:
